@@ -1,0 +1,3 @@
+from obd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The `obd` command line. Library code raises; this maps errors to one-line
+messages and exit codes (0 ok, 1 internal error, 2 user error)."""
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+
+from obd import __version__, log
+from obd.config import Config, load, locate
+from obd.context import load_plugins, open_service
+from obd.errors import ObdError
+from obd.exchanges import Exchanges
+from obd.storage import schema
+from obd.storage.connect import open_reader
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"obd: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="obd", description="the order-book daemon")
+    parser.add_argument("--version", action="version", version=f"obd {__version__}")
+    config_help = "config file (default: $OBD_CONFIG, then ./config.toml)"
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help=config_help)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("run", parents=[common], help="run the daemon")
+    commands.add_parser("check", parents=[common], help="validate config, database and plugins")
+    commands.add_parser("plugins", parents=[common], help="list exchange plugins and load errors")
+    coins = commands.add_parser("coins", help="manage the collected coins").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    listing = coins.add_parser("list", parents=[common], help="coins in the database")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    add = coins.add_parser("add", parents=[common], help="collect a coin (checks it is listed)")
+    add.add_argument("exchange")
+    add.add_argument("symbol")
+    add.add_argument("--interval", help="cadence, e.g. 30s, 5m (default from config)")
+    add.add_argument("--depth", type=int, help="levels a side to keep (default from config)")
+    remove = coins.add_parser("remove", parents=[common], help="stop collecting (data kept)")
+    remove.add_argument("exchange")
+    remove.add_argument("symbol")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log.configure(os.environ.get("OBD_LOG_LEVEL", "info"))
+    try:
+        config = load(locate(args.config))
+        handler = _COMMANDS[(args.command, getattr(args, "action", None))]
+        return handler(config, args)
+    except ObdError as exc:
+        print(f"obd: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("OBD_DEBUG"):
+            raise
+        print(f"obd: internal error: {type(exc).__name__}: {exc} (OBD_DEBUG=1 shows more)",
+              file=sys.stderr)
+        return 1
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    import uvloop
+
+    from obd import daemon
+
+    uvloop.run(daemon.run(config))
+    return 0
+
+
+def _async(config: Config, coro: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    async def go() -> int:
+        async with open_service(config) as service:
+            return await coro(service)
+
+    return asyncio.run(go())
+
+
+def _coins_list(config: Config, args: argparse.Namespace) -> int:
+    async def go(service: Any) -> int:
+        coins = await service.list_coins()
+        if args.json:
+            for coin in coins:
+                print(msgspec.json.encode(coin).decode())
+        else:
+            _table(coins)
+        return 0
+
+    return _async(config, go)
+
+
+def _table(coins: list[Any]) -> None:
+    rows = [("EXCHANGE", "SYMBOL", "INTERVAL", "DEPTH", "COUNT", "LAST_TS")]
+    rows += [(c.exchange, c.symbol, c.interval, str(c.depth), str(c.count), str(c.last_ts or "-"))
+             for c in coins]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _coins_add(config: Config, args: argparse.Namespace) -> int:
+    async def go(service: Any) -> int:
+        coin, created = await service.add_coin(args.exchange, args.symbol, args.interval, args.depth)
+        verb = "added" if created else "already collected:"
+        print(f"{verb} {coin.symbol} on {coin.exchange} every {coin.interval}, depth {coin.depth}")
+        return 0
+
+    return _async(config, go)
+
+
+def _coins_remove(config: Config, args: argparse.Namespace) -> int:
+    async def go(service: Any) -> int:
+        coin = await service.remove_coin(args.exchange, args.symbol)
+        print(f"removed {coin.symbol} on {coin.exchange} (its data is kept)")
+        return 0
+
+    return _async(config, go)
+
+
+def _plugins(config: Config, args: argparse.Namespace) -> int:
+    registry = load_plugins(config)
+    for found in registry.found:
+        if found.error:
+            status = f"error: {found.error}"
+        elif found.overridden_by:
+            status = f"overridden by {found.overridden_by}"
+        else:
+            status = "ok" + (f" ({found.spec.description})" if found.spec and found.spec.description else "")
+        print(f"{found.name}\t{found.origin}\t{status}")
+    return 1 if any(found.error for found in registry.found) else 0
+
+
+def _check(config: Config, args: argparse.Namespace) -> int:
+    from obd.daemon import check_bind_allowed
+
+    problems = []
+    registry = load_plugins(config)
+    problems += [f"plugin {f.name} ({f.origin}): {f.error}" for f in registry.found if f.error]
+    try:
+        Exchanges(registry, config.exchanges).check_options()
+        check_bind_allowed(config)
+        for index, coin in enumerate(config.coins):
+            try:
+                registry.spec_for(coin.exchange)
+            except ObdError as exc:
+                problems.append(f"coins[{index}]: {exc}")
+    except ObdError as exc:
+        problems.append(str(exc))
+    problems += _database_problems(config.database)
+    for problem in problems:
+        print(f"obd: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"ok: config, plugins ({', '.join(registry.names)}) and database {config.database}")
+    return EXIT_USER_ERROR if problems else 0
+
+
+def _database_problems(path: Path) -> list[str]:
+    if not path.exists():
+        return []  # created on first run
+    try:
+        conn = open_reader(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > schema.SCHEMA_VERSION:
+            return [f"database {path}: schema {version} is newer than this obd ({schema.SCHEMA_VERSION})"]
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        conn.close()
+    except Exception as exc:
+        return [f"database {path}: {exc}"]
+    return [] if verdict == "ok" else [f"database {path}: {verdict}"]
+
+
+_COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], int]] = {
+    ("run", None): _run,
+    ("check", None): _check,
+    ("plugins", None): _plugins,
+    ("coins", "list"): _coins_list,
+    ("coins", "add"): _coins_add,
+    ("coins", "remove"): _coins_remove,
+}

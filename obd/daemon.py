@@ -1,0 +1,120 @@
+"""`obd run`: collectors, writer and the HTTP app as named tasks on one uvloop loop.
+
+obd owns SIGTERM/SIGINT: samplers stop, the HTTP server closes, the writer drains,
+the WAL is checkpointed, and the process exits 0.
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import socket
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from obd.auth import OpenAccess
+from obd.config import Config
+from obd.context import open_service
+from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError
+from obd.http.app import create_app
+from obd.service import Service
+from obd.times import now_ms
+
+log = structlog.get_logger("obd")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: it would re-raise SIGTERM after its own
+    shutdown and kill the writer mid-flush."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(config: Config) -> None:
+    check_bind_allowed(config)
+    started = now_ms()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_service(config, collector_started_ms=started) as service:
+        await add_config_coins(service, config)
+        sock = bind(config.server.host, config.server.port)
+        server = _Server(
+            uvicorn.Config(
+                create_app(service, OpenAccess()),
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        assert service.collector is not None
+        async with asyncio.TaskGroup() as tasks:
+            collecting = tasks.create_task(service.collector.run(), name="collector")
+            serving = tasks.create_task(server.serve(sockets=[sock]), name="http")
+            host, port = sock.getsockname()[:2]
+            log.info("serving", url=f"http://{_url_host(host)}:{port}", port=port,
+                     database=str(config.database))
+            await stop.wait()
+            log.info("stopping")
+            collecting.cancel()
+            server.should_exit = True
+            await serving
+    log.info("stopped")
+
+
+def check_bind_allowed(config: Config) -> None:
+    if config.auth.enabled:
+        raise ConfigError(
+            "auth.enabled: token authentication is not in this version yet; "
+            "serve on loopback with enabled = false"
+        )
+    if not _is_loopback(config.server.host):
+        raise ConfigError(
+            f"server.host: {config.server.host} is not a loopback address; "
+            "serving beyond this machine needs [auth] enabled = true"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a taken port is obd's error to report, not uvicorn's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"server: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def add_config_coins(service: Service, config: Config) -> None:
+    """`[[coins]]` are added at start; a definite mistake in one is a config error."""
+    for index, entry in enumerate(config.coins):
+        try:
+            await service.add_coin(entry.exchange, entry.symbol, entry.interval, entry.depth)
+        except (BadRequest, NotFound, Conflict) as exc:
+            raise ConfigError(f"coins[{index}]: {exc}") from None
+        except ObdError as exc:  # e.g. the exchange is unreachable: collect the rest
+            log.warning("config_coin_failed", index=index, error=str(exc))

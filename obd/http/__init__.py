@@ -1,0 +1,1 @@
+"""The HTTP surface (Litestar): routes per CONTRACT.md, errors mapped once."""

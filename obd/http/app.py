@@ -1,0 +1,68 @@
+"""Builds the Litestar app: routes, the auth guard, and the one error mapping."""
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+
+from obd.auth import Authenticator, require
+from obd.errors import ObdError
+from obd.http import routes
+from obd.service import Service
+
+log = structlog.get_logger("obd.http")
+_json = msgspec.json.Encoder()
+
+
+def create_app(service: Service, authenticator: Authenticator) -> Litestar:
+    app = Litestar(
+        route_handlers=routes.HANDLERS,
+        guards=[_scope_guard],
+        exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
+        logging_config=None,
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.service = service
+    app.state.authenticator = authenticator
+    return app
+
+
+async def _scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Every route names its scope in `opt`; routes without one (healthz) are open."""
+    scope = handler.opt.get("scope")
+    if scope is None:
+        return
+    authenticator: Authenticator = connection.app.state.authenticator
+    principal = await authenticator.authenticate(connection.headers.get("authorization"))
+    require(principal, scope)
+
+
+def error_response(status: int, code: str, message: str) -> Response[bytes]:
+    body = _json.encode({"error": {"code": code, "message": message}})
+    headers = {"WWW-Authenticate": 'Bearer realm="obd"'} if status == 401 else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _obd_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, ObdError)
+    status = exc.status if 400 <= exc.status < 600 else 500
+    return error_response(status, exc.code, str(exc))
+
+
+def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.status_code, "bad_request"
+    )
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}",
+              exc_info=exc)
+    return error_response(500, "internal", "internal error; the daemon log has the details")

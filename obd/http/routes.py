@@ -1,0 +1,125 @@
+"""The `/v1` routes and `/healthz`. Each handler parses its request, calls the
+service layer once, and encodes the answer (JSON, or msgpack on `Accept`)."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.response import Stream
+
+from obd.errors import BadRequest
+from obd.model import Snapshot
+from obd.service import Service
+
+MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+AnyRequest = Request[Any, Any, Any]
+
+
+class AddCoinBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    exchange: str
+    symbol: str
+    interval: str | int | None = None
+    depth: int | None = None
+
+
+_add_coin_body = msgspec.json.Decoder(AddCoinBody)
+
+
+def _service(request: AnyRequest) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _query(request: AnyRequest, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return None if value is None else str(value)
+
+
+def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[bytes]:
+    if "application/msgpack" in request.headers.get("accept", ""):
+        return Response(_msgpack.encode(payload), status_code=status, media_type="application/msgpack")
+    return Response(_json.encode(payload), status_code=status, media_type="application/json")
+
+
+@get("/v1/coins", opt={"scope": "read"})
+async def list_coins(request: AnyRequest) -> Response[bytes]:
+    return _respond(request, {"items": await _service(request).list_coins()})
+
+
+@post("/v1/coins", opt={"scope": "write"}, request_max_body_size=MAX_BODY_BYTES)
+async def add_coin(request: AnyRequest) -> Response[bytes]:
+    try:
+        body = _add_coin_body.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"body: {exc}".replace(" - at `$.", " - at `")) from None
+    except msgspec.DecodeError:
+        raise BadRequest("body: expected a JSON object like {\"exchange\": \"sim\", \"symbol\": \"BTC/USDT\"}") from None
+    coin, created = await _service(request).add_coin(body.exchange, body.symbol, body.interval, body.depth)
+    return _respond(request, coin, 201 if created else 200)
+
+
+@delete("/v1/coins", opt={"scope": "write"}, status_code=200)
+async def remove_coin(request: AnyRequest) -> Response[bytes]:
+    coin = await _service(request).remove_coin(_query(request, "exchange"), _query(request, "symbol"))
+    return _respond(request, coin)
+
+
+@get("/v1/availability", opt={"scope": "read"})
+async def availability(request: AnyRequest) -> Response[bytes]:
+    found = await _service(request).availability(_query(request, "exchange"), _query(request, "symbol"))
+    return _respond(request, found)
+
+
+@get("/v1/books", opt={"scope": "read"})
+async def books(request: AnyRequest) -> Response[Any]:
+    service = _service(request)
+    exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
+    start, end = _query(request, "start"), _query(request, "end")
+    form = _query(request, "format") or "json"
+    if form == "ndjson":
+        chunks = await service.stream_books(exchange, symbol, start, end)
+        return Stream(_ndjson(chunks), media_type="application/x-ndjson")
+    if form != "json":
+        raise BadRequest(f"format: expected 'json' or 'ndjson', got {form!r:.40}")
+    page = await service.books(
+        exchange, symbol, start, end, _query(request, "limit"), _query(request, "cursor")
+    )
+    return _respond(request, page)
+
+
+async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]:
+    buffer = bytearray()
+    async for chunk in chunks:
+        for snapshot in chunk:
+            _json.encode_into(snapshot, buffer, len(buffer))
+            buffer.extend(b"\n")
+        yield bytes(buffer)
+        buffer.clear()
+
+
+@get("/v1/books/latest", opt={"scope": "read"})
+async def latest(request: AnyRequest) -> Response[bytes]:
+    snapshot = await _service(request).latest(_query(request, "exchange"), _query(request, "symbol"))
+    return _respond(request, snapshot)
+
+
+@get("/v1/coverage", opt={"scope": "read"})
+async def coverage(request: AnyRequest) -> Response[bytes]:
+    found = await _service(request).coverage(
+        _query(request, "exchange"), _query(request, "symbol"),
+        _query(request, "start"), _query(request, "end"),
+    )
+    return _respond(request, found)
+
+
+@get("/healthz")
+async def healthz(request: AnyRequest) -> Response[bytes]:
+    health = await _service(request).health()
+    return _respond(request, health, 200 if health.status == "ok" else 503)
+
+
+HANDLERS = [list_coins, add_coin, remove_coin, availability, books, latest, coverage, healthz]

@@ -1,0 +1,343 @@
+"""The service layer: what HTTP, WebSocket, MCP and the CLI call. None of them reaches lower.
+
+Arguments arrive as users typed them (strings from a query, JSON values); each is
+checked here once, and errors name the argument.
+"""
+
+import base64
+import binascii
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from obd.collector import Collector
+from obd.config import MAX_DEPTH
+from obd.errors import BadRequest, NotFound
+from obd.exchanges import Exchanges
+from obd.model import Coin, Gap, Snapshot
+from obd.plugin import Availability
+from obd.storage import coins as coin_writes
+from obd.storage import reader
+from obd.storage.reader import Reader
+from obd.storage.writer import Writer
+from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_at_or_after
+
+MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
+DEFAULT_PAGE = 100
+STREAM_CHUNK = 256  # snapshots read per step when streaming a range
+
+_EXCHANGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SYMBOL = re.compile(r"[^\s\x00-\x1f]{1,100}")
+
+
+class CoinView(msgspec.Struct, frozen=True):
+    exchange: str
+    symbol: str
+    interval: str
+    interval_ms: int
+    depth: int
+    status: str
+    synthetic: bool
+    first_ts: int | None
+    last_ts: int | None
+    count: int
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[Snapshot]
+    next: str | None
+
+
+class Coverage(msgspec.Struct, frozen=True):
+    start: int
+    end: int
+    interval_ms: int
+    expected: int
+    present: int
+    gaps: list[Gap]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str  # "ok" or "degraded"
+    writer_backlog: int
+    writer_error: str | None
+    coins: list[dict[str, Any]]
+
+
+class Service:
+    def __init__(
+        self,
+        exchanges: Exchanges,
+        read: Reader,
+        writer: Writer,
+        collector: Collector | None = None,
+        *,
+        default_interval: str | int = "5m",
+        default_depth: int = 100,
+    ) -> None:
+        self.exchanges = exchanges
+        self.reader = read
+        self.writer = writer
+        self.collector = collector  # None outside the daemon (CLI, MCP stdio)
+        self.default_interval = default_interval
+        self.default_depth = default_depth
+
+    # -- coins --
+
+    async def list_coins(self) -> list[CoinView]:
+        return [await self._view(coin) for coin in await self.reader.run(reader.coins)]
+
+    async def availability(self, exchange: object, symbol: object) -> Availability:
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        return await self.exchanges.get(exchange_id).check_availability(symbol_name)
+
+    async def add_coin(
+        self, exchange: object, symbol: object, interval: object = None, depth: object = None
+    ) -> tuple[CoinView, bool]:
+        """(coin, created); checks the exchange lists the symbol first (404 if not)."""
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        interval_given = self.default_interval if interval is None else interval
+        interval_ms = parse_interval(interval_given)
+        levels = self.default_depth if depth is None else _depth(depth)
+        source = self.exchanges.get(exchange_id)
+        listed = await source.check_availability(symbol_name)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol_name} is not listed on {exchange_id}")
+        spelled = interval_given if isinstance(interval_given, str) else format_interval(interval_ms)
+        want = coin_writes.CoinRequest(
+            exchange=exchange_id,
+            symbol=symbol_name,
+            interval_ms=interval_ms,
+            interval=spelled,
+            depth=levels,
+            synthetic=source.synthetic,
+            tick_size=listed.tick_size,
+            lot_size=listed.lot_size,
+        )
+        now = now_ms()
+        coin, created = await self.writer.call(lambda conn: coin_writes.add_coin(conn, want, now))
+        self._wake_collector()
+        return await self._view(coin), created
+
+    async def remove_coin(self, exchange: object, symbol: object) -> CoinView:
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        coin = await self.writer.call(
+            lambda conn: coin_writes.remove_coin(conn, exchange_id, symbol_name)
+        )
+        self._wake_collector()
+        return await self._view(coin)
+
+    # -- books --
+
+    async def books(
+        self, exchange: object, symbol: object, start: object = None, end: object = None,
+        limit: object = None, cursor: object = None,
+    ) -> Page:
+        coin = await self._coin(exchange, symbol)
+        begin, stop = _range(start, end)
+        size = _limit(limit)
+        if cursor is not None:
+            begin = _cursor_ts(cursor, begin, stop)
+        items = await self.reader.run(reader.books, coin, begin, stop, size + 1)
+        if len(items) <= size:
+            return Page(items=items, next=None)
+        return Page(items=items[:size], next=_encode_cursor(items[size].ts))
+
+    async def stream_books(
+        self, exchange: object, symbol: object, start: object = None, end: object = None
+    ) -> AsyncIterator[list[Snapshot]]:
+        """The whole range in chunks, oldest first; memory stays flat however long it is."""
+        coin = await self._coin(exchange, symbol)
+        begin, stop = _range(start, end)
+        return self._chunks(coin, begin, stop)
+
+    async def _chunks(self, coin: Coin, begin: int, stop: int) -> AsyncIterator[list[Snapshot]]:
+        while begin < stop:
+            chunk = await self.reader.run(reader.books, coin, begin, stop, STREAM_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+            begin = chunk[-1].ts + 1
+
+    async def latest(self, exchange: object, symbol: object) -> Snapshot:
+        coin = await self._coin(exchange, symbol)
+        snapshot = await self.reader.run(reader.latest, coin)
+        if snapshot is None:
+            raise NotFound(f"no snapshot of {coin.symbol} on {coin.exchange} yet")
+        return snapshot
+
+    async def coverage(
+        self, exchange: object, symbol: object, start: object = None, end: object = None
+    ) -> Coverage:
+        coin = await self._coin(exchange, symbol)
+        now = now_ms()
+        begin = slot_at_or_after(coin.added_ts + 1, coin.interval_ms)
+        if start is not None:
+            begin = parse_time(start, "start")
+        stop = now if end is None else parse_time(end, "end")
+        if begin >= stop and (start is not None and end is not None):
+            raise BadRequest("start: must be before end")
+        return await self.reader.run(_coverage, coin, begin, max(begin, min(stop, now)), now)
+
+    # -- health --
+
+    async def health(self) -> Health:
+        coins = []
+        stale = False
+        now = now_ms()
+        for coin in await self.reader.run(reader.coins):
+            last = (await self.reader.run(reader.stats, coin.id)).last_ts
+            since = max(last or 0, coin.added_ts)
+            fresh = now - since <= 3 * coin.interval_ms + 30_000
+            stale = stale or not fresh
+            coins.append({
+                "exchange": coin.exchange, "symbol": coin.symbol, "status": self._status(coin),
+                "last_ts": last, "age_ms": None if last is None else now - last, "fresh": fresh,
+            })
+        error = self.writer.failing
+        return Health(
+            status="degraded" if stale or error else "ok",
+            writer_backlog=self.writer.backlog,
+            writer_error=error,
+            coins=coins,
+        )
+
+    # -- helpers --
+
+    async def _coin(self, exchange: object, symbol: object) -> Coin:
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        if coin is None:
+            self.exchanges.registry.spec_for(exchange_id)  # unknown exchange: say that instead
+            raise NotFound(f"{symbol_name} on {exchange_id} is not collected (add it first)")
+        return coin
+
+    async def _view(self, coin: Coin) -> CoinView:
+        stats = await self.reader.run(reader.stats, coin.id)
+        return CoinView(
+            exchange=coin.exchange,
+            symbol=coin.symbol,
+            interval=coin.interval,
+            interval_ms=coin.interval_ms,
+            depth=coin.depth,
+            status=self._status(coin),
+            synthetic=coin.synthetic,
+            first_ts=stats.first_ts,
+            last_ts=stats.last_ts,
+            count=stats.count,
+        )
+
+    def _status(self, coin: Coin) -> str:
+        if not coin.active:
+            return "removed"
+        if self.collector is None:
+            return "active"  # this process does not collect; a daemon on the file may
+        sampler = self.collector.sampler(coin.id)
+        return sampler.state if sampler else "starting"
+
+    def _wake_collector(self) -> None:
+        if self.collector is not None:
+            self.collector.wake()
+
+
+def _coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
+    interval = coin.interval_ms
+    first_slot = slot_at_or_after(coin.added_ts + 1, interval)
+    lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
+    gaps = reader.gaps(conn, coin.id, lo, hi)
+    if lo < first_slot:
+        gaps.insert(0, Gap(lo, min(first_slot, hi), "not_collected"))
+    until = max(reader.accounted_until(conn, coin) or first_slot, lo)
+    if until < hi:
+        recent = until >= now - 2 * interval - 2_000
+        reason = "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+        gaps.append(Gap(until, hi, reason))
+    return Coverage(
+        start=lo,
+        end=hi,
+        interval_ms=interval,
+        expected=max(0, (hi - lo) // interval),
+        present=reader.count(conn, coin.id, lo, hi),
+        gaps=_merged(gaps),
+    )
+
+
+def _merged(gaps: list[Gap]) -> list[Gap]:
+    out: list[Gap] = []
+    for gap in gaps:
+        if gap.start >= gap.end:
+            continue
+        if out and out[-1].end >= gap.start and out[-1].reason == gap.reason:
+            out[-1] = Gap(out[-1].start, max(out[-1].end, gap.end), gap.reason)
+        else:
+            out.append(gap)
+    return out
+
+
+def _exchange(value: object) -> str:
+    if value is None or value == "":
+        raise BadRequest("exchange: required")
+    if not isinstance(value, str) or not _EXCHANGE_ID.fullmatch(value):
+        raise BadRequest(f"exchange: expected a lower-case exchange id like 'binance', got {value!r:.60}")
+    return value
+
+
+def _symbol(value: object) -> str:
+    if value is None or value == "":
+        raise BadRequest("symbol: required")
+    if not isinstance(value, str) or not _SYMBOL.fullmatch(value):
+        raise BadRequest(f"symbol: expected a unified symbol like 'BTC/USDT', got {value!r:.60}")
+    return value
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH:
+        raise BadRequest(f"depth: expected an integer from 1 to {MAX_DEPTH}, got {value!r:.60}")
+    return value
+
+
+def _limit(value: object) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
+        raise BadRequest(f"limit: expected an integer from 1 to {MAX_PAGE}, got {value!r:.60}")
+    return value
+
+
+def _range(start: object, end: object) -> tuple[int, int]:
+    begin = 0 if start is None else parse_time(start, "start")
+    stop = now_ms() + 1 if end is None else parse_time(end, "end")
+    if begin >= stop:
+        raise BadRequest("start: must be before end")
+    return begin, stop
+
+
+_CURSOR_PREFIX = b"obd1:"
+
+
+def _encode_cursor(ts: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(ts).encode()).decode().rstrip("=")
+
+
+def _cursor_ts(cursor: object, begin: int, stop: int) -> int:
+    """The ts a cursor resumes at; it must lie inside the requested range."""
+    malformed = BadRequest("cursor: malformed; pass the `next` value of the previous page")
+    if not isinstance(cursor, str) or len(cursor) > 64:
+        raise malformed
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, binascii.Error):
+        raise malformed from None
+    digits = raw.removeprefix(_CURSOR_PREFIX)
+    if digits == raw or not digits.isdigit():
+        raise malformed
+    ts = int(digits)
+    if not begin <= ts < stop:
+        raise BadRequest("cursor: does not belong to this range")
+    return ts

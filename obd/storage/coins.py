@@ -1,0 +1,68 @@
+"""Writes to the coins (series) table: the source of truth for what is collected.
+
+Plain functions of a connection, called inside a transaction (the daemon's writer
+thread, or a CLI process). Other processes notice through `PRAGMA data_version`.
+"""
+
+import apsw
+import msgspec
+
+from obd.errors import Conflict, NotFound
+from obd.model import Coin
+from obd.storage import reader
+from obd.storage.writer import record_gap
+from obd.times import format_interval, slot_at_or_after
+
+
+class CoinRequest(msgspec.Struct, frozen=True):
+    exchange: str
+    symbol: str
+    interval_ms: int
+    interval: str
+    depth: int
+    synthetic: bool
+    tick_size: float | None = None
+    lot_size: float | None = None
+
+
+def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, bool]:
+    """(coin, created). Re-adding a removed coin resumes its series and records the
+    slots it was not collected as a `removed` gap, so every slot stays accounted for."""
+    existing = reader.coin(conn, want.exchange, want.symbol)
+    if existing is None:
+        conn.execute(
+            "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
+            "synthetic, added_ts, tick_size, lot_size) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            (want.exchange, want.symbol, want.interval_ms, want.interval, want.depth,
+             want.synthetic, now, want.tick_size, want.lot_size),
+        )
+    elif existing.active:
+        if (existing.interval_ms, existing.depth) != (want.interval_ms, want.depth):
+            raise Conflict(
+                f"{want.symbol} on {want.exchange} is already collected every "
+                f"{format_interval(existing.interval_ms)} at depth {existing.depth}; "
+                "remove it first to change that"
+            )
+        return existing, False
+    else:
+        until = reader.accounted_until(conn, existing)
+        if until is not None:
+            record_gap(conn, existing.id, until, slot_at_or_after(now, want.interval_ms), "removed")
+        conn.execute(
+            "UPDATE series SET active = 1, interval_ms = ?, interval = ?, depth = ?, "
+            "tick_size = coalesce(?, tick_size), lot_size = coalesce(?, lot_size) WHERE id = ?",
+            (want.interval_ms, want.interval, want.depth, want.tick_size, want.lot_size,
+             existing.id),
+        )
+    coin = reader.coin(conn, want.exchange, want.symbol)
+    assert coin is not None
+    return coin, True
+
+
+def remove_coin(conn: apsw.Connection, exchange: str, symbol: str) -> Coin:
+    """Stop collecting; every stored snapshot and gap is kept."""
+    coin = reader.coin(conn, exchange, symbol)
+    if coin is None or not coin.active:
+        raise NotFound(f"{symbol} on {exchange} is not being collected")
+    conn.execute("UPDATE series SET active = 0 WHERE id = ?", (coin.id,))
+    return msgspec.structs.replace(coin, active=False)

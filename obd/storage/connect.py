@@ -1,0 +1,40 @@
+"""Opening the SQLite file: one place for the pragmas every connection needs."""
+
+from pathlib import Path
+
+import apsw
+
+from obd.errors import StoreError
+from obd.storage.schema import PAGE_SIZE
+
+BUSY_TIMEOUT_MS = 5_000  # other processes (`obd coins add`) hold the write lock for ms, not s
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # truncate the WAL to this after a checkpoint
+
+
+def open_writer(path: Path) -> apsw.Connection:
+    """The read-write connection; creates the file (WAL, 16 KiB pages) if missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = apsw.Connection(str(path))
+        conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        # page_size only takes effect before the file has content (and before WAL).
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    except (apsw.Error, OSError) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    if not mode or str(mode[0]).lower() != "wal":
+        raise StoreError(f"cannot put database {path} in WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+    return conn
+
+
+def open_reader(path: Path) -> apsw.Connection:
+    """A connection that only reads; WAL lets it run beside the writer without blocking."""
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn.setbusytimeout(BUSY_TIMEOUT_MS)
+        conn.execute("PRAGMA query_only = 1")
+    except apsw.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    return conn

@@ -1,0 +1,174 @@
+"""Reads from the file on worker threads, each with its own connection, off the event loop."""
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import msgspec
+
+from obd.model import Coin, Gap, Snapshot
+from obd.storage import codec
+from obd.storage.connect import open_reader
+
+T = TypeVar("T")
+
+READ_THREADS = 4
+
+_COIN_COLUMNS = (
+    "id, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts, "
+    "tick_size, lot_size"
+)
+
+
+class Reader:
+    """Runs read queries in a small thread pool; each thread keeps one connection."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._connections: list[apsw.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="obd-read")
+
+    async def run(self, query: Callable[..., T], *args: Any) -> T:
+        """`query(conn, *args)` on a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, query, args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def _call(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = open_reader(self._path)
+            with self._lock:
+                self._connections.append(conn)
+        return query(conn, *args)
+
+
+class SeriesStats(msgspec.Struct, frozen=True):
+    first_ts: int | None
+    last_ts: int | None
+    count: int
+
+
+# -- queries: plain functions of a connection, so the CLI and tests can call them too --
+
+
+def coins(conn: apsw.Connection, active_only: bool = True) -> list[Coin]:
+    where = "WHERE active = 1" if active_only else ""
+    rows = conn.execute(f"SELECT {_COIN_COLUMNS} FROM series {where} ORDER BY exchange, symbol")
+    return [_coin(row) for row in rows]
+
+
+def coin(conn: apsw.Connection, exchange: str, symbol: str) -> Coin | None:
+    row = conn.execute(
+        f"SELECT {_COIN_COLUMNS} FROM series WHERE exchange = ? AND symbol = ?", (exchange, symbol)
+    ).fetchone()
+    return _coin(row) if row else None
+
+
+def _coin(row: Any) -> Coin:
+    (id_, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts) = row[:9]
+    return Coin(
+        id=id_,
+        exchange=exchange,
+        symbol=symbol,
+        interval_ms=interval_ms,
+        interval=interval,
+        depth=depth,
+        active=bool(active),
+        synthetic=bool(synthetic),
+        added_ts=added_ts,
+        tick_size=row[9],
+        lot_size=row[10],
+    )
+
+
+def stats(conn: apsw.Connection, series: int) -> SeriesStats:
+    # min/max come from the primary key; count walks the series' key range (no blob reads).
+    row = conn.execute(
+        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (series,)
+    ).fetchone()
+    assert row is not None
+    return SeriesStats(first_ts=row[0], last_ts=row[1], count=row[2])
+
+
+def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
+    """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
+    rows = conn.execute(
+        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+        (coin.id, start, end, limit),
+    )
+    return [_snapshot(coin, row) for row in rows]
+
+
+def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
+    row = conn.execute(
+        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        "WHERE series = ? ORDER BY ts DESC LIMIT 1",
+        (coin.id,),
+    ).fetchone()
+    return _snapshot(coin, row) if row else None
+
+
+def _snapshot(coin: Coin, row: Any) -> Snapshot:
+    ts, exchange_ts, received_ts, capture, codec_id, blob = row
+    bids, asks = codec.decode(codec_id, blob)
+    return Snapshot(
+        exchange=coin.exchange,
+        symbol=coin.symbol,
+        ts=ts,
+        exchange_ts=exchange_ts,
+        received_ts=received_ts,
+        bids=bids,
+        asks=asks,
+        capture=capture,
+    )
+
+
+def count(conn: apsw.Connection, series: int, start: int, end: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM snapshots WHERE series = ? AND ts >= ? AND ts < ?",
+        (series, start, end),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def gaps(conn: apsw.Connection, series: int, start: int, end: int) -> list[Gap]:
+    """Recorded gaps overlapping [start, end), clipped to it, oldest first."""
+    rows = conn.execute(
+        "SELECT max(start_ts, ?), min(end_ts, ?), reason FROM gaps "
+        "WHERE series = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
+        (start, end, series, end, start),
+    )
+    return [Gap(start=row[0], end=row[1], reason=row[2]) for row in rows]
+
+
+def accounted_until(conn: apsw.Connection, coin: Coin) -> int | None:
+    """The end of the last slot that is a snapshot or a recorded gap (None: nothing yet)."""
+    last = conn.execute(
+        "SELECT max(ts) FROM snapshots WHERE series = ?", (coin.id,)
+    ).fetchone()
+    gap_end = conn.execute("SELECT max(end_ts) FROM gaps WHERE series = ?", (coin.id,)).fetchone()
+    ends = [
+        *([last[0] + coin.interval_ms] if last and last[0] is not None else []),
+        *([gap_end[0]] if gap_end and gap_end[0] is not None else []),
+    ]
+    return max(ends) if ends else None
+
+
+def data_version(conn: apsw.Connection) -> int:
+    """Changes whenever another connection (process) commits to the file."""
+    row = conn.execute("PRAGMA data_version").fetchone()
+    return int(row[0]) if row else 0

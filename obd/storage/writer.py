@@ -1,0 +1,225 @@
+"""The single writer: owns the only write connection, batches rows into transactions.
+
+Everything that changes the file inside the daemon goes through here, on one
+dedicated thread, so SQLite never sees two writers from this process and the
+event loop never waits on a commit.
+"""
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import msgspec
+import structlog
+
+from obd.model import Book, Coin, Snapshot
+from obd.storage import codec
+from obd.storage.connect import open_writer
+from obd.storage.schema import migrate
+from obd.storage.summary import summarize
+from obd.times import now_ms
+
+T = TypeVar("T")
+log = structlog.get_logger("obd.writer")
+
+BATCH_ROWS = 1_000  # rows per transaction at most; under light load each commit holds a few
+QUEUE_ROWS = 20_000  # beyond this the samplers wait (backpressure, never dropped rows)
+RETRY_S = (0.5, 1, 2, 5, 10, 30)  # a failing commit (disk full, I/O error) is retried, capped
+
+
+class SnapshotIn(msgspec.Struct, frozen=True):
+    coin: Coin
+    ts: int
+    book: Book
+    received_ts: int
+    capture: str
+
+
+class GapIn(msgspec.Struct, frozen=True):
+    series: int
+    start: int
+    end: int
+    reason: str
+
+
+class _Call(msgspec.Struct):
+    fn: Callable[[apsw.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+Committed = Callable[[Sequence[Snapshot]], None]
+
+
+class Writer:
+    """Queue in, batched commits out; listeners hear of snapshots only after they commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failing: str | None = None  # the last commit error while it persists
+        self.rows_written = 0
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_ROWS)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="obd-write")
+        self._conn: apsw.Connection | None = None
+        self._listeners: list[Committed] = []
+
+    async def open(self) -> None:
+        """Create or migrate the file; errors here are start-up errors (StoreError)."""
+        self._conn = await self._in_thread(open_writer, self.path)
+        await self._in_thread(migrate, self._conn, now_ms())
+
+    def on_commit(self, listener: Committed) -> None:
+        self._listeners.append(listener)
+
+    async def put(self, item: SnapshotIn | GapIn) -> None:
+        await self._queue.put(item)
+
+    async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run `fn(conn)` in its own transaction, in order with the queued rows."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Call(fn, future))
+        return await future
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """Commit until `stop()`; the queue is drained before this returns."""
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_ROWS and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = _STOP in batch
+            await self._commit([item for item in batch if item is not _STOP])
+            if stop:
+                return
+
+    async def stop(self) -> None:
+        """Ask `run()` to finish once what is queued now is committed."""
+        await self._queue.put(_STOP)
+
+    async def close(self) -> None:
+        """Checkpoint the WAL into the main file and close (after `run()` returned)."""
+        if self._conn is not None:
+            await self._in_thread(_checkpoint_and_close, self._conn)
+            self._conn = None
+        self._thread.shutdown(wait=True)
+
+    async def _commit(self, items: list[Any]) -> None:
+        rows: list[SnapshotIn | GapIn] = []
+        for item in items:
+            if isinstance(item, _Call):
+                await self._write_rows(rows)
+                rows = []
+                await self._run_call(item)
+            else:
+                rows.append(item)
+        await self._write_rows(rows)
+
+    async def _write_rows(self, rows: list[SnapshotIn | GapIn]) -> None:
+        if not rows:
+            return
+        for attempt, pause_s in enumerate(itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))):
+            try:
+                stored = await self._in_thread(_write_batch, self._conn, rows)
+                break
+            except apsw.Error as exc:
+                self.failing = f"{type(exc).__name__}: {exc}"
+                log.error("commit_failed", error=self.failing, rows=len(rows), attempt=attempt)
+                await asyncio.sleep(pause_s)
+        self.failing = None
+        self.rows_written += len(stored)
+        for listener in self._listeners:
+            listener(stored)
+
+    async def _run_call(self, call: _Call) -> None:
+        try:
+            result = await self._in_thread(_transaction, self._conn, call.fn)
+        except Exception as exc:  # handed to the caller, who owns the error
+            if not call.future.done():
+                call.future.set_exception(exc)
+        else:
+            if not call.future.done():
+                call.future.set_result(result)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
+    with conn:
+        return fn(conn)
+
+
+def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[Snapshot]:
+    stored: list[Snapshot] = []
+    with conn:
+        for row in rows:
+            if isinstance(row, GapIn):
+                record_gap(conn, row.series, row.start, row.end, row.reason)
+            elif insert_snapshot(conn, row):
+                stored.append(_as_snapshot(row))
+    return stored
+
+
+def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
+    """Store one book; False if the slot already holds one (the first one stays)."""
+    bids, asks = row.book.bids, row.book.asks
+    codec_id, blob = codec.encode(bids, asks)
+    summary = summarize(bids, asks)
+    conn.execute(
+        "INSERT OR IGNORE INTO snapshots (series, ts, exchange_ts, received_ts, capture, "
+        "bid_levels, ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, "
+        "ask_size_10, imbalance_10, crossed, codec, book) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.coin.id,
+            row.ts,
+            row.book.exchange_ts,
+            row.received_ts,
+            row.capture,
+            *msgspec.structs.astuple(summary),
+            codec_id,
+            blob,
+        ),
+    )
+    return conn.changes() == 1
+
+
+def record_gap(conn: apsw.Connection, series: int, start: int, end: int, reason: str) -> None:
+    """Record [start, end) as missing, extending the previous gap if it touches with the
+    same reason, so a long outage is one row, not one per slot."""
+    if end <= start:
+        return
+    conn.execute(
+        "UPDATE gaps SET end_ts = ? WHERE series = ? AND end_ts = ? AND reason = ?",
+        (end, series, start, reason),
+    )
+    if conn.changes() == 0:
+        conn.execute(
+            "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
+            (series, start, end, reason),
+        )
+
+
+def _as_snapshot(row: SnapshotIn) -> Snapshot:
+    return Snapshot(
+        exchange=row.coin.exchange,
+        symbol=row.coin.symbol,
+        ts=row.ts,
+        exchange_ts=row.book.exchange_ts,
+        received_ts=row.received_ts,
+        bids=row.book.bids,
+        asks=row.book.asks,
+        capture=row.capture,
+    )
+
+
+def _checkpoint_and_close(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

@@ -1,0 +1,78 @@
+"""Times are integer ms since the Unix epoch (UTC); intervals are ms too."""
+
+import re
+import time
+from datetime import UTC, datetime
+
+from obd.errors import BadRequest
+
+MIN_INTERVAL_MS = 1_000  # 1 s: finer cadences are a tick store, not a snapshot store
+MAX_INTERVAL_MS = 86_400_000  # 1 day
+MAX_TS = 32_503_680_000_000  # year 3000: anything later is a typo (or seconds*1000 twice)
+
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_INTERVAL = re.compile(r"(\d{1,9})(ms|s|m|h|d)")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_interval(value: object, name: str = "interval") -> int:
+    """`"30s"`, `"5m"`, `"1h"` or integer ms -> ms, within [1 s, 1 d]."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{name}: expected a duration like '5m' or integer ms, got {value!r}")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, str) and value.isdigit():
+        ms = int(value)
+    elif isinstance(value, str) and (match := _INTERVAL.fullmatch(value.strip())):
+        ms = int(match[1]) * _UNIT_MS[match[2]]
+    else:
+        raise BadRequest(f"{name}: expected a duration like '30s', '5m', '1h' or integer ms, got {value!r}")
+    if not MIN_INTERVAL_MS <= ms <= MAX_INTERVAL_MS:
+        raise BadRequest(f"{name}: must be between 1s and 1d, got {value!r}")
+    if ms % MIN_INTERVAL_MS:
+        raise BadRequest(f"{name}: must be a whole number of seconds, got {value!r}")
+    return ms
+
+
+def parse_time(value: object, name: str) -> int:
+    """Integer ms since the epoch, or ISO 8601 (naive means UTC) -> ms."""
+    if isinstance(value, bool):
+        raise BadRequest(f"{name}: expected ms since the epoch or ISO 8601, got {value!r}")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 16:
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise BadRequest(
+                f"{name}: expected ms since the epoch or ISO 8601, got {value[:40]!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    else:
+        raise BadRequest(f"{name}: expected ms since the epoch or ISO 8601, got {value!r}")
+    if not 0 <= ms <= MAX_TS:
+        raise BadRequest(f"{name}: out of range (0 to year 3000), got {value!r}")
+    return ms
+
+
+def format_interval(ms: int) -> str:
+    """The shortest exact spelling: 300000 -> '5m'."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNIT_MS[unit] == 0:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def slot_at_or_after(ts: int, interval_ms: int) -> int:
+    return -(-ts // interval_ms) * interval_ms
+
+
+def slot_at_or_before(ts: int, interval_ms: int) -> int:
+    return ts // interval_ms * interval_ms

@@ -1,0 +1,358 @@
+"""The `sim` exchange: a seeded, deterministic, synthetic (made-up) market.
+
+A book is a pure function of (seed, symbol, time), computed in O(levels) for any
+time, past or future, so live books and history agree exactly and tests can
+predict them:
+
+- mid: log price = log(typical price) + a sum of value-noise octaves (periods
+  250 ms to ~48 days, each linear between hash-seeded anchors, amplitude ∝
+  sqrt(period)). That looks like a random walk from seconds to weeks, yet stays
+  within about ±35% of the typical price forever, so deep bids stay above zero.
+- touch: best bid and ask around the mid, 1 tick apart for majors, a few ticks
+  for the others.
+- levels: walking tick by tick away from the touch. Each price's randomness
+  (empty or not, size noise) comes from a blake2b digest of its 16-tick block
+  and a refresh epoch, so the size resting at a price persists for a while
+  (shorter near the touch) as in a real book, and the first N levels never
+  depend on how many were asked for.
+
+Only the random numbers' source is a stable hash (blake2b, splitmix64), never
+Python's `hash()`, which is salted per process.
+"""
+
+import asyncio
+import functools
+import hashlib
+import math
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from statistics import NormalDist
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from obd.errors import BadRequest, ConfigError, NotFound
+from obd.model import Book, Level
+from obd.plugin import Availability, PluginSpec
+
+MAX_DEPTH = 1000  # levels a side the sim can give
+_HISTORY_YIELD_EVERY = 256  # books between yields to the event loop in fetch_history
+
+_OCTAVE_BASE_MS = 250  # the finest octave's period
+_OCTAVES = 25  # periods 250 ms * 2**k: the coarsest is ~48 days
+_OCTAVE_GAIN = 0.51  # makes the variance of a move over t ~ daily_vol**2 * t (measured)
+_MS_PER_DAY = 86_400_000
+_MAX_TICKS = 16 * MAX_DEPTH  # prices scanned a side at most (gaps make ~1.8 per level)
+_NEAR_TICKS = 8  # no walls this close to the touch
+# Odd 64-bit multipliers below 2**63 (they multiply int64 arrays, wrapping).
+_PRICE_MUL = 0x5851F42D4C957F2D
+_EPOCH_MUL = 0x14057B7EF767814F
+_PHASE_MUL = 0x9E3779B1
+_GOLDEN64 = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads consecutive integers
+
+
+class SimOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[exchanges.sim]`: the same seed gives the same market, everywhere, forever."""
+
+    seed: int = 0
+    update_ms: int = 100  # how often the live book changes, 10..60000
+
+
+class _Listing(msgspec.Struct, frozen=True):
+    """One listed instrument's character."""
+
+    price: float  # typical price, quote units
+    tick: str  # price grid, a power of ten as a decimal string
+    lot: str  # size grid, likewise
+    daily_vol: float  # standard deviation of a day's log return
+    touch_size: float  # typical size at the best level, base units
+    spreads: tuple[int, ...]  # spread in ticks, drawn uniformly from these 16
+
+
+_TIGHT = (1,) * 15 + (2,)  # majors: nearly always one tick
+_WIDE = (1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 8)
+
+# Roughly Binance's grids and prices in 2024.
+_LISTINGS: dict[str, _Listing] = {
+    "BTC/USDT": _Listing(65_000.0, "0.01", "0.00001", 0.030, 0.4, _TIGHT),
+    "ETH/USDT": _Listing(3_200.0, "0.01", "0.0001", 0.040, 6.0, _TIGHT),
+    "SOL/USDT": _Listing(150.0, "0.01", "0.001", 0.055, 60.0, _WIDE),
+    "BNB/USDT": _Listing(580.0, "0.01", "0.001", 0.035, 8.0, _WIDE),
+    "XRP/USDT": _Listing(0.55, "0.0001", "0.1", 0.045, 12_000.0, _WIDE),
+    "DOGE/USDT": _Listing(0.12, "0.00001", "1", 0.060, 60_000.0, _WIDE),
+    "ADA/USDT": _Listing(0.45, "0.0001", "0.1", 0.050, 15_000.0, _WIDE),
+    "LTC/USDT": _Listing(80.0, "0.01", "0.001", 0.045, 40.0, _WIDE),
+}
+
+
+def _size_noise() -> NDArray[np.float64]:
+    """65536 size multipliers that 16 random bits pick from: the high byte a lognormal
+    quantile (or, for 4 in 256, a large resting wall), the low byte a ±10% jitter."""
+    normal = NormalDist(0.0, 0.7)
+    coarse = [math.exp(normal.inv_cdf((i + 0.5) / 256)) for i in range(252)]
+    coarse += [8.0, 12.0, 18.0, 30.0]
+    jitter = 0.9 + np.arange(256) * (0.2 / 256)
+    return np.outer(coarse, jitter).ravel()
+
+
+_SIZE_NOISE = _size_noise()
+_DISTANCE = np.arange(_MAX_TICKS, dtype=np.int64)  # of a price from the touch, in ticks
+
+
+def _profile() -> NDArray[np.float64]:
+    """Typical size by distance from the touch, in touch sizes: growing away from it.
+
+    Far out it grows in steps of half an octave of distance, so an order resting
+    there keeps its exact size while the mid wanders, as in a real book.
+    """
+    d = _DISTANCE.astype(np.float64)
+    stepped = np.where(d < 8, d, np.exp2(np.floor(2 * np.log2(np.maximum(d, 1))) / 2))
+    return np.asarray((1 + stepped / 16) ** 0.6)
+
+
+_PROFILE = _profile()
+# The most a size can be, by distance: 4 typical sizes near the touch (no walls there).
+_SIZE_CAP = np.where(_DISTANCE < _NEAR_TICKS, 4.0 * _PROFILE, np.inf)
+# Resting size turns over faster near the touch than deep in the book.
+_REFRESH_MS = np.select(
+    [_DISTANCE < 16, _DISTANCE < 32, _DISTANCE < 64], [400, 1_000, 3_000], 10_000
+).astype(np.int64)
+# A price is empty when its random byte is below this: never at the touch, more
+# often further out, up to 45% of prices.
+_GAP_BELOW = np.round(256 * np.minimum(0.45, 0.015 * np.maximum(0, _DISTANCE - 2))).astype(
+    np.uint64
+)
+
+
+class _Layout(msgspec.Struct, frozen=True):
+    """Per-distance constants for `ticks` candidate prices a side, bids then asks."""
+
+    offsets: NDArray[np.int64]  # from the best bid (asks: plus the spread)
+    side: NDArray[np.int64]  # tells a bid from an ask at the same price
+    refresh_ms: NDArray[np.int64]
+    gap_below: NDArray[np.uint64]
+
+
+@functools.cache
+def _layout(ticks: int) -> _Layout:
+    d = _DISTANCE[:ticks]
+    return _Layout(
+        offsets=np.concatenate((-d, d)),
+        side=np.repeat(np.array([0, _GOLDEN64 >> 1], np.int64), ticks),
+        refresh_ms=np.tile(_REFRESH_MS[:ticks], 2),
+        gap_below=np.tile(_GAP_BELOW[:ticks], 2),
+    )
+
+
+def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finalizer, elementwise: a stable, well-spread 64-bit hash."""
+    x = x ^ (x >> 30)
+    x *= 0xBF58476D1CE4E5B9
+    x ^= x >> 27
+    x *= 0x94D049BB133111EB
+    x ^= x >> 31
+    return x
+
+
+def _decimals(step: str) -> int:
+    """Grid step "0.001" -> 1000: a grid value k / 1000 is exact as a float."""
+    exponent = Decimal(step).normalize().as_tuple().exponent
+    if Decimal(step) != Decimal(1).scaleb(exponent) or not isinstance(exponent, int):
+        raise ValueError(f"grid step {step!r} is not a power of ten")
+    return 10 ** max(0, -exponent)
+
+
+class _Market(msgspec.Struct, frozen=True):
+    """A listing made concrete for one seed: everything a book needs, precomputed."""
+
+    listing: _Listing
+    tick_den: int  # price = ticks / tick_den
+    lot_den: int  # size = lots / lot_den
+    log_price_ticks: float  # log of the typical price in ticks
+    periods_ms: NDArray[np.int64]  # of the octaves
+    offsets_ms: NDArray[np.int64]  # so the octaves' anchors never line up
+    amplitudes: NDArray[np.float64]  # of the octaves' anchors (twice, see _touch)
+    amplitude_sum: float
+    keys: NDArray[np.uint64]  # the octaves' keys twice (both anchors), then the spread's
+    level_key: int  # below 2**62
+    touch_lots: float  # typical size at the touch, in lots
+
+
+def _make_market(seed: int, symbol: str, listing: _Listing) -> _Market:
+    root = hashlib.blake2b(f"{seed}\x00{symbol}".encode(), person=b"obd-sim").digest()
+    # 64-bit keys: one per octave, then the spread's and the levels' (64 bytes a digest)
+    stream = b"".join(hashlib.blake2b(bytes([i]), key=root).digest() for i in range(4))
+    keys = np.frombuffer(stream[: 8 * (_OCTAVES + 2)], "<u8").astype(np.uint64)
+    periods_ms = _OCTAVE_BASE_MS << np.arange(_OCTAVES, dtype=np.int64)
+    vol_per_ms = listing.daily_vol / math.sqrt(_MS_PER_DAY)
+    # uniform anchors in [-1, 1) have variance 1/3: sqrt(3) makes it 1
+    amplitudes = _OCTAVE_GAIN * math.sqrt(3.0) * vol_per_ms * np.sqrt(periods_ms)
+    tick_den, lot_den = _decimals(listing.tick), _decimals(listing.lot)
+    return _Market(
+        listing=listing,
+        tick_den=tick_den,
+        lot_den=lot_den,
+        log_price_ticks=math.log(listing.price * tick_den),
+        periods_ms=periods_ms,
+        offsets_ms=(keys[:_OCTAVES] % periods_ms.astype(np.uint64)).astype(np.int64),
+        amplitudes=2.0 * amplitudes,
+        amplitude_sum=float(amplitudes.sum()),
+        keys=np.concatenate((keys[:_OCTAVES], keys[:_OCTAVES], keys[_OCTAVES:-1])),
+        level_key=int(keys[-1]) >> 2,
+        touch_lots=listing.touch_size * lot_den,
+    )
+
+
+def _touch(market: _Market, u: int) -> tuple[int, int]:
+    """(best bid's tick index, spread in ticks) at time `u`: O(octaves), any time."""
+    q, r = np.divmod(u + market.offsets_ms, market.periods_ms)
+    steps = np.concatenate((q, q + 1, (u,))).astype(np.uint64)
+    uniform = (_mix64(market.keys + steps * _GOLDEN64) >> 11) * 2.0**-53
+    a0, a1 = uniform[:_OCTAVES], uniform[_OCTAVES:-1]
+    # each octave: linear between its anchors, mapped from [0, 1) to [-1, 1)
+    log_move = market.amplitudes @ (a0 + (a1 - a0) * (r / market.periods_ms))
+    mid_ticks = math.exp(market.log_price_ticks + float(log_move) - market.amplitude_sum)
+    spreads = market.listing.spreads
+    spread = spreads[int(uniform[-1] * len(spreads))]
+    return math.floor(mid_ticks - spread / 2), spread
+
+
+class _Scan(msgspec.Struct, frozen=True):
+    prices: NDArray[np.int64]  # tick indexes scanned, bids then asks
+    bits: NDArray[np.uint64]  # their random bits
+    bids: NDArray[np.intp]  # positions of the filled ones, touch first
+    asks: NDArray[np.intp]
+
+
+def _scan(market: _Market, u: int, best_bid: int, spread: int, depth: int) -> _Scan:
+    """Which prices near the touch hold an order at `u`, and their random bits.
+
+    A price's bits depend only on (price, side, refresh epoch), never on how many
+    prices are scanned: that is what makes a shallow book a prefix of a deep one.
+    """
+    ticks = min(2 * depth + 32, _MAX_TICKS)
+    while True:
+        layout = _layout(ticks)
+        n = layout.offsets + best_bid
+        n[ticks:] += spread
+        # each price refreshes at its own phase, so the book changes a little at a time
+        phase_ms = (n * _PHASE_MUL) % layout.refresh_ms
+        epoch = (u + phase_ms) // layout.refresh_ms
+        key = n * _PRICE_MUL + epoch * _EPOCH_MUL + layout.side + market.level_key
+        bits = _mix64(key.view(np.uint64))
+        filled = (bits & 255) >= layout.gap_below
+        if best_bid < ticks:  # the bids reach price zero: nothing there or below
+            filled &= n > 0
+        bids = np.flatnonzero(filled[:ticks])[:depth]
+        asks = np.flatnonzero(filled[ticks:])[:depth] + ticks
+        bids_done = len(bids) == depth or best_bid < ticks
+        if (bids_done and len(asks) == depth) or ticks == _MAX_TICKS:
+            return _Scan(n, bits, bids, asks)
+        ticks = min(2 * ticks, _MAX_TICKS)
+
+
+def _levels(market: _Market, scan: _Scan) -> tuple[list[Level], list[Level]]:
+    """Sizes for the filled prices, and both sides as exact decimal floats."""
+    n_bids = len(scan.bids)
+    chosen = np.concatenate((scan.bids, scan.asks))
+    distance = np.concatenate((scan.bids, scan.asks - len(scan.prices) // 2))
+    noise = _SIZE_NOISE[(scan.bits[chosen] >> 8) & 0xFFFF]
+    typical = np.minimum(_PROFILE[distance] * noise, _SIZE_CAP[distance])
+    lots = np.maximum(np.floor(typical * market.touch_lots), 1.0)
+    # k / 10**d is the float nearest that decimal, so repr() shows no float noise
+    prices = (scan.prices[chosen] / market.tick_den).tolist()
+    sizes = (lots / market.lot_den).tolist()
+    bids = list(zip(prices[:n_bids], sizes[:n_bids], strict=True))
+    return bids, list(zip(prices[n_bids:], sizes[n_bids:], strict=True))
+
+
+class SimExchange:
+    """The synthetic market one exchange id serves."""
+
+    synthetic = True
+
+    def __init__(self, exchange_id: str, options: SimOptions) -> None:
+        self.exchange_id = exchange_id
+        self.update_ms = options.update_ms
+        self._markets = {s: _make_market(options.seed, s, lst) for s, lst in _LISTINGS.items()}
+
+    def _market(self, symbol: str) -> _Market:
+        market = self._markets.get(symbol)
+        if market is None:
+            raise NotFound(self._not_listed(symbol))
+        return market
+
+    def _not_listed(self, symbol: str) -> str:
+        return f"{symbol} is not listed on {self.exchange_id}"
+
+    async def check_availability(self, symbol: str) -> Availability:
+        market = self._markets.get(symbol)
+        if market is None:
+            return Availability(False, reason=self._not_listed(symbol))
+        return Availability(True, tick_size=1 / market.tick_den, lot_size=1 / market.lot_den)
+
+    def book_at(self, symbol: str, ts_ms: int, depth: int = MAX_DEPTH) -> Book:
+        """The book as it stood at `ts_ms`: as of the last update at or before it."""
+        if depth < 1:
+            raise BadRequest(f"depth must be at least 1, got {depth}")
+        market = self._market(symbol)
+        u = ts_ms - ts_ms % self.update_ms
+        best_bid, spread = _touch(market, u)
+        bids, asks = _levels(market, _scan(market, u, best_bid, spread, min(depth, MAX_DEPTH)))
+        return Book(bids=bids, asks=asks, exchange_ts=u)
+
+    async def watch(self, symbol: str, depth: int) -> AsyncIterator[Book]:
+        """The current book now, then each update as the wall clock reaches it.
+
+        Yields only the newest update when the consumer fell behind several.
+        """
+        self._market(symbol)
+        last = None
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            u = now_ms - now_ms % self.update_ms
+            if u == last:  # woke early (or clocks disagree by a hair): wait for the next
+                await asyncio.sleep((u + self.update_ms - now_ms) / 1000)
+                continue
+            last = u
+            yield self.book_at(symbol, u, depth)
+
+    async def fetch_history(
+        self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
+    ) -> AsyncIterator[tuple[int, Book]]:
+        """`(slot, book_at(slot))` for slots k*interval_ms in [start_ms, end_ms), up to now."""
+        self._market(symbol)
+        if interval_ms < 1:
+            raise BadRequest(f"interval_ms must be positive, got {interval_ms}")
+        end_ms = min(end_ms, time.time_ns() // 1_000_000 + 1)  # never the future
+        first = -(-start_ms // interval_ms) * interval_ms
+        for count, slot in enumerate(range(first, end_ms, interval_ms), 1):
+            yield slot, self.book_at(symbol, slot, depth)
+            if count % _HISTORY_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Nothing to release: the market is computed, not connected to."""
+
+
+def create(exchange_id: str, options: SimOptions | None) -> SimExchange:
+    options = options or SimOptions()
+    if not 10 <= options.update_ms <= 60_000:
+        raise ConfigError(
+            f"exchanges.{exchange_id}.update_ms: must be between 10 and 60000 (ms),"
+            f" got {options.update_ms}"
+        )
+    return SimExchange(exchange_id, options)
+
+
+PLUGIN = PluginSpec(
+    name="sim",
+    factory=create,
+    options=SimOptions,
+    description=(
+        "Synthetic market: made-up, seeded, deterministic order books (not real data),"
+        " with history, for demos and tests."
+    ),
+)

@@ -1,0 +1,122 @@
+"""Shared fixtures: a config on tmp_path, and the real daemon as a subprocess on port 0."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGINS = REPO / "plugins.d"
+
+
+def write_config(directory: Path, body: str = "", *, coins: str = "", plugins: Path = PLUGINS) -> Path:
+    """A config with the repo's plugins, a database in `directory`, and port 0."""
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[server]
+port = 0
+[storage]
+path = "obd.sqlite"
+[plugins]
+dirs = [{json.dumps(str(plugins))}]
+entry_points = false
+{body}
+{coins}
+"""
+    )
+    return path
+
+
+def obd(*args: str, config: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the obd CLI in a subprocess, as a user would."""
+    command = [sys.executable, "-m", "obd", *args]
+    if config is not None:
+        command += ["--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OBD_LOG_LEVEL": "warning"})
+
+
+class Daemon:
+    """`obd run` in a subprocess; `url` once it logged that it is serving."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.log: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "obd", "run", "--config", str(config)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+        self.url = self._wait_for_serving()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def _wait_for_serving(self, timeout_s: float = 30) -> str:
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise RuntimeError(f"obd run exited {self.process.wait()}: {self.log}")
+            event = _parse(line)
+            self.log.append(event)
+            if event.get("event") == "serving":
+                return str(event["url"])
+        raise RuntimeError("obd run did not start serving in time")
+
+    def stop(self) -> int:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=30)
+        finally:
+            if self.process.stderr:
+                self.log += [_parse(line) for line in self.process.stderr if line.strip()]
+                self.process.stderr.close()
+        return code
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {"raw": line}
+    return event if isinstance(event, dict) else {"raw": line}
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def start(config: Path) -> Daemon:
+        daemon = Daemon(config)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        if daemon.process.stderr:
+            daemon.process.stderr.close()
+        daemon.http.close()
+
+
+def wait_for(predicate: Any, timeout_s: float = 15, every_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every_s)

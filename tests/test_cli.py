@@ -1,0 +1,114 @@
+"""The CLI as a user runs it: one-line errors naming the problem, non-zero exits."""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PLUGINS, obd, wait_for, write_config
+
+
+@pytest.mark.parametrize(
+    ("toml", "mentions"),
+    [
+        ("[server]\nprot = 1\n", "server.prot"),
+        ("[server]\nport = 'x'\n", "server.port"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ("[collection]\ninterval = '7x'\n", "collection.interval"),
+        ("[collection]\ndepth = 0\n", "collection.depth"),
+        ("bogus = 1\n", "bogus"),
+        ("[server\n", "TOML"),
+        ("[[coins]]\nexchange = 'sim'\nsymbol = 'BTC/USDT'\ninterval = 0\n", "coins[0].interval"),
+        ("[exchanges.sim]\nnonsense = 1\n", "exchanges.sim"),
+    ],
+)
+def test_bad_config_is_refused_by_check_and_run(tmp_path: Path, toml: str, mentions: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[plugins]\ndirs = ['{PLUGINS}']\nentry_points = false\n" + toml)
+    for command in (["check"], ["run"]):
+        result = obd(*command, config=config)
+        assert result.returncode == 2, result
+        assert mentions in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    result = obd("check", config=tmp_path / "nope.toml")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_check_passes_on_a_good_config(tmp_path: Path) -> None:
+    result = obd("check", config=write_config(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "sim" in result.stdout
+
+
+def test_non_loopback_without_auth_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("port = 0", 'port = 0\nhost = "0.0.0.0"'))
+    result = obd("run", config=config)
+    assert result.returncode == 2
+    assert "loopback" in result.stderr
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    for args in (["coins", "add"], ["frobnicate"], ["coins", "add", "sim", "BTC/USDT", "--depth", "x"]):
+        result = obd(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_coins_cli_without_daemon(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    unlisted = obd("coins", "add", "sim", "ZZZNOTLISTED/USDT", config=config)
+    assert unlisted.returncode == 2
+    assert "not listed" in unlisted.stderr
+    assert obd("coins", "add", "nosuch", "BTC/USDT", config=config).returncode == 2
+    assert obd("coins", "add", "sim", "BTC/USDT", "--interval", "7x", config=config).returncode == 2
+    added = obd("coins", "add", "sim", "BTC/USDT", "--interval", "30s", config=config)
+    assert added.returncode == 0, added.stderr
+    listed = obd("coins", "list", config=config)
+    assert "BTC/USDT" in listed.stdout
+    assert "30s" in listed.stdout
+    assert obd("coins", "remove", "sim", "BTC/USDT", config=config).returncode == 0
+    again = obd("coins", "remove", "sim", "BTC/USDT", config=config)
+    assert again.returncode == 2
+    assert "not being collected" in again.stderr
+
+
+def test_broken_plugin_is_reported_and_the_others_run(tmp_path: Path, start_daemon: Any) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(mode=0o755)
+    plugins.chmod(0o755)
+    shutil.copy(PLUGINS / "sim.py", plugins / "sim.py")
+    (plugins / "broken.py").write_text("raise RuntimeError('this plugin is broken')\n")
+    (plugins / "_private.py").write_text("raise RuntimeError('never loaded')\n")
+    coins = '[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\n'
+    config = write_config(tmp_path, coins=coins, plugins=plugins)
+
+    listed = obd("plugins", config=config)
+    assert listed.returncode == 1
+    assert "broken" in listed.stdout
+    assert "this plugin is broken" in listed.stdout
+    assert "_private" not in listed.stdout
+    assert "sim" in listed.stdout
+
+    daemon = start_daemon(config)
+    wait_for(lambda: daemon.http.get("/v1/coins").json()["items"][0]["count"] >= 1)
+    assert any(event.get("event") == "plugin_failed" for event in daemon.log)
+    assert daemon.stop() == 0
+
+
+def test_world_writable_plugin_dir_is_refused(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    plugins.chmod(0o777)
+    shutil.copy(PLUGINS / "sim.py", plugins / "sim.py")
+    config = tmp_path / "config.toml"
+    config.write_text(f"[plugins]\ndirs = ['{plugins}']\nentry_points = false\n")
+    listed = obd("plugins", config=config)
+    assert listed.returncode == 1
+    assert "writable" in listed.stdout

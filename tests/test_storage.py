@@ -1,0 +1,128 @@
+"""The store on a real SQLite file: schema, writer batching, gaps, coins."""
+
+import asyncio
+from pathlib import Path
+
+import apsw
+import msgspec
+import pytest
+
+from obd.errors import Conflict, NotFound, StoreError
+from obd.model import Book, Snapshot
+from obd.storage import coins, reader, schema
+from obd.storage.coins import CoinRequest
+from obd.storage.connect import open_reader, open_writer
+from obd.storage.writer import GapIn, SnapshotIn, Writer, record_gap
+
+BOOK = Book(bids=[(100.5, 1.25), (100.0, 3.0)], asks=[(101.0, 0.5)], exchange_ts=990)
+
+
+def _request(**changes: object) -> CoinRequest:
+    fields = {"exchange": "sim", "symbol": "BTC/USDT", "interval_ms": 1000, "interval": "1s",
+              "depth": 10, "synthetic": True, **changes}
+    return CoinRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_new_file_is_wal_with_current_schema(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "obd.sqlite")
+    schema.migrate(conn, 0)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == schema.PAGE_SIZE
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    assert meta["format"] == schema.FORMAT_NAME
+    schema.migrate(conn, 0)  # idempotent
+
+
+def test_newer_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    newer = open_writer(tmp_path / "newer.sqlite")
+    newer.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        schema.migrate(newer, 0)
+    foreign = open_writer(tmp_path / "foreign.sqlite")
+    foreign.execute("CREATE TABLE other (x)")
+    with pytest.raises(StoreError, match="not obd's"):
+        schema.migrate(foreign, 0)
+
+
+def test_gaps_merge_when_they_touch_with_the_same_reason(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "obd.sqlite")
+    schema.migrate(conn, 0)
+    coin, _ = coins.add_coin(conn, _request(), now=0)
+    for start in range(1000, 5000, 1000):
+        record_gap(conn, coin.id, start, start + 1000, "disconnected")
+    record_gap(conn, coin.id, 5000, 6000, "not_synced")
+    record_gap(conn, coin.id, 6000, 6000, "empty ranges are ignored")
+    gaps = reader.gaps(conn, coin.id, 0, 10_000)
+    assert [(g.start, g.end, g.reason) for g in gaps] == [
+        (1000, 5000, "disconnected"), (5000, 6000, "not_synced")
+    ]
+    clipped = reader.gaps(conn, coin.id, 2000, 3000)
+    assert [(g.start, g.end, g.reason) for g in clipped] == [(2000, 3000, "disconnected")]
+    assert reader.accounted_until(conn, coin) == 6000
+
+
+def test_coins_add_conflict_remove_and_readd(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "obd.sqlite")
+    schema.migrate(conn, 0)
+    coin, created = coins.add_coin(conn, _request(), now=500)
+    assert created
+    assert coins.add_coin(conn, _request(), now=600) == (coin, False)
+    with pytest.raises(Conflict, match="already collected"):
+        coins.add_coin(conn, _request(interval_ms=5000, interval="5s"), now=700)
+    record_gap(conn, coin.id, 1000, 2000, "not_synced")
+    coins.remove_coin(conn, "sim", "BTC/USDT")
+    with pytest.raises(NotFound):
+        coins.remove_coin(conn, "sim", "BTC/USDT")
+    assert reader.coins(conn) == []
+    again, created = coins.add_coin(conn, _request(), now=10_500)
+    assert created and again.active and again.id == coin.id
+    # The slots it was not collected are accounted for as `removed`.
+    assert [(g.start, g.end, g.reason) for g in reader.gaps(conn, coin.id, 0, 20_000)] == [
+        (1000, 2000, "not_synced"), (2000, 11_000, "removed")
+    ]
+
+
+def test_writer_commits_then_tells_listeners_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "obd.sqlite"
+
+    async def scenario() -> list[Snapshot]:
+        writer = Writer(path)
+        await writer.open()
+        heard: list[Snapshot] = []
+        writer.on_commit(heard.extend)
+        running = asyncio.create_task(writer.run())
+        coin, _ = await writer.call(lambda conn: coins.add_coin(conn, _request(), now=0))
+        for ts in (1000, 2000, 2000):  # the duplicate slot keeps the first book
+            await writer.put(SnapshotIn(coin, ts, BOOK, received_ts=ts - 5, capture="synthetic"))
+        await writer.put(GapIn(coin.id, 3000, 4000, "disconnected"))
+        await writer.stop()
+        await running
+        await writer.close()
+        return heard
+
+    heard = asyncio.run(scenario())
+    assert [s.ts for s in heard] == [1000, 2000]
+    conn = open_reader(path)
+    coin = reader.coin(conn, "sim", "BTC/USDT")
+    assert coin is not None
+    stored = reader.books(conn, coin, 0, 10_000, 10)
+    assert msgspec.json.encode(stored) == msgspec.json.encode(heard)
+    assert [list(level) for level in stored[0].bids] == [[100.5, 1.25], [100.0, 3.0]]
+    row = conn.execute(
+        "SELECT best_bid, best_ask, mid, bid_levels, ask_levels, crossed FROM snapshots LIMIT 1"
+    ).fetchone()
+    assert row == (100.5, 101.0, 100.75, 2, 1, 0)
+    assert msgspec.json.encode(reader.latest(conn, coin)) == msgspec.json.encode(stored[-1])
+    assert reader.count(conn, coin.id, 0, 2000) == 1
+    assert reader.accounted_until(conn, coin) == 4000
+    # Clean close checkpointed the WAL into the main file.
+    assert not (tmp_path / "obd.sqlite-wal").exists() or (tmp_path / "obd.sqlite-wal").stat().st_size == 0
+
+
+def test_reader_refuses_writes(tmp_path: Path) -> None:
+    writer = open_writer(tmp_path / "obd.sqlite")
+    schema.migrate(writer, 0)
+    conn = open_reader(tmp_path / "obd.sqlite")
+    with pytest.raises(apsw.ReadOnlyError):
+        conn.execute("DELETE FROM series")
