@@ -4,7 +4,7 @@ import random
 
 
 class Backoff:
-    """"Equal jitter": a random pause in [c/2, c] with c = min(cap, base * 2**failures),
+    """ "Equal jitter": a random pause in [c/2, c] with c = min(cap, base * 2**failures),
     so coins that fail together do not retry together, yet never retry at once."""
 
     def __init__(self, base_s: float = 0.5, cap_s: float = 30.0) -> None:

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="obd", description="the order-book daemon")
     parser.add_argument("--version", action="version", version=f"obd {__version__}")
     config_help = "config file (default: $OBD_CONFIG, then ./config.toml)"
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", help=config_help)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     commands.add_parser("run", parents=[common], help="run the daemon")
@@ -68,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("OBD_DEBUG"):
             raise
-        print(f"obd: internal error: {type(exc).__name__}: {exc} (OBD_DEBUG=1 shows more)",
-              file=sys.stderr)
+        print(
+            f"obd: internal error: {type(exc).__name__}: {exc} (OBD_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -105,16 +107,22 @@ def _coins_list(config: Config, args: argparse.Namespace) -> int:
 
 def _table(coins: list[Any]) -> None:
     rows = [("EXCHANGE", "SYMBOL", "INTERVAL", "DEPTH", "COUNT", "LAST_TS")]
-    rows += [(c.exchange, c.symbol, c.interval, str(c.depth), str(c.count), str(c.last_ts or "-"))
-             for c in coins]
+    rows += [
+        (c.exchange, c.symbol, c.interval, str(c.depth), str(c.count), str(c.last_ts or "-"))
+        for c in coins
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _coins_add(config: Config, args: argparse.Namespace) -> int:
     async def go(service: Any) -> int:
-        coin, created = await service.add_coin(args.exchange, args.symbol, args.interval, args.depth)
+        coin, created = await service.add_coin(
+            args.exchange, args.symbol, args.interval, args.depth
+        )
         verb = "added" if created else "already collected:"
         print(f"{verb} {coin.symbol} on {coin.exchange} every {coin.interval}, depth {coin.depth}")
         return 0
@@ -139,7 +147,9 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
         elif found.overridden_by:
             status = f"overridden by {found.overridden_by}"
         else:
-            status = "ok" + (f" ({found.spec.description})" if found.spec and found.spec.description else "")
+            status = "ok" + (
+                f" ({found.spec.description})" if found.spec and found.spec.description else ""
+            )
         print(f"{found.name}\t{found.origin}\t{status}")
     return 1 if any(found.error for found in registry.found) else 0
 
@@ -173,13 +183,16 @@ def _database_problems(path: Path) -> list[str]:
         return []  # created on first run
     try:
         conn = open_reader(path)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > schema.SCHEMA_VERSION:
-            return [f"database {path}: schema {version} is newer than this obd ({schema.SCHEMA_VERSION})"]
-        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-        conn.close()
-    except Exception as exc:
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchall()[0][0] or 0)
+            verdict = str(conn.execute("PRAGMA quick_check").fetchall()[0][0])
+        finally:
+            conn.close()
+    except Exception as exc:  # any way the file is unusable is a finding, not a crash
         return [f"database {path}: {exc}"]
+    if version > schema.SCHEMA_VERSION:
+        known = schema.SCHEMA_VERSION
+        return [f"database {path}: schema {version} is newer than this obd ({known})"]
     return [] if verdict == "ok" else [f"database {path}: {verdict}"]
 
 

@@ -8,6 +8,7 @@ gap with the reason, never a copied-forward book.
 
 import asyncio
 import collections
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -63,7 +64,9 @@ class Sampler:
         self._ring.append((_now_us(), _Mark("not_synced")))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._watch(), name=f"watch {self.coin.exchange} {self.coin.symbol}")
-            tasks.create_task(self._slots(first), name=f"slots {self.coin.exchange} {self.coin.symbol}")
+            tasks.create_task(
+                self._slots(first), name=f"slots {self.coin.exchange} {self.coin.symbol}"
+            )
 
     async def _record_missed(self, accounted_until: int | None, first: int) -> None:
         """Slots between the last accounted one and the first this run will see: before
@@ -71,7 +74,10 @@ class Sampler:
         interval = self.coin.interval_ms
         start = accounted_until or slot_at_or_after(self.coin.added_ts + 1, interval)
         boundary = min(max(slot_at_or_after(self._started_ms, interval), start), first)
-        for begin, end, reason in ((start, boundary, "daemon_down"), (boundary, first, "not_synced")):
+        for begin, end, reason in (
+            (start, boundary, "daemon_down"),
+            (boundary, first, "not_synced"),
+        ):
             if begin < end:
                 await self._writer.put(GapIn(self.coin.id, begin, end, reason))
 
@@ -94,17 +100,15 @@ class Sampler:
             self._ring.append((_now_us(), _Mark(reason)))
             self.state, self.last_error = reason, error
             pause_s = backoff.next_pause_s()
-            self._log.warning("stream_down", reason=reason, error=error, retry_in_s=round(pause_s, 2))
+            self._log.warning(
+                "stream_down", reason=reason, error=error, retry_in_s=round(pause_s, 2)
+            )
             await asyncio.sleep(pause_s)
 
     async def _slots(self, first: int) -> None:
         slot = first
         while True:
-            delay_s = (slot - now_ms()) / 1000
-            if delay_s > 0:
-                await asyncio.sleep(delay_s)
-            while _now_us() < slot * 1000:  # timers may fire a hair early
-                await asyncio.sleep(0.001)
+            await _sleep_until_us(slot * 1000)
             await self._take(slot)
             slot += self.coin.interval_ms
 
@@ -115,7 +119,9 @@ class Sampler:
             return
         received_us, book = found
         received_ts = book.received_ts or received_us // 1000
-        snapshot = SnapshotIn(self.coin, slot, _cut(book, self.coin.depth), received_ts, self._capture)
+        snapshot = SnapshotIn(
+            self.coin, slot, _cut(book, self.coin.depth), received_ts, self._capture
+        )
         await self._writer.put(snapshot)
 
     def _book_at(self, at_us: int) -> tuple[int, Book] | str:
@@ -126,6 +132,13 @@ class Sampler:
             if received_us <= at_us:
                 return entry.reason if isinstance(entry, _Mark) else (received_us, entry)
         return "late"
+
+
+async def _sleep_until_us(at_us: int) -> None:
+    """Sleep until wall-clock time `at_us`; loop timers run on a coarser monotonic
+    clock and may fire a hair early, so check and top up."""
+    while (left_us := at_us - _now_us()) > 0:  # noqa: ASYNC110 (a deadline, not an event)
+        await asyncio.sleep(max(left_us / 1e6, 0.0005))
 
 
 def _cut(book: Book, depth: int) -> Book:
@@ -164,10 +177,8 @@ class Collector:
                         self._wake.clear()
                         seen = version
                         await self._reconcile(tasks)
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), POLL_S)
-                    except TimeoutError:
-                        pass
         finally:
             self._thread.shutdown(wait=False)
 
@@ -184,8 +195,13 @@ class Collector:
                 sampler = Sampler(coin, self.exchanges, self._writer, self._started_ms)
                 name = f"sampler {coin.exchange} {coin.symbol}"
                 self._samplers[series] = (sampler, tasks.create_task(sampler.run(until), name=name))
-                log.info("coin_started", exchange=coin.exchange, symbol=coin.symbol,
-                         interval_ms=coin.interval_ms, depth=coin.depth)
+                log.info(
+                    "coin_started",
+                    exchange=coin.exchange,
+                    symbol=coin.symbol,
+                    interval_ms=coin.interval_ms,
+                    depth=coin.depth,
+                )
 
     def _connection(self) -> Any:
         if self._conn is None:

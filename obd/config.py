@@ -21,38 +21,38 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
-class Server(_Section):
+class Server(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8787  # 0 picks a free port (tests)
 
 
-class Storage(_Section):
+class Storage(_Section, frozen=True):
     path: str = "obd.sqlite"  # relative to the config file
 
 
-class Collection(_Section):
+class Collection(_Section, frozen=True):
     interval: Interval = "5m"
     depth: Depth = 100
 
 
-class Plugins(_Section):
+class Plugins(_Section, frozen=True):
     dirs: list[str] = msgspec.field(default_factory=lambda: ["plugins.d"])
     entry_points: bool = True  # also load pip-installed plugins (group `obd.plugins`)
 
 
-class Auth(_Section):
+class Auth(_Section, frozen=True):
     enabled: bool = False
     token_lifetime_s: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 3_600
 
 
-class CoinEntry(_Section):
+class CoinEntry(_Section, frozen=True):
     exchange: str
     symbol: str
     interval: Interval | None = None
     depth: Depth | None = None
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     server: Server = Server()
     storage: Storage = Storage()
     collection: Collection = Collection()

@@ -37,9 +37,7 @@ async def open_service(
     await writer.open()
     read = Reader(config.database)
     collector = (
-        None
-        if collector_started_ms is None
-        else Collector(exchanges, writer, collector_started_ms)
+        None if collector_started_ms is None else Collector(exchanges, writer, collector_started_ms)
     )
     service = Service(
         exchanges,

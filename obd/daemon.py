@@ -58,8 +58,12 @@ async def run(config: Config) -> None:
             collecting = tasks.create_task(service.collector.run(), name="collector")
             serving = tasks.create_task(server.serve(sockets=[sock]), name="http")
             host, port = sock.getsockname()[:2]
-            log.info("serving", url=f"http://{_url_host(host)}:{port}", port=port,
-                     database=str(config.database))
+            log.info(
+                "serving",
+                url=f"http://{_url_host(host)}:{port}",
+                port=port,
+                database=str(config.database),
+            )
             await stop.wait()
             log.info("stopping")
             collecting.cancel()

@@ -69,7 +69,8 @@ def _mark_overrides(found: list[Found]) -> list[Found]:
     """Later sources of the same name override earlier ones (which stay listed)."""
     winner = {f.name: i for i, f in enumerate(found) if f.spec is not None}
     return [
-        f if winner.get(f.name, i) == i or f.spec is None
+        f
+        if winner.get(f.name, i) == i or f.spec is None
         else msgspec.structs.replace(f, overridden_by=found[winner[f.name]].origin)
         for i, f in enumerate(found)
     ]

@@ -22,7 +22,9 @@ class Exchanges:
         """The instance serving `exchange`; NotFound if no plugin serves it."""
         if (instance := self._open.get(exchange)) is None:
             spec = self.registry.spec_for(exchange)
-            instance = self._open[exchange] = spec.factory(exchange, self.options_for(spec, exchange))
+            instance = self._open[exchange] = spec.factory(
+                exchange, self.options_for(spec, exchange)
+            )
         return instance
 
     def options_for(self, spec: PluginSpec, exchange: str) -> Any:

@@ -105,7 +105,9 @@ class Service:
         listed = await source.check_availability(symbol_name)
         if not listed.available:
             raise NotFound(listed.reason or f"{symbol_name} is not listed on {exchange_id}")
-        spelled = interval_given if isinstance(interval_given, str) else format_interval(interval_ms)
+        spelled = (
+            interval_given if isinstance(interval_given, str) else format_interval(interval_ms)
+        )
         want = coin_writes.CoinRequest(
             exchange=exchange_id,
             symbol=symbol_name,
@@ -132,8 +134,13 @@ class Service:
     # -- books --
 
     async def books(
-        self, exchange: object, symbol: object, start: object = None, end: object = None,
-        limit: object = None, cursor: object = None,
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        limit: object = None,
+        cursor: object = None,
     ) -> Page:
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
@@ -192,10 +199,16 @@ class Service:
             since = max(last or 0, coin.added_ts)
             fresh = now - since <= 3 * coin.interval_ms + 30_000
             stale = stale or not fresh
-            coins.append({
-                "exchange": coin.exchange, "symbol": coin.symbol, "status": self._status(coin),
-                "last_ts": last, "age_ms": None if last is None else now - last, "fresh": fresh,
-            })
+            coins.append(
+                {
+                    "exchange": coin.exchange,
+                    "symbol": coin.symbol,
+                    "status": self._status(coin),
+                    "last_ts": last,
+                    "age_ms": None if last is None else now - last,
+                    "fresh": fresh,
+                }
+            )
         error = self.writer.failing
         return Health(
             status="degraded" if stale or error else "ok",
@@ -252,7 +265,9 @@ def _coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverag
     until = max(reader.accounted_until(conn, coin) or first_slot, lo)
     if until < hi:
         recent = until >= now - 2 * interval - 2_000
-        reason = "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+        reason = (
+            "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+        )
         gaps.append(Gap(until, hi, reason))
     return Coverage(
         start=lo,
@@ -280,7 +295,9 @@ def _exchange(value: object) -> str:
     if value is None or value == "":
         raise BadRequest("exchange: required")
     if not isinstance(value, str) or not _EXCHANGE_ID.fullmatch(value):
-        raise BadRequest(f"exchange: expected a lower-case exchange id like 'binance', got {value!r:.60}")
+        raise BadRequest(
+            f"exchange: expected a lower-case exchange id like 'binance', got {value!r:.60}"
+        )
     return value
 
 

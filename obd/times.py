@@ -29,7 +29,9 @@ def parse_interval(value: object, name: str = "interval") -> int:
     elif isinstance(value, str) and (match := _INTERVAL.fullmatch(value.strip())):
         ms = int(match[1]) * _UNIT_MS[match[2]]
     else:
-        raise BadRequest(f"{name}: expected a duration like '30s', '5m', '1h' or integer ms, got {value!r}")
+        raise BadRequest(
+            f"{name}: expected a duration like '30s', '5m', '1h' or integer ms, got {value!r}"
+        )
     if not MIN_INTERVAL_MS <= ms <= MAX_INTERVAL_MS:
         raise BadRequest(f"{name}: must be between 1s and 1d, got {value!r}")
     if ms % MIN_INTERVAL_MS:

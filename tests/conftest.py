@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "plugins.d"
 
 
-def write_config(directory: Path, body: str = "", *, coins: str = "", plugins: Path = PLUGINS) -> Path:
+def write_config(
+    directory: Path, body: str = "", *, coins: str = "", plugins: Path = PLUGINS
+) -> Path:
     """A config with the repo's plugins, a database in `directory`, and port 0."""
     path = directory / "config.toml"
     path.write_text(
@@ -36,13 +38,20 @@ entry_points = false
     return path
 
 
-def obd(*args: str, config: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def obd(
+    *args: str, config: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the obd CLI in a subprocess, as a user would."""
     command = [sys.executable, "-m", "obd", *args]
     if config is not None:
         command += ["--config", str(config)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OBD_LOG_LEVEL": "warning"})
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OBD_LOG_LEVEL": "warning"},
+    )
 
 
 class Daemon:
@@ -53,7 +62,9 @@ class Daemon:
         self.log: list[dict[str, Any]] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "obd", "run", "--config", str(config)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
         )
         self.url = self._wait_for_serving()
         self.http = httpx.Client(base_url=self.url, timeout=30)

@@ -55,7 +55,11 @@ def test_non_loopback_without_auth_is_refused(tmp_path: Path) -> None:
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
-    for args in (["coins", "add"], ["frobnicate"], ["coins", "add", "sim", "BTC/USDT", "--depth", "x"]):
+    for args in (
+        ["coins", "add"],
+        ["frobnicate"],
+        ["coins", "add", "sim", "BTC/USDT", "--depth", "x"],
+    ):
         result = obd(*args)
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

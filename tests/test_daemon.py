@@ -25,7 +25,8 @@ def _sim() -> Any:
     """The sim plugin, loaded in this process to recompute its deterministic books."""
     name = "obd_plugins_test_sim"
     spec = importlib.util.spec_from_file_location(name, PLUGINS / "sim.py")
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -113,7 +114,9 @@ def test_coin_added_by_another_process_is_collected(tmp_path: Path, start_daemon
     config = write_config(tmp_path)
     daemon = start_daemon(config)
     assert daemon.http.get("/v1/coins").json() == {"items": []}
-    added = obd("coins", "add", "sim", "ETH/USDT", "--interval", "1s", "--depth", "5", config=config)
+    added = obd(
+        "coins", "add", "sim", "ETH/USDT", "--interval", "1s", "--depth", "5", config=config
+    )
     assert added.returncode == 0, added.stderr
     wait_for(lambda: daemon.http.get("/v1/coins").json()["items"][0]["count"] >= 1, timeout_s=5)
     snapshot = daemon.http.get("/v1/books/latest", params={"exchange": "sim", "symbol": "ETH/USDT"})

@@ -14,7 +14,11 @@ COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     directory: Path = tmp_path_factory.mktemp("errors")
-    running = Daemon(write_config(directory, coins='[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\n'))
+    running = Daemon(
+        write_config(
+            directory, coins='[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\n'
+        )
+    )
     wait_for(lambda: running.http.get("/v1/coins").json()["items"][0]["count"] >= 2)
     yield running
     assert running.stop() == 0
@@ -61,7 +65,9 @@ def test_add_coin_rejects(daemon: Daemon, body: Any, status: int, mentions: str)
 
 def test_add_coin_rejects_malformed_json(daemon: Daemon) -> None:
     before = _coins(daemon)
-    response = daemon.http.post("/v1/coins", content=b"{not json", headers={"content-type": "application/json"})
+    response = daemon.http.post(
+        "/v1/coins", content=b"{not json", headers={"content-type": "application/json"}
+    )
     _assert_error(response, 400, "body")
     _assert_error(daemon.http.post("/v1/coins", content=b"x" * 100_000), 413, "")
     assert _coins(daemon) == before
@@ -94,35 +100,52 @@ def test_books_rejects(daemon: Daemon, query: dict[str, str], status: int, menti
     ("path", "query", "status", "mentions"),
     [
         ("/v1/books/latest", {"exchange": "sim", "symbol": "ETH/USDT"}, 404, "not collected"),
-        ("/v1/coverage", {**COIN, "start": "2026-01-01T00:00:00Z", "end": "2025-01-01"}, 400, "start"),
+        (
+            "/v1/coverage",
+            {**COIN, "start": "2026-01-01T00:00:00Z", "end": "2025-01-01"},
+            400,
+            "start",
+        ),
         ("/v1/coverage", {**COIN, "start": "not a date"}, 400, "start"),
         ("/v1/availability", {"exchange": "nosuch", "symbol": "BTC/USDT"}, 404, "nosuch"),
         ("/v1/availability", {"exchange": "sim"}, 400, "symbol"),
         ("/v1/nothing-here", {}, 404, ""),
     ],
 )
-def test_other_routes_reject(daemon: Daemon, path: str, query: dict[str, str], status: int, mentions: str) -> None:
+def test_other_routes_reject(
+    daemon: Daemon, path: str, query: dict[str, str], status: int, mentions: str
+) -> None:
     _assert_error(daemon.http.get(path, params=query), status, mentions)
 
 
 def test_remove_unknown_coin_is_404(daemon: Daemon) -> None:
     before = _coins(daemon)
-    _assert_error(daemon.http.delete("/v1/coins", params={"exchange": "sim", "symbol": "XRP/USDT"}), 404, "not being collected")
+    _assert_error(
+        daemon.http.delete("/v1/coins", params={"exchange": "sim", "symbol": "XRP/USDT"}),
+        404,
+        "not being collected",
+    )
     assert _coins(daemon) == before
 
 
 def test_availability(daemon: Daemon) -> None:
     listed = daemon.http.get("/v1/availability", params=COIN).json()
     assert listed["available"] is True
-    unlisted = daemon.http.get("/v1/availability", params={"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}).json()
+    unlisted = daemon.http.get(
+        "/v1/availability", params={"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}
+    ).json()
     assert unlisted["available"] is False
     assert "not listed" in unlisted["reason"]
 
 
 def test_add_and_remove_round_trip(daemon: Daemon) -> None:
-    created = daemon.http.post("/v1/coins", json={"exchange": "sim", "symbol": "SOL/USDT", "interval": "2s", "depth": 7})
+    created = daemon.http.post(
+        "/v1/coins", json={"exchange": "sim", "symbol": "SOL/USDT", "interval": "2s", "depth": 7}
+    )
     assert created.status_code == 201, created.text
-    again = daemon.http.post("/v1/coins", json={"exchange": "sim", "symbol": "SOL/USDT", "interval": "2s", "depth": 7})
+    again = daemon.http.post(
+        "/v1/coins", json={"exchange": "sim", "symbol": "SOL/USDT", "interval": "2s", "depth": 7}
+    )
     assert again.status_code == 200
     assert again.json()["interval"] == "2s"
     removed = daemon.http.delete("/v1/coins", params={"exchange": "sim", "symbol": "SOL/USDT"})
@@ -133,7 +156,9 @@ def test_add_and_remove_round_trip(daemon: Daemon) -> None:
 def test_msgpack_on_accept(daemon: Daemon) -> None:
     import msgspec
 
-    response = daemon.http.get("/v1/books/latest", params=COIN, headers={"accept": "application/msgpack"})
+    response = daemon.http.get(
+        "/v1/books/latest", params=COIN, headers={"accept": "application/msgpack"}
+    )
     assert response.headers["content-type"] == "application/msgpack"
     assert msgspec.msgpack.decode(response.content)["symbol"] == "BTC/USDT"
 

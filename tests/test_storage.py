@@ -18,8 +18,15 @@ BOOK = Book(bids=[(100.5, 1.25), (100.0, 3.0)], asks=[(101.0, 0.5)], exchange_ts
 
 
 def _request(**changes: object) -> CoinRequest:
-    fields = {"exchange": "sim", "symbol": "BTC/USDT", "interval_ms": 1000, "interval": "1s",
-              "depth": 10, "synthetic": True, **changes}
+    fields = {
+        "exchange": "sim",
+        "symbol": "BTC/USDT",
+        "interval_ms": 1000,
+        "interval": "1s",
+        "depth": 10,
+        "synthetic": True,
+        **changes,
+    }
     return CoinRequest(**fields)  # type: ignore[arg-type]
 
 
@@ -55,7 +62,8 @@ def test_gaps_merge_when_they_touch_with_the_same_reason(tmp_path: Path) -> None
     record_gap(conn, coin.id, 6000, 6000, "empty ranges are ignored")
     gaps = reader.gaps(conn, coin.id, 0, 10_000)
     assert [(g.start, g.end, g.reason) for g in gaps] == [
-        (1000, 5000, "disconnected"), (5000, 6000, "not_synced")
+        (1000, 5000, "disconnected"),
+        (5000, 6000, "not_synced"),
     ]
     clipped = reader.gaps(conn, coin.id, 2000, 3000)
     assert [(g.start, g.end, g.reason) for g in clipped] == [(2000, 3000, "disconnected")]
@@ -76,10 +84,13 @@ def test_coins_add_conflict_remove_and_readd(tmp_path: Path) -> None:
         coins.remove_coin(conn, "sim", "BTC/USDT")
     assert reader.coins(conn) == []
     again, created = coins.add_coin(conn, _request(), now=10_500)
-    assert created and again.active and again.id == coin.id
+    assert created
+    assert again.active
+    assert again.id == coin.id
     # The slots it was not collected are accounted for as `removed`.
     assert [(g.start, g.end, g.reason) for g in reader.gaps(conn, coin.id, 0, 20_000)] == [
-        (1000, 2000, "not_synced"), (2000, 11_000, "removed")
+        (1000, 2000, "not_synced"),
+        (2000, 11_000, "removed"),
     ]
 
 
@@ -117,7 +128,10 @@ def test_writer_commits_then_tells_listeners_and_reads_back(tmp_path: Path) -> N
     assert reader.count(conn, coin.id, 0, 2000) == 1
     assert reader.accounted_until(conn, coin) == 4000
     # Clean close checkpointed the WAL into the main file.
-    assert not (tmp_path / "obd.sqlite-wal").exists() or (tmp_path / "obd.sqlite-wal").stat().st_size == 0
+    assert (
+        not (tmp_path / "obd.sqlite-wal").exists()
+        or (tmp_path / "obd.sqlite-wal").stat().st_size == 0
+    )
 
 
 def test_reader_refuses_writes(tmp_path: Path) -> None:

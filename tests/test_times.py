@@ -1,12 +1,28 @@
 import pytest
 
 from obd.errors import BadRequest
-from obd.times import format_interval, parse_interval, parse_time, slot_at_or_after, slot_at_or_before
+from obd.times import (
+    format_interval,
+    parse_interval,
+    parse_time,
+    slot_at_or_after,
+    slot_at_or_before,
+)
 
 
-@pytest.mark.parametrize(("text", "ms"), [("1s", 1000), ("30s", 30_000), ("5m", 300_000),
-                                          ("1h", 3_600_000), ("1d", 86_400_000), (60_000, 60_000),
-                                          ("2000", 2000), ("1500ms", None)])
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("1s", 1000),
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("1h", 3_600_000),
+        ("1d", 86_400_000),
+        (60_000, 60_000),
+        ("2000", 2000),
+        ("1500ms", None),
+    ],
+)
 def test_parse_interval(text: object, ms: int | None) -> None:
     if ms is None:
         with pytest.raises(BadRequest, match="whole number of seconds"):
@@ -16,7 +32,9 @@ def test_parse_interval(text: object, ms: int | None) -> None:
         assert parse_interval(format_interval(ms)) == ms
 
 
-@pytest.mark.parametrize("bad", ["7x", "0", 0, -5, "-1s", "", "5 m m", True, 1.5, None, "2d", "999999999h"])
+@pytest.mark.parametrize(
+    "bad", ["7x", "0", 0, -5, "-1s", "", "5 m m", True, 1.5, None, "2d", "999999999h"]
+)
 def test_parse_interval_rejects(bad: object) -> None:
     with pytest.raises(BadRequest, match="interval"):
         parse_interval(bad)

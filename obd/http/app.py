@@ -32,7 +32,9 @@ def create_app(service: Service, authenticator: Authenticator) -> Litestar:
     return app
 
 
-async def _scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def _scope_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """Every route names its scope in `opt`; routes without one (healthz) are open."""
     scope = handler.opt.get("scope")
     if scope is None:
@@ -63,6 +65,7 @@ def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.error("request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}",
-              exc_info=exc)
+    log.error(
+        "request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}", exc_info=exc
+    )
     return error_response(500, "internal", "internal error; the daemon log has the details")

@@ -41,7 +41,9 @@ def _query(request: AnyRequest, name: str) -> str | None:
 
 def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[bytes]:
     if "application/msgpack" in request.headers.get("accept", ""):
-        return Response(_msgpack.encode(payload), status_code=status, media_type="application/msgpack")
+        return Response(
+            _msgpack.encode(payload), status_code=status, media_type="application/msgpack"
+        )
     return Response(_json.encode(payload), status_code=status, media_type="application/json")
 
 
@@ -57,20 +59,28 @@ async def add_coin(request: AnyRequest) -> Response[bytes]:
     except msgspec.ValidationError as exc:
         raise BadRequest(f"body: {exc}".replace(" - at `$.", " - at `")) from None
     except msgspec.DecodeError:
-        raise BadRequest("body: expected a JSON object like {\"exchange\": \"sim\", \"symbol\": \"BTC/USDT\"}") from None
-    coin, created = await _service(request).add_coin(body.exchange, body.symbol, body.interval, body.depth)
+        raise BadRequest(
+            'body: expected a JSON object like {"exchange": "sim", "symbol": "BTC/USDT"}'
+        ) from None
+    coin, created = await _service(request).add_coin(
+        body.exchange, body.symbol, body.interval, body.depth
+    )
     return _respond(request, coin, 201 if created else 200)
 
 
 @delete("/v1/coins", opt={"scope": "write"}, status_code=200)
 async def remove_coin(request: AnyRequest) -> Response[bytes]:
-    coin = await _service(request).remove_coin(_query(request, "exchange"), _query(request, "symbol"))
+    coin = await _service(request).remove_coin(
+        _query(request, "exchange"), _query(request, "symbol")
+    )
     return _respond(request, coin)
 
 
 @get("/v1/availability", opt={"scope": "read"})
 async def availability(request: AnyRequest) -> Response[bytes]:
-    found = await _service(request).availability(_query(request, "exchange"), _query(request, "symbol"))
+    found = await _service(request).availability(
+        _query(request, "exchange"), _query(request, "symbol")
+    )
     return _respond(request, found)
 
 
@@ -103,15 +113,19 @@ async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]
 
 @get("/v1/books/latest", opt={"scope": "read"})
 async def latest(request: AnyRequest) -> Response[bytes]:
-    snapshot = await _service(request).latest(_query(request, "exchange"), _query(request, "symbol"))
+    snapshot = await _service(request).latest(
+        _query(request, "exchange"), _query(request, "symbol")
+    )
     return _respond(request, snapshot)
 
 
 @get("/v1/coverage", opt={"scope": "read"})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
-        _query(request, "exchange"), _query(request, "symbol"),
-        _query(request, "start"), _query(request, "end"),
+        _query(request, "exchange"),
+        _query(request, "symbol"),
+        _query(request, "start"),
+        _query(request, "end"),
     )
     return _respond(request, found)
 

@@ -33,8 +33,17 @@ def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, 
         conn.execute(
             "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
             "synthetic, added_ts, tick_size, lot_size) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-            (want.exchange, want.symbol, want.interval_ms, want.interval, want.depth,
-             want.synthetic, now, want.tick_size, want.lot_size),
+            (
+                want.exchange,
+                want.symbol,
+                want.interval_ms,
+                want.interval,
+                want.depth,
+                want.synthetic,
+                now,
+                want.tick_size,
+                want.lot_size,
+            ),
         )
     elif existing.active:
         if (existing.interval_ms, existing.depth) != (want.interval_ms, want.depth):
@@ -51,8 +60,14 @@ def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, 
         conn.execute(
             "UPDATE series SET active = 1, interval_ms = ?, interval = ?, depth = ?, "
             "tick_size = coalesce(?, tick_size), lot_size = coalesce(?, lot_size) WHERE id = ?",
-            (want.interval_ms, want.interval, want.depth, want.tick_size, want.lot_size,
-             existing.id),
+            (
+                want.interval_ms,
+                want.interval,
+                want.depth,
+                want.tick_size,
+                want.lot_size,
+                existing.id,
+            ),
         )
     coin = reader.coin(conn, want.exchange, want.symbol)
     assert coin is not None

@@ -157,9 +157,7 @@ def gaps(conn: apsw.Connection, series: int, start: int, end: int) -> list[Gap]:
 
 def accounted_until(conn: apsw.Connection, coin: Coin) -> int | None:
     """The end of the last slot that is a snapshot or a recorded gap (None: nothing yet)."""
-    last = conn.execute(
-        "SELECT max(ts) FROM snapshots WHERE series = ?", (coin.id,)
-    ).fetchone()
+    last = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (coin.id,)).fetchone()
     gap_end = conn.execute("SELECT max(end_ts) FROM gaps WHERE series = ?", (coin.id,)).fetchone()
     ends = [
         *([last[0] + coin.interval_ms] if last and last[0] is not None else []),

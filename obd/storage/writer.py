@@ -124,14 +124,15 @@ class Writer:
     async def _write_rows(self, rows: list[SnapshotIn | GapIn]) -> None:
         if not rows:
             return
-        for attempt, pause_s in enumerate(itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))):
+        pauses = itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))
+        while True:
             try:
                 stored = await self._in_thread(_write_batch, self._conn, rows)
                 break
             except apsw.Error as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
-                log.error("commit_failed", error=self.failing, rows=len(rows), attempt=attempt)
-                await asyncio.sleep(pause_s)
+                log.error("commit_failed", error=self.failing, rows=len(rows))
+                await asyncio.sleep(next(pauses))
         self.failing = None
         self.rows_written += len(stored)
         for listener in self._listeners:
@@ -153,7 +154,8 @@ class Writer:
 
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
     with conn:
-        return fn(conn)
+        result = fn(conn)
+    return result
 
 
 def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[Snapshot]:
