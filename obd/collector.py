@@ -16,9 +16,10 @@ from typing import Any
 import structlog
 
 from obd.backoff import Backoff
-from obd.errors import NotFound
+from obd.errors import NotFound, ObdError
 from obd.exchanges import Exchanges
 from obd.model import Book, Coin
+from obd.plugin import Exchange
 from obd.storage import reader
 from obd.storage.connect import open_reader
 from obd.storage.writer import GapIn, SnapshotIn, Writer
@@ -50,6 +51,7 @@ class Sampler:
         self.coin = coin
         self.state = "starting"
         self.last_error: str | None = None
+        self.failures = 0  # times the live stream broke
         self._capture = "stream"
         self._exchanges = exchanges
         self._writer = writer
@@ -85,25 +87,30 @@ class Sampler:
         backoff = Backoff()
         while True:
             try:
-                exchange = self._exchanges.get(self.coin.exchange)
-                self._capture = "synthetic" if exchange.synthetic else "stream"
-                async for book in exchange.watch(self.coin.symbol, self.coin.depth):
-                    self._ring.append((_now_us(), book))
-                    if self.state != "live":
-                        self.state, self.last_error = "live", None
-                        backoff.reset()
+                await self._follow(self._exchanges.get(self.coin.exchange), backoff)
                 reason, error = "disconnected", "stream ended"
-            except NotFound as exc:
+            except NotFound as exc:  # delisted: the plugin says the symbol is gone
                 reason, error = "not_listed", str(exc)
-            except Exception as exc:  # the one broad except: counted, logged, retried
+            except ObdError as exc:  # the plugin is missing or misconfigured
+                reason, error = "exchange_error", str(exc)
+            except Exception as exc:  # the one broad except: logged, counted, retried
                 reason, error = "disconnected", f"{type(exc).__name__}: {exc}"
             self._ring.append((_now_us(), _Mark(reason)))
             self.state, self.last_error = reason, error
+            self.failures += 1
             pause_s = backoff.next_pause_s()
             self._log.warning(
                 "stream_down", reason=reason, error=error, retry_in_s=round(pause_s, 2)
             )
             await asyncio.sleep(pause_s)
+
+    async def _follow(self, exchange: Exchange, backoff: Backoff) -> None:
+        self._capture = "synthetic" if exchange.synthetic else "stream"
+        async for book in exchange.watch(self.coin.symbol, self.coin.depth):
+            self._ring.append((_now_us(), book))
+            if self.state != "live":
+                self.state, self.last_error = "live", None
+                backoff.reset()
 
     async def _slots(self, first: int) -> None:
         slot = first

@@ -195,7 +195,7 @@ class Service:
         stale = False
         now = now_ms()
         for coin in await self.reader.run(reader.coins):
-            last = (await self.reader.run(reader.stats, coin.id)).last_ts
+            last = await self.reader.run(reader.last_ts, coin.id)
             since = max(last or 0, coin.added_ts)
             fresh = now - since <= 3 * coin.interval_ms + 30_000
             stale = stale or not fresh

@@ -6,18 +6,18 @@ predict them:
 
 - mid: log price = log(typical price) + a sum of value-noise octaves (periods
   250 ms to ~48 days, each linear between hash-seeded anchors, amplitude ∝
-  sqrt(period)). That looks like a random walk from seconds to weeks, yet stays
-  within about ±35% of the typical price forever, so deep bids stay above zero.
+  sqrt(period)). Its moves have the listing's daily volatility at every scale
+  from a second to weeks, like a random walk, yet it stays bounded (typically
+  within a factor of 2 of the typical price), so deep bids stay above zero.
 - touch: best bid and ask around the mid, 1 tick apart for majors, a few ticks
   for the others.
 - levels: walking tick by tick away from the touch. Each price's randomness
-  (empty or not, size noise) comes from a blake2b digest of its 16-tick block
-  and a refresh epoch, so the size resting at a price persists for a while
-  (shorter near the touch) as in a real book, and the first N levels never
-  depend on how many were asked for.
+  (empty or not, size) is a hash of (price, side, refresh epoch), so an order
+  resting at a price keeps its size for a while (less near the touch), as in a
+  real book, and the first N levels never depend on how many were asked for.
 
-Only the random numbers' source is a stable hash (blake2b, splitmix64), never
-Python's `hash()`, which is salted per process.
+The randomness comes from stable hashes (blake2b for keys, splitmix64 for the
+rest), never Python's `hash()`, which is salted per process.
 """
 
 import asyncio
@@ -37,6 +37,8 @@ from obd.errors import BadRequest, ConfigError, NotFound
 from obd.model import Book, Level
 from obd.plugin import Availability, PluginSpec
 
+__all__ = ["MAX_DEPTH", "PLUGIN", "SimExchange", "SimOptions", "create"]
+
 MAX_DEPTH = 1000  # levels a side the sim can give
 _HISTORY_YIELD_EVERY = 256  # books between yields to the event loop in fetch_history
 
@@ -46,7 +48,7 @@ _OCTAVE_GAIN = 0.51  # makes the variance of a move over t ~ daily_vol**2 * t (m
 _MS_PER_DAY = 86_400_000
 _MAX_TICKS = 16 * MAX_DEPTH  # prices scanned a side at most (gaps make ~1.8 per level)
 _NEAR_TICKS = 8  # no walls this close to the touch
-# Odd 64-bit multipliers below 2**63 (they multiply int64 arrays, wrapping).
+# Odd multipliers below 2**63: they multiply int64 arrays, which wrap silently.
 _PRICE_MUL = 0x5851F42D4C957F2D
 _EPOCH_MUL = 0x14057B7EF767814F
 _PHASE_MUL = 0x9E3779B1
@@ -69,6 +71,7 @@ class _Listing(msgspec.Struct, frozen=True):
     daily_vol: float  # standard deviation of a day's log return
     touch_size: float  # typical size at the best level, base units
     spreads: tuple[int, ...]  # spread in ticks, drawn uniformly from these 16
+    gaps: float  # share of empty prices far from the touch: more where the tick is finer
 
 
 _TIGHT = (1,) * 15 + (2,)  # majors: nearly always one tick
@@ -76,14 +79,15 @@ _WIDE = (1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 8)
 
 # Roughly Binance's grids and prices in 2024.
 _LISTINGS: dict[str, _Listing] = {
-    "BTC/USDT": _Listing(65_000.0, "0.01", "0.00001", 0.030, 0.4, _TIGHT),
-    "ETH/USDT": _Listing(3_200.0, "0.01", "0.0001", 0.040, 6.0, _TIGHT),
-    "SOL/USDT": _Listing(150.0, "0.01", "0.001", 0.055, 60.0, _WIDE),
-    "BNB/USDT": _Listing(580.0, "0.01", "0.001", 0.035, 8.0, _WIDE),
-    "XRP/USDT": _Listing(0.55, "0.0001", "0.1", 0.045, 12_000.0, _WIDE),
-    "DOGE/USDT": _Listing(0.12, "0.00001", "1", 0.060, 60_000.0, _WIDE),
-    "ADA/USDT": _Listing(0.45, "0.0001", "0.1", 0.050, 15_000.0, _WIDE),
-    "LTC/USDT": _Listing(80.0, "0.01", "0.001", 0.045, 40.0, _WIDE),
+    # symbol: (price, tick, lot, daily_vol, touch_size, spreads, gaps)
+    "BTC/USDT": _Listing(65_000.0, "0.01", "0.00001", 0.030, 0.4, _TIGHT, 0.45),
+    "ETH/USDT": _Listing(3_200.0, "0.01", "0.0001", 0.040, 6.0, _TIGHT, 0.40),
+    "SOL/USDT": _Listing(150.0, "0.01", "0.001", 0.055, 60.0, _WIDE, 0.20),
+    "BNB/USDT": _Listing(580.0, "0.01", "0.001", 0.035, 8.0, _WIDE, 0.30),
+    "XRP/USDT": _Listing(0.55, "0.0001", "0.1", 0.045, 12_000.0, _WIDE, 0.08),
+    "DOGE/USDT": _Listing(0.12, "0.00001", "1", 0.060, 60_000.0, _WIDE, 0.12),
+    "ADA/USDT": _Listing(0.45, "0.0001", "0.1", 0.050, 15_000.0, _WIDE, 0.08),
+    "LTC/USDT": _Listing(80.0, "0.01", "0.001", 0.045, 40.0, _WIDE, 0.12),
 }
 
 
@@ -119,11 +123,6 @@ _SIZE_CAP = np.where(_DISTANCE < _NEAR_TICKS, 4.0 * _PROFILE, np.inf)
 _REFRESH_MS = np.select(
     [_DISTANCE < 16, _DISTANCE < 32, _DISTANCE < 64], [400, 1_000, 3_000], 10_000
 ).astype(np.int64)
-# A price is empty when its random byte is below this: never at the touch, more
-# often further out, up to 45% of prices.
-_GAP_BELOW = np.round(256 * np.minimum(0.45, 0.015 * np.maximum(0, _DISTANCE - 2))).astype(
-    np.uint64
-)
 
 
 class _Layout(msgspec.Struct, frozen=True):
@@ -136,32 +135,35 @@ class _Layout(msgspec.Struct, frozen=True):
 
 
 @functools.cache
-def _layout(ticks: int) -> _Layout:
+def _layout(ticks: int, gaps: float) -> _Layout:
     d = _DISTANCE[:ticks]
+    # A price is empty when its random byte is below this: never at the touch, more
+    # often further out, up to `gaps` of the prices.
+    gap_below = np.round(256 * np.minimum(gaps, 0.015 * np.maximum(0, d - 2))).astype(np.uint64)
     return _Layout(
         offsets=np.concatenate((-d, d)),
         side=np.repeat(np.array([0, _GOLDEN64 >> 1], np.int64), ticks),
         refresh_ms=np.tile(_REFRESH_MS[:ticks], 2),
-        gap_below=np.tile(_GAP_BELOW[:ticks], 2),
+        gap_below=np.tile(gap_below, 2),
     )
 
 
 def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """splitmix64's finalizer, elementwise: a stable, well-spread 64-bit hash."""
-    x = x ^ (x >> 30)
-    x *= 0xBF58476D1CE4E5B9
-    x ^= x >> 27
-    x *= 0x94D049BB133111EB
-    x ^= x >> 31
+    x = x ^ (x >> np.uint64(30))
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
     return x
 
 
 def _decimals(step: str) -> int:
     """Grid step "0.001" -> 1000: a grid value k / 1000 is exact as a float."""
-    exponent = Decimal(step).normalize().as_tuple().exponent
-    if Decimal(step) != Decimal(1).scaleb(exponent) or not isinstance(exponent, int):
-        raise ValueError(f"grid step {step!r} is not a power of ten")
-    return 10 ** max(0, -exponent)
+    sign, digits, exponent = Decimal(step).normalize().as_tuple()
+    if sign or digits != (1,) or not isinstance(exponent, int) or exponent > 0:
+        raise ValueError(f"grid step {step!r} is not one of 1, 0.1, 0.01, ...")
+    return int(10**-exponent)
 
 
 class _Market(msgspec.Struct, frozen=True):
@@ -234,7 +236,7 @@ def _scan(market: _Market, u: int, best_bid: int, spread: int, depth: int) -> _S
     """
     ticks = min(2 * depth + 32, _MAX_TICKS)
     while True:
-        layout = _layout(ticks)
+        layout = _layout(ticks, market.listing.gaps)
         n = layout.offsets + best_bid
         n[ticks:] += spread
         # each price refreshes at its own phase, so the book changes a little at a time
@@ -309,12 +311,15 @@ class SimExchange:
         Yields only the newest update when the consumer fell behind several.
         """
         self._market(symbol)
+        step = self.update_ms
         last = None
         while True:
             now_ms = time.time_ns() // 1_000_000
-            u = now_ms - now_ms % self.update_ms
-            if u == last:  # woke early (or clocks disagree by a hair): wait for the next
-                await asyncio.sleep((u + self.update_ms - now_ms) / 1000)
+            u = now_ms - now_ms % step
+            if last is not None and u <= last:
+                # Woke a hair early (the loop's clock is not the wall clock), or the
+                # wall clock stepped back: never repeat a book or go back in time.
+                await asyncio.sleep(min(last + step - now_ms, step) / 1000)
                 continue
             last = u
             yield self.book_at(symbol, u, depth)
@@ -338,6 +343,7 @@ class SimExchange:
 
 
 def create(exchange_id: str, options: SimOptions | None) -> SimExchange:
+    """The plugin's factory: `options` None means the defaults."""
     options = options or SimOptions()
     if not 10 <= options.update_ms <= 60_000:
         raise ConfigError(

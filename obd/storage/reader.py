@@ -103,6 +103,11 @@ def stats(conn: apsw.Connection, series: int) -> SeriesStats:
     return SeriesStats(first_ts=row[0], last_ts=row[1], count=row[2])
 
 
+def last_ts(conn: apsw.Connection, series: int) -> int | None:
+    row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (series,)).fetchone()
+    return None if row is None else row[0]
+
+
 def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
     """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
     rows = conn.execute(
