@@ -1,0 +1,297 @@
+"""`/v1/ws` under load, against the real daemon on loopback. Prints markdown.
+
+    python benchmarks/bench_ws.py fanout [--clients 1000] [--seconds 20] [--depth 100]
+    python benchmarks/bench_ws.py history [--snapshots 50000] [--depth 100]
+
+fanout: one sim coin at 1 s, `--clients` subscribers spread over client processes,
+JSON then msgpack frames. Latency is the client's receive time minus the slot time
+`ts` (sampling, commit, fan-out, loopback and the client's own loop), and the
+fan-out spread is each receive minus the first receive of the same snapshot. CPU is
+the daemon's user+system time per delivered message, in total and above what the
+same daemon spends collecting with nobody subscribed.
+
+history: `--snapshots` stored snapshots (pre-filled before the daemon starts), streamed
+to one client as JSON and as msgpack, against the rate at which the store alone reads
+and decodes the same range (`obd.storage.reader.books` in 256-row steps, one thread):
+the limit, since every streamed snapshot is read and decoded first.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+
+from obd.model import Book
+from obd.storage import codec, coins, reader
+from obd.storage.connect import open_reader, open_writer
+from obd.storage.schema import migrate
+from obd.storage.writer import SnapshotIn, insert_snapshot
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT_PROCESSES = 4  # so the clients' own loops are not what is measured
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+class Daemon:
+    """`obd run` on port 0 in a subprocess; its log read on a thread."""
+
+    def __init__(self, directory: Path, coins_toml: str = "") -> None:
+        config = directory / "config.toml"
+        config.write_text(
+            f'[server]\nport = 0\n[storage]\npath = "obd.sqlite"\n[plugins]\n'
+            f"dirs = [{json.dumps(str(REPO / 'plugins.d'))}]\nentry_points = false\n"
+            f"{coins_toml}"
+        )
+        command = [sys.executable, "-m", "obd", "run", "--config", str(config)]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        lines = []
+        for line in self.process.stderr:
+            lines.append(line)
+            if '"serving"' in line:
+                self.url = json.loads(line)["url"].replace("http://", "ws://") + "/v1/ws"
+                break
+        else:
+            raise RuntimeError(f"obd run exited before serving: {''.join(lines)[-2000:]}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for _ in self.process.stderr:
+            pass
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+# -- fan-out --
+
+
+def _subscribers(url: str, count: int, wire: str, pipe: Any) -> None:
+    """A client process: `count` subscribers; says "ready" once all are subscribed, then
+    on "stop" sends back (ts, receive time) per message."""
+    gc.disable()  # see _stream_rate
+    pipe.send(asyncio.run(_subscribe_and_listen(url, count, wire, pipe)))
+
+
+async def _subscribe_and_listen(
+    url: str, count: int, wire: str, pipe: Any
+) -> list[tuple[int, float]]:
+    options: dict[str, Any] = {"max_size": None, "compression": None}
+    if wire == "msgpack":
+        options["subprotocols"] = ["obd.msgpack"]
+    clients = [await connect(url, **options) for _ in range(count)]
+    request = json.dumps({"op": "subscribe", "exchange": "sim", "symbol": "BTC/USDT"})
+    for ws in clients:
+        await ws.send(request)
+        await ws.recv()  # subscribed
+    received: list[tuple[int, float]] = []
+    listeners = [asyncio.create_task(_listen(ws, received)) for ws in clients]
+    pipe.send("ready")
+    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "stop"
+    for task in listeners:
+        task.cancel()
+    for ws in clients:
+        await ws.close()
+    return received
+
+
+async def _listen(ws: ClientConnection, into: list[tuple[int, float]]) -> None:
+    decode = msgspec.msgpack.decode if ws.subprotocol == "obd.msgpack" else msgspec.json.decode
+    async for frame in ws:
+        now = time.time()
+        into.append((decode(frame)["data"]["ts"], now))
+
+
+def fanout(clients: int, seconds: float, depth: int) -> None:
+    coin = f'[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\ndepth = {depth}\n'
+    with tempfile.TemporaryDirectory() as directory:
+        daemon = Daemon(Path(directory), coin)
+        try:
+            time.sleep(3)
+            before = daemon.cpu_s()
+            time.sleep(seconds)
+            idle_per_s = (daemon.cpu_s() - before) / seconds
+            print(f"## Fan-out: {clients} subscribers, one coin at 1 s, depth {depth}\n")
+            print(f"daemon CPU collecting with no subscriber: {idle_per_s * 100:.1f}% of a core\n")
+            print(
+                "| frames | messages | latency from slot p50 / p99 | fan-out spread p50 / p99 "
+                "| daemon CPU per message | above idle |"
+            )
+            print("| --- | --- | --- | --- | --- | --- |")
+            for wire in ("json", "msgpack"):
+                _fanout_row(daemon, clients, seconds, wire, idle_per_s)
+        finally:
+            daemon.stop()
+
+
+def _fanout_row(daemon: Daemon, clients: int, seconds: float, wire: str, idle: float) -> None:
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    for n in range(CLIENT_PROCESSES):
+        share = clients // CLIENT_PROCESSES + (n < clients % CLIENT_PROCESSES)
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_subscribers, args=(daemon.url, share, wire, theirs))
+        process.start()
+        pipes.append(ours)
+        processes.append(process)
+    for pipe in pipes:
+        assert pipe.recv() == "ready"
+    time.sleep(1)
+    # The window: every client subscribed, none connecting or leaving.
+    cpu_before, began = daemon.cpu_s(), time.time()
+    time.sleep(seconds)
+    cpu, ended = daemon.cpu_s() - cpu_before, time.time()
+    for pipe in pipes:
+        pipe.send("stop")
+    received = [item for pipe in pipes for item in pipe.recv()]
+    for process in processes:
+        process.join()
+    window = [(ts, at) for ts, at in received if began <= at < ended]
+    latency = sorted(at * 1000 - ts for ts, at in window)
+    first: dict[int, float] = {}
+    for ts, at in window:
+        first[ts] = min(first.get(ts, at), at)
+    spread = sorted((at - first[ts]) * 1000 for ts, at in window)
+    per_message = cpu / len(window) * 1e6
+    above = max(cpu - idle * (ended - began), 0) / len(window) * 1e6
+    print(
+        f"| {wire} | {len(window)} | {_pct(latency, 50):.1f} / {_pct(latency, 99):.1f} ms "
+        f"| {_pct(spread, 50):.1f} / {_pct(spread, 99):.1f} ms "
+        f"| {per_message:.1f} µs | {above:.1f} µs |"
+    )
+
+
+def _pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+# -- history --
+
+
+def _prefill(path: Path, count: int, depth: int) -> tuple[int, int]:
+    """`count` 1 s snapshots of sim BTC/USDT ending a minute ago; 500 distinct books
+    (encoded once: the codec's write speed is not what this measures)."""
+    end = time.time_ns() // 1_000_000 // 1000 * 1000 - 60_000
+    start = end - count * 1000
+    books = [_book(n, depth) for n in range(500)]
+    encoded = {id(book.bids): codec.encode(book.bids, book.asks) for book in books}
+    real_encode = codec.encode
+    codec.encode = lambda bids, asks: encoded.get(id(bids)) or real_encode(bids, asks)
+    conn = open_writer(path)
+    try:
+        migrate(conn, start)
+        want = coins.CoinRequest("sim", "BTC/USDT", 1000, "1s", depth, True, 0.01, 1e-5)
+        with conn:
+            coin, _ = coins.add_coin(conn, want, start - 1)
+            for n, ts in enumerate(range(start, end, 1000)):
+                book = books[n % len(books)]
+                row = Book(book.bids, book.asks, exchange_ts=ts - 7)
+                insert_snapshot(conn, SnapshotIn(coin, ts, row, ts - 3, "synthetic"))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        codec.encode = real_encode
+        conn.close()
+    return start, end
+
+
+def _book(n: int, depth: int) -> Book:
+    """A plausible book: a tick grid near 65000, sizes on a lot grid."""
+    mid = 6_500_000 + (n * 37) % 2_000
+    bids = [((mid - 1 - k) / 100, ((n + k) * 7919 % 5000 + 1) / 100_000) for k in range(depth)]
+    asks = [
+        ((mid + 1 + k) / 100, ((n + 3 * k) * 104_729 % 5000 + 1) / 100_000) for k in range(depth)
+    ]
+    return Book(bids, asks)
+
+
+def _store_rate(path: Path, start: int, end: int) -> float:
+    conn = open_reader(path)
+    coin = reader.coin(conn, "sim", "BTC/USDT")
+    assert coin is not None
+    began, seen, at = time.perf_counter(), 0, start
+    while rows := reader.books(conn, coin, at, end, 256):
+        seen += len(rows)
+        at = rows[-1].ts + 1
+    conn.close()
+    return seen / (time.perf_counter() - began)
+
+
+async def _stream_rate(url: str, start: int, end: int, wire: str) -> tuple[float, int]:
+    # A 500-snapshot chunk decodes into ~10^5 lists: with the cyclic GC on, msgspec's
+    # decode spends most of its time in collections (~5x slower), which would measure
+    # the client. A consumer of big frames turns it off (or decodes into Structs).
+    gc.disable()
+    options: dict[str, Any] = {"max_size": None, "compression": None}
+    if wire == "msgpack":
+        options["subprotocols"] = ["obd.msgpack"]
+    decode = msgspec.msgpack.decode if wire == "msgpack" else msgspec.json.decode
+    async with connect(url, **options) as ws:
+        request = {"op": "history", "exchange": "sim", "symbol": "BTC/USDT"}
+        await ws.send(json.dumps({**request, "start": start, "end": end}))
+        began, seen, size = time.perf_counter(), 0, 0
+        while True:
+            frame = await ws.recv()
+            size += len(frame)
+            message = decode(frame)
+            if message["type"] != "history_chunk":
+                assert message["type"] == "history_complete", message
+                gc.enable()
+                return seen / (time.perf_counter() - began), size // max(seen, 1)
+            seen += len(message["data"])
+
+
+def history(count: int, depth: int) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        start, end = _prefill(Path(directory) / "obd.sqlite", count, depth)
+        store = _store_rate(Path(directory) / "obd.sqlite", start, end)
+        daemon = Daemon(Path(directory))
+        try:
+            print(f"## History: {count} stored snapshots, depth {depth}, one client\n")
+            print("| path | snapshots/s | bytes/snapshot on the wire | vs. store alone |")
+            print("| --- | --- | --- | --- |")
+            print(f"| store alone: read + decode | {store:,.0f} | - | 1.00 |")
+            for wire in ("json", "msgpack"):
+                rate, size = asyncio.run(_stream_rate(daemon.url, start, end, wire))
+                print(f"| `/v1/ws` history, {wire} | {rate:,.0f} | {size} | {rate / store:.2f} |")
+        finally:
+            daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+    fan = modes.add_parser("fanout")
+    fan.add_argument("--clients", type=int, default=1000)
+    fan.add_argument("--seconds", type=float, default=20)
+    fan.add_argument("--depth", type=int, default=100)
+    hist = modes.add_parser("history")
+    hist.add_argument("--snapshots", type=int, default=50_000)
+    hist.add_argument("--depth", type=int, default=100)
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
+    if args.mode == "fanout":
+        fanout(args.clients, args.seconds, args.depth)
+    else:
+        history(args.snapshots, args.depth)
+
+
+if __name__ == "__main__":
+    main()

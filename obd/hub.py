@@ -1,0 +1,166 @@
+"""The live hub: every committed snapshot is encoded once per wire format and fanned out
+to the feeds subscribed to its coin. A feed that falls behind is dropped, never waited on.
+
+The writer calls `Hub.publish` after each commit, on the event loop: publishing only
+appends shared frames to bounded per-client queues, so neither collection nor the
+other clients ever wait for a slow one.
+"""
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from obd.model import Snapshot
+
+__all__ = ["Feed", "Frame", "Hub", "Key", "Wire", "encode"]
+
+Wire = Literal["json", "msgpack"]  # JSON text frames, or msgpack binary frames
+Frame = str | bytes  # str goes out as a text frame, bytes as a binary one
+Key = tuple[str, str]  # (exchange, symbol)
+
+BACKLOG_FLOOR = 32  # unsent frames a feed may hold before it is dropped, at least...
+BACKLOG_PER_COIN = 4  # ...or this many per subscribed coin: all coins' slots can land at once
+HISTORY_QUEUED = 2  # history chunks queued per feed; their producer waits for room
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+def encode(message: msgspec.Struct, wire: Wire) -> Frame:
+    """One server message as a frame of the connection's wire format."""
+    if wire == "msgpack":
+        return _msgpack.encode(message)
+    # A text frame must be a str at the ASGI boundary; decoding once here lets every
+    # subscriber share it.
+    return _json.encode(message).decode()
+
+
+class SnapshotFrame(msgspec.Struct, frozen=True, tag="snapshot", tag_field="type"):
+    """`{"type": "snapshot", "data": {...}}`: the one message every subscriber shares."""
+
+    data: Snapshot
+
+
+class Feed:
+    """One client's outgoing frames, in order: live snapshots, answers, history chunks.
+
+    Live frames and answers are offered without waiting; a feed that already holds
+    `limit` of them unsent is dropped. History chunks wait for room instead: the
+    client sets the pace of what it asked for.
+    """
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.keys: set[Key] = set()  # coins subscribed to (the hub keeps this)
+        self.dropped: str | None = None  # why, once dropped
+        self._frames: collections.deque[tuple[Frame, bool]] = collections.deque()
+        self._unsent = 0  # queued frames that are not history chunks
+        self._ready = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._history_room = asyncio.Semaphore(HISTORY_QUEUED)
+
+    @property
+    def limit(self) -> int:
+        return max(BACKLOG_FLOOR, BACKLOG_PER_COIN * len(self.keys))
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue `frame` now; False (and the feed dropped) if it is `limit` frames behind."""
+        if self.dropped is not None:
+            return False
+        if self._unsent >= self.limit:
+            self.drop(f"too slow: {self._unsent} messages unsent")
+            return False
+        self._frames.append((frame, False))
+        self._unsent += 1
+        self._ready.set()
+        return True
+
+    async def put_history(self, frame: Frame) -> None:
+        """Queue a history chunk once fewer than HISTORY_QUEUED are waiting to be sent."""
+        await self._history_room.acquire()
+        self._frames.append((frame, True))
+        self._ready.set()
+
+    async def next(self) -> Frame:
+        """The next frame to send, oldest first."""
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+        frame, is_history = self._frames.popleft()
+        if is_history:
+            self._history_room.release()
+        else:
+            self._unsent -= 1
+        return frame
+
+    def drop(self, reason: str) -> None:
+        if self.dropped is None:
+            self.dropped = reason
+            self._frames.clear()  # nothing more will be sent: let the memory go now
+            self._gone.set()
+
+    async def wait_dropped(self) -> str:
+        await self._gone.wait()
+        assert self.dropped is not None
+        return self.dropped
+
+
+class Hub:
+    """Coins to the feeds subscribed to them; `publish` is the writer's commit listener."""
+
+    def __init__(self) -> None:
+        self._feeds: dict[Key, dict[Feed, None]] = {}  # an insertion-ordered set per coin
+        self._last_ts: dict[Key, int] = {}
+        self.published = 0  # snapshots published
+        self.delivered = 0  # frames queued to feeds
+        self.dropped = 0  # feeds dropped for falling behind
+
+    def subscribe(self, feed: Feed, key: Key) -> None:
+        self._feeds.setdefault(key, {})[feed] = None
+        feed.keys.add(key)
+
+    def unsubscribe(self, feed: Feed, key: Key) -> None:
+        feed.keys.discard(key)
+        feeds = self._feeds.get(key)
+        if feeds is not None:
+            feeds.pop(feed, None)
+            if not feeds:
+                del self._feeds[key]
+
+    def detach(self, feed: Feed) -> None:
+        """Forget `feed` everywhere (its client left or was dropped)."""
+        for key in list(feed.keys):
+            self.unsubscribe(feed, key)
+
+    def subscribers(self, key: Key) -> int:
+        return len(self._feeds.get(key, ()))
+
+    def publish(self, snapshots: Sequence[Snapshot]) -> None:
+        """Fan out newly committed snapshots; never blocks, never raises for a slow feed."""
+        for snapshot in snapshots:
+            key = (snapshot.exchange, snapshot.symbol)
+            # Live means newer than the last one published: a back-filled or re-written
+            # older slot is history, and a subscriber sees each coin's slots in order.
+            if snapshot.ts <= self._last_ts.get(key, -1):
+                continue
+            self._last_ts[key] = snapshot.ts
+            self.published += 1
+            feeds = self._feeds.get(key)
+            if feeds:
+                self._fan_out(snapshot, list(feeds))
+
+    def _fan_out(self, snapshot: Snapshot, feeds: list[Feed]) -> None:
+        frames: dict[Wire, Frame] = {}
+        message = SnapshotFrame(snapshot)
+        for feed in feeds:
+            frame = frames.get(feed.wire)
+            if frame is None:
+                frame = frames[feed.wire] = encode(message, feed.wire)
+            if feed.offer(frame):
+                self.delivered += 1
+            else:
+                self.dropped += 1
+                self.detach(feed)

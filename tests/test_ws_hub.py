@@ -1,0 +1,121 @@
+"""The hub and its feeds, in-process: encode once, bounded queues, drop the slow."""
+
+import asyncio
+import json
+
+import msgspec
+import pytest
+
+from obd.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
+from obd.model import Snapshot
+
+KEY = ("sim", "BTC/USDT")
+
+
+def _snapshot(ts: int, symbol: str = "BTC/USDT") -> Snapshot:
+    return Snapshot("sim", symbol, ts, ts - 5, ts - 3, [(1.5, 2.0)], [(1.6, 0.5)], "synthetic")
+
+
+def _drain(feed: Feed) -> list[str | bytes]:
+    async def take() -> list[str | bytes]:
+        frames = []
+        while feed._frames:
+            frames.append(await feed.next())
+        return frames
+
+    return asyncio.run(take())
+
+
+def test_each_snapshot_is_encoded_once_per_wire_format_and_shared() -> None:
+    hub = Hub()
+    json_feeds = [Feed("json") for _ in range(3)]
+    packed = Feed("msgpack")
+    for feed in [*json_feeds, packed]:
+        hub.subscribe(feed, KEY)
+    hub.publish([_snapshot(1000)])
+    frames = [_drain(feed)[0] for feed in json_feeds]
+    assert all(frame is frames[0] for frame in frames)  # one str object for all
+    assert isinstance(frames[0], str)
+    assert json.loads(frames[0]) == {
+        "type": "snapshot",
+        "data": {
+            "exchange": "sim",
+            "symbol": "BTC/USDT",
+            "ts": 1000,
+            "exchange_ts": 995,
+            "received_ts": 997,
+            "bids": [[1.5, 2.0]],
+            "asks": [[1.6, 0.5]],
+            "capture": "synthetic",
+        },
+    }
+    (binary,) = _drain(packed)
+    assert isinstance(binary, bytes)
+    assert msgspec.msgpack.decode(binary) == json.loads(frames[0])
+
+
+def test_only_newer_slots_of_subscribed_coins_go_out_in_order() -> None:
+    hub = Hub()
+    feed = Feed("json")
+    hub.subscribe(feed, KEY)
+    hub.publish([_snapshot(1000), _snapshot(2000), _snapshot(5000, "ETH/USDT")])
+    hub.publish([_snapshot(1000), _snapshot(1500), _snapshot(3000)])  # back-filled: not live
+    times = [json.loads(frame)["data"]["ts"] for frame in _drain(feed)]
+    assert times == [1000, 2000, 3000]
+    hub.unsubscribe(feed, KEY)
+    hub.publish([_snapshot(4000)])
+    assert _drain(feed) == []
+    assert hub.subscribers(KEY) == 0
+
+
+def test_a_feed_that_falls_behind_is_dropped_and_the_others_are_not() -> None:
+    hub = Hub()
+    slow, fast = Feed("json"), Feed("json")
+    hub.subscribe(slow, KEY)
+    hub.subscribe(fast, KEY)
+    for n in range(BACKLOG_FLOOR + 5):
+        hub.publish([_snapshot(1000 * (n + 1))])
+        _drain(fast)
+    assert slow.dropped == f"too slow: {BACKLOG_FLOOR} messages unsent"
+    assert fast.dropped is None
+    assert hub.subscribers(KEY) == 1
+    assert hub.dropped == 1
+    assert not slow.offer("late")  # a dropped feed takes nothing more
+
+
+def test_the_backlog_grows_with_the_coins_subscribed() -> None:
+    feed = Feed("json")
+    hub = Hub()
+    for n in range(100):
+        hub.subscribe(feed, ("sim", f"C{n}/USDT"))
+    assert feed.limit == 400
+    hub.publish([_snapshot(1000, f"C{n}/USDT") for n in range(100)])  # one commit, 100 coins
+    assert feed.dropped is None
+
+
+def test_history_chunks_wait_for_room_and_never_count_as_falling_behind() -> None:
+    async def scenario() -> None:
+        feed = Feed("json")
+        for n in range(HISTORY_QUEUED):
+            await feed.put_history(f"chunk {n}")
+        blocked = asyncio.create_task(feed.put_history("next chunk"))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # the producer waits: the client sets the pace
+        assert feed.offer("an answer")  # live frames and answers still go in
+        assert await feed.next() == "chunk 0"
+        await asyncio.wait_for(blocked, 1)
+        assert [await feed.next() for _ in range(3)] == ["chunk 1", "an answer", "next chunk"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("wire", ["json", "msgpack"])
+def test_dropping_wakes_whoever_waits_for_it(wire: str) -> None:
+    async def scenario() -> str:
+        feed = Feed(wire)  # type: ignore[arg-type]
+        waiting = asyncio.create_task(feed.wait_dropped())
+        await asyncio.sleep(0)
+        feed.drop("gone")
+        return await asyncio.wait_for(waiting, 1)
+
+    assert asyncio.run(scenario()) == "gone"
