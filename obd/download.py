@@ -1,0 +1,157 @@
+"""Writing a range of snapshots to one new file: NDJSON, CSV or Parquet.
+
+Each chunk is encoded and written on a worker thread, so a long range neither sits
+in memory nor stalls the event loop (samplers may share it). The file appears under
+its name only when complete, and never replaces an existing file.
+"""
+
+import asyncio
+import csv
+import importlib
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import msgspec
+
+from obd.errors import BadRequest, Conflict
+from obd.model import Snapshot
+
+FORMATS = ("parquet", "csv", "ndjson")
+CSV_HEADER = ("ts", "exchange_ts", "received_ts", "side", "level", "price", "size")
+
+
+def parquet_available() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def check_format(form: str) -> None:
+    if form not in FORMATS:
+        raise BadRequest(f"format: expected one of {', '.join(FORMATS)}, got {form!r:.40}")
+    if form == "parquet" and not parquet_available():
+        raise BadRequest(
+            "format: parquet needs pyarrow, which is not installed "
+            "(pip install 'obd[research]'); ask for csv or ndjson instead"
+        )
+
+
+async def write(chunks: AsyncIterator[list[Snapshot]], target: Path, form: str) -> int:
+    """Every snapshot of `chunks` into a new file at `target`; returns how many."""
+    check_format(form)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    sink = _SINKS[form](partial)
+    count = 0
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(sink.write, chunk)
+            count += len(chunk)
+        await asyncio.to_thread(sink.close)
+        _publish(partial, target)
+    finally:
+        sink.close()
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """A hard link fails where a rename would replace a file that appeared meanwhile."""
+    exists = Conflict(f"path: {target} already exists; pass another path")
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links on this filesystem (FAT, some network mounts)
+        if target.exists():
+            raise exists from None
+        os.replace(partial, target)
+
+
+class _Sink(Protocol):
+    def write(self, chunk: list[Snapshot]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Ndjson:
+    """One snapshot per line, the shape of GET /v1/books?format=ndjson."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self._encoder = msgspec.json.Encoder()
+
+    def write(self, chunk: list[Snapshot]) -> None:
+        buffer = bytearray()
+        for snapshot in chunk:
+            self._encoder.encode_into(snapshot, buffer, len(buffer))
+            buffer.extend(b"\n")
+        self._file.write(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Csv:
+    """One row per level (`CSV_HEADER`); floats as Python writes them, which round-trip."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = path.open("w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(CSV_HEADER)
+
+    def write(self, chunk: list[Snapshot]) -> None:
+        self._writer.writerows(
+            (snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, side, index, price, size)
+            for snapshot in chunk
+            for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks))
+            for index, (price, size) in enumerate(levels)
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Parquet:
+    """One row per snapshot; prices and sizes as float64 list columns, zstd-compressed."""
+
+    def __init__(self, path: Path) -> None:
+        # Imported here: pyarrow is optional (the `research` extra) and heavy.
+        self._pa: Any = importlib.import_module("pyarrow")
+        parquet: Any = importlib.import_module("pyarrow.parquet")
+        pa = self._pa
+        prices = pa.list_(pa.float64())
+        self._schema = pa.schema(
+            [
+                ("exchange", pa.string()),
+                ("symbol", pa.string()),
+                ("ts", pa.int64()),
+                ("exchange_ts", pa.int64()),
+                ("received_ts", pa.int64()),
+                ("capture", pa.string()),
+                ("bid_price", prices),
+                ("bid_size", prices),
+                ("ask_price", prices),
+                ("ask_size", prices),
+            ]
+        )
+        self._writer = parquet.ParquetWriter(str(path), self._schema, compression="zstd")
+        self._closed = False
+
+    def write(self, chunk: list[Snapshot]) -> None:
+        columns: dict[str, list[Any]] = {name: [] for name in self._schema.names}
+        for snapshot in chunk:
+            for name in ("exchange", "symbol", "ts", "exchange_ts", "received_ts", "capture"):
+                columns[name].append(getattr(snapshot, name))
+            for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks)):
+                columns[f"{side}_price"].append([level[0] for level in levels])
+                columns[f"{side}_size"].append([level[1] for level in levels])
+        self._writer.write_table(self._pa.table(columns, schema=self._schema))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._writer.close()
+
+
+_SINKS: dict[str, Callable[[Path], _Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}

@@ -1,0 +1,312 @@
+"""Serving the MCP tools: over stdio for a local agent (`obd mcp`), and as the
+streamable-HTTP app the daemon mounts at /mcp.
+
+Imported only where MCP is served: the SDK costs ~1.2 s to import.
+"""
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import signal
+import typing
+from contextlib import AbstractAsyncContextManager, nullcontext
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.uri_template import UriTemplate
+from mcp.types import CallToolResult, InputRequiredResult, Resource, TextContent
+from pydantic import ValidationError
+
+from obd import __version__
+from obd.auth import Authenticator
+from obd.collector import Collector
+from obd.config import Config
+from obd.context import open_service
+from obd.errors import NotFound, ObdError
+from obd.mcp_shapes import MAX_COINS, MAX_LATEST_LEVELS
+from obd.mcp_tools import ANNOTATIONS, NAMES, Tools, explain
+from obd.service import Service
+from obd.storage import lock
+from obd.times import now_ms
+
+__all__ = ["McpHttp", "build", "run_stdio"]
+
+INSTRUCTIONS = """\
+obd collects L2 order-book snapshots of crypto coins on a clock-aligned cadence and
+keeps them losslessly. Start with list_coins (what is collected, and the stored range
+of each). Times are integer ms since the Unix epoch (UTC) or ISO 8601; ranges are
+start <= ts < end. get_history gives compact rows for reading; download_history gives
+complete books for analysis; coverage says which slots are missing and why.
+check_availability then add_coin starts collecting a new coin."""
+
+LATEST_URI = "obd://latest{?exchange,symbol}"
+_json = msgspec.json.Encoder()
+
+
+class _Server(MCPServer[Any]):
+    """MCPServer with obd's error messages, and one resource per collected coin."""
+
+    def __init__(self, tools: Tools) -> None:
+        built = [_tool(tools, name) for name in NAMES]
+        super().__init__("obd", version=__version__, instructions=INSTRUCTIONS, tools=built)
+        self.obd_tools = tools
+        self._properties = {tool.name: tool.parameters.get("properties", {}) for tool in built}
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        known = self._properties.get(name)
+        if known is not None and (unknown := sorted(set(arguments) - set(known))):
+            return _error(f"{unknown[0]}: unknown argument; {name} takes {', '.join(known)}")
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # Arguments the schema refused: say which, in obd's words, without the
+            # pydantic boilerplate (and never a traceback).
+            if isinstance(exc, UnexpectedToolError) or not isinstance(
+                exc.__cause__, ValidationError
+            ):
+                raise
+            return _error(_invalid(exc.__cause__, self._properties.get(name, {})))
+
+    async def run_stdio_async(self) -> None:
+        """As MCPServer's, but cancellable: the SDK reads stdin on a worker thread that only
+        a line or EOF wakes, so a SIGTERM'd `obd mcp` would wait for its client to close
+        the pipe. Reading on the event loop instead, cancelling returns at once."""
+        lines = await _stdin_lines()
+        if lines is None:  # stdin is a regular file: the SDK's reader copes
+            await super().run_stdio_async()
+            return
+        async with stdio_server(stdin=cast(Any, lines)) as (read, write):
+            # A subclass reaching its base's server: MCPServer has no public way to run
+            # it over other streams (the SDK's in-process client does the same).
+            lowlevel = self._lowlevel_server
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+    async def list_resources(self) -> list[Resource]:
+        listed = await super().list_resources()
+        coins = (await self.obd_tools.service.list_coins())[:MAX_COINS]
+        template = UriTemplate.parse(LATEST_URI)
+        return listed + [
+            Resource(
+                uri=template.expand({"exchange": coin.exchange, "symbol": coin.symbol}),
+                name=f"latest {coin.exchange} {coin.symbol}",
+                description=f"The latest snapshot of {coin.symbol} on {coin.exchange}",
+                mime_type="application/json",
+            )
+            for coin in coins
+        ]
+
+
+def build(tools: Tools) -> MCPServer[Any]:
+    """The MCP server for a tool set: the tools, plus the coins as resources."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # The SDK logs every session and every refused argument at INFO.
+        logging.getLogger("mcp").setLevel(logging.WARNING)
+    server = _Server(tools)
+    _add_resources(server, tools)
+    return server
+
+
+def _tool(tools: Tools, name: str) -> Tool:
+    """A method of `tools` as an MCP tool: its docstring the description, its Struct
+    result both JSON text and structured content, obd's errors tool errors."""
+    method = getattr(tools, name)
+
+    @functools.wraps(method)
+    async def call(**arguments: Any) -> CallToolResult:
+        try:
+            value = await method(**arguments)
+        except ObdError as exc:
+            return _error(explain(name, exc))
+        return CallToolResult(
+            content=[TextContent(type="text", text=_json.encode(value).decode())],
+            structured_content=msgspec.to_builtins(value),
+        )
+
+    tool = Tool.from_function(
+        call,
+        name=name,
+        description=inspect.getdoc(method),
+        annotations=ANNOTATIONS[name],
+        structured_output=False,  # the schema comes from the msgspec Struct instead
+    )
+    tool.fn_metadata.output_schema = _object_schema(typing.get_type_hints(method)["return"])
+    return tool
+
+
+def _object_schema(kind: Any) -> dict[str, Any]:
+    """msgspec's JSON schema for a Struct with the root inlined: MCP wants an object there."""
+    (root,), definitions = msgspec.json.schema_components([kind], ref_template="#/$defs/{name}")
+    name = root["$ref"].rsplit("/", 1)[-1]
+    nested = {key: value for key, value in definitions.items() if key != name}
+    return {**definitions[name], **({"$defs": nested} if nested else {})}
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def _invalid(error: ValidationError, properties: dict[str, Any]) -> str:
+    """`limit: input should be less than or equal to 200, got 100000`, one part per argument."""
+    by_name: dict[str, list[Any]] = {}
+    for item in error.errors(include_url=False):
+        by_name.setdefault(str(item["loc"][0]) if item["loc"] else "arguments", []).append(item)
+    parts = []
+    for name, items in by_name.items():
+        described = str(properties.get(name, {}).get("description", "")).rstrip(".")
+        expected = described[:1].lower() + described[1:]
+        first = items[0]
+        if first["type"] == "missing":
+            parts.append(f"{name}: required ({expected})" if expected else f"{name}: required")
+        elif first["type"] == "value_error":  # our own validator's words
+            parts.append(f"{name}: {str(first['msg']).removeprefix('Value error, ')}")
+        elif len(items) > 1:  # one error per member of a union: say what is accepted
+            parts.append(f"{name}: got {first['input']!r:.60}; expected {expected}")
+        else:
+            message = str(first["msg"])
+            got = "" if "got" in message else f", got {first['input']!r:.60}"
+            parts.append(f"{name}: {message[:1].lower()}{message[1:]}{got}")
+    return "; ".join(parts)
+
+
+def _add_resources(server: MCPServer[Any], tools: Tools) -> None:
+    @server.resource(
+        "obd://coins",
+        name="coins",
+        description="The coins obd collects, as list_coins returns them",
+        mime_type="application/json",
+    )
+    async def coins() -> str:
+        return _json.encode(await tools.list_coins()).decode()
+
+    @server.resource(
+        LATEST_URI,
+        name="latest",
+        description=f"A coin's latest snapshot, {MAX_LATEST_LEVELS} levels a side at most",
+        mime_type="application/json",
+    )
+    async def latest(exchange: str = "", symbol: str = "") -> str:
+        try:
+            snapshot = await tools.get_latest(exchange, symbol, MAX_LATEST_LEVELS)
+        except NotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        except ObdError as exc:
+            raise ResourceError(str(exc)) from None
+        return _json.encode(snapshot).decode()
+
+
+# -- stdio --
+
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message from the client; requests are small
+
+
+class _Lines:
+    """stdin lines as the SDK's stdio transport iterates them."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> "_Lines":
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", "replace")
+
+
+async def _stdin_lines() -> _Lines | None:
+    """stdin read by the event loop, or None where it cannot be (a regular file)."""
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    pipe = os.fdopen(os.dup(0), "rb", buffering=0)
+    try:
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except ValueError:
+        pipe.close()
+        return None
+    return _Lines(reader)
+
+
+def run_stdio(config: Config, *, collect: bool) -> None:
+    """`obd mcp`: serve until the client closes stdin, or SIGTERM/SIGINT. stdout carries
+    the protocol only; logs go to stderr (obd.log) and stray prints are diverted there."""
+    asyncio.run(_stdio(config, collect))
+
+
+async def _stdio(config: Config, collect: bool) -> None:
+    holding: AbstractAsyncContextManager[Any] = (
+        lock.CollectorLock(config.database) if collect else nullcontext()
+    )
+    started = now_ms() if collect else None
+    async with holding, open_service(config, collector_started_ms=started) as service:
+        if collect:
+            from obd.daemon import add_config_coins  # the daemon's start-up rule, shared
+
+            await add_config_coins(service, config)
+        tools = Tools(
+            service,
+            files_dir=Path(config.base_dir),
+            daemon_running=functools.partial(lock.collecting, config.database),
+        )
+        await _serve_stdio(build(tools), service.collector)
+
+
+async def _serve_stdio(server: MCPServer[Any], collector: Collector | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(server.run_stdio_async(), name="mcp stdio")
+        stopping = tasks.create_task(stop.wait(), name="signals")
+        collecting = tasks.create_task(collector.run(), name="collector") if collector else None
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in (serving, stopping, collecting):
+            if task is not None:
+                task.cancel()
+
+
+# -- HTTP --
+
+
+class McpHttp:
+    """The tools as a streamable-HTTP ASGI app, for the daemon to mount at /mcp. Its
+    session manager runs in the app's lifespan (`lifespan`), once per instance."""
+
+    def __init__(self, service: Service, authenticator: Authenticator, host: str) -> None:
+        self._server = build(Tools(service, authenticator=authenticator))
+        self._app = self._server.streamable_http_app(
+            streamable_http_path="/", transport_security=_transport_security(host)
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+    def lifespan(self, _app: object) -> AbstractAsyncContextManager[None]:
+        return self._server.session_manager.run()
+
+
+def _transport_security(host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: the Host (and any Origin) must name this machine or the
+    configured host. Any port: a rebinding attack changes the name, not the port."""
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+    hosts = sorted(names | {f"{name}:*" for name in names})
+    origins = sorted(f"{scheme}://{name}" for scheme in ("http", "https") for name in hosts)
+    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)

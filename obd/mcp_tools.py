@@ -1,0 +1,344 @@
+"""The MCP tool set, the same over stdio (`obd mcp`) and HTTP (`/mcp`).
+
+Each tool is one call into the service layer; its docstring is the description an
+agent reads. Argument and result shapes live in `obd.mcp_shapes`.
+"""
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+import msgspec
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+
+from obd import download
+from obd.auth import Authenticator, require
+from obd.errors import BadRequest, Conflict, NotFound, ObdError, Unavailable
+from obd.mcp_shapes import (
+    DEFAULT_HISTORY_ROWS,
+    DEFAULT_LATEST_LEVELS,
+    HISTORY_BUDGET_BYTES,
+    LEVEL_BYTES,
+    MAX_COINS,
+    MAX_GAPS,
+    MAX_HISTORY_ROWS,
+    ROW_BYTES,
+    AddedCoin,
+    CoinList,
+    CoverageResult,
+    DepthArg,
+    Download,
+    EveryArg,
+    ExchangeArg,
+    FormatArg,
+    History,
+    HistoryLevels,
+    HistoryLimit,
+    IntervalArg,
+    LatestLevels,
+    OptionalTime,
+    PathArg,
+    RemovedCoin,
+    SymbolArg,
+    TimeArg,
+)
+from obd.model import Snapshot
+from obd.plugin import Availability
+from obd.service import BookCount, Service
+from obd.storage.reader import SummaryRow
+
+_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+ANNOTATIONS = {
+    "add_coin": ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+    ),
+    "remove_coin": ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+    ),
+    "check_availability": ToolAnnotations(read_only_hint=True, open_world_hint=True),
+    "list_coins": _READ,
+    "get_latest": _READ,
+    "get_history": _READ,
+    "download_history": ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+    ),
+    "coverage": _READ,
+}
+NAMES = tuple(ANNOTATIONS)
+
+
+class Tools:
+    """The tools over one service. Over stdio (`files_dir` given) download_history writes
+    files there. Over HTTP (`authenticator` given) it answers with a link instead, and
+    add/remove need the `write` scope of the caller's token."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        files_dir: Path | None = None,
+        daemon_running: Callable[[], bool] = lambda: False,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self.service = service
+        self.files_dir = files_dir or Path()
+        self.over_http = authenticator is not None
+        self._daemon_running = daemon_running
+        self._authenticator = authenticator
+
+    async def add_coin(
+        self,
+        exchange: ExchangeArg,
+        symbol: SymbolArg,
+        ctx: Context,
+        interval: IntervalArg = None,
+        depth: DepthArg = None,
+    ) -> AddedCoin:
+        """Start collecting a coin's order book: one snapshot of the L2 book every
+        `interval`, aligned to the clock (UTC), `depth` levels a side, kept losslessly.
+        Checks first that the exchange lists the symbol. Adding a coin that is already
+        collected the same way changes nothing (created=false). Snapshots show up after
+        one interval: then call get_latest, get_history or coverage."""
+        await self._require(ctx, "write")
+        coin, created = await self.service.add_coin(exchange, symbol, interval, depth)
+        collecting = self.service.collector is not None or self._daemon_running()
+        note = _collection_note(created, collecting)
+        return AddedCoin(coin=coin, created=created, collecting=collecting, note=note)
+
+    async def remove_coin(
+        self, exchange: ExchangeArg, symbol: SymbolArg, ctx: Context
+    ) -> RemovedCoin:
+        """Stop collecting a coin. Its stored snapshots stay readable (get_history,
+        download_history); add_coin resumes it later, the pause recorded as a gap."""
+        await self._require(ctx, "write")
+        coin = await self.service.remove_coin(exchange, symbol)
+        return RemovedCoin(coin=coin, note="collection stops within about a second; data is kept")
+
+    async def check_availability(self, exchange: ExchangeArg, symbol: SymbolArg) -> Availability:
+        """Ask the exchange whether it lists a symbol obd can collect. Returns
+        available (and the price tick and size lot when known), or available=false with
+        the reason. Call add_coin next to collect it."""
+        return await self.service.availability(exchange, symbol)
+
+    async def list_coins(self) -> CoinList:
+        """The coins obd collects: interval, depth, status, and the stored range
+        (first_ts, last_ts in ms, count of snapshots). Start here to find what data
+        exists and the times to pass to get_history or coverage."""
+        coins = await self.service.list_coins()
+        return CoinList(coins=coins[:MAX_COINS], truncated=len(coins) > MAX_COINS)
+
+    async def get_latest(
+        self, exchange: ExchangeArg, symbol: SymbolArg, levels: LatestLevels = None
+    ) -> Snapshot:
+        """The most recent stored snapshot of a collected coin: bids best (highest)
+        first, asks best (lowest) first, each [price, size] exactly as the exchange gave
+        them, cut to `levels` a side. `ts` is the slot (ms) it belongs to."""
+        snapshot = await self.service.latest(exchange, symbol)
+        top = DEFAULT_LATEST_LEVELS if levels is None else levels
+        return msgspec.structs.replace(snapshot, bids=snapshot.bids[:top], asks=snapshot.asks[:top])
+
+    async def get_history(
+        self,
+        exchange: ExchangeArg,
+        symbol: SymbolArg,
+        start: TimeArg,
+        end: TimeArg,
+        limit: HistoryLimit = None,
+        levels: HistoryLevels = None,
+        every: EveryArg = None,
+    ) -> History:
+        """Compact rows of stored snapshots with start <= ts < end, oldest first: ts (ms),
+        best_bid, best_ask, mid, spread_bps (basis points), bid_size_10 / ask_size_10
+        (size summed over the 10 best levels, base units) and imbalance_10
+        ((bid - ask) / (bid + ask) of those sizes, -1 to 1). At most 200 rows a call:
+        pass `every` (e.g. '1h') to sample a long range with one row per bucket, continue
+        from `next_start`, or use download_history for complete books."""
+        wanted = DEFAULT_HISTORY_ROWS if limit is None else limit
+        top = levels or 0
+        cap = min(wanted, _row_cap(top))
+        page = await self.service.summaries(exchange, symbol, start, end, cap, every, top)
+        note = None
+        if page.next_start is not None:
+            note = (
+                f"more rows in the range: call again with start={page.next_start}, pass "
+                "`every` to sample it, or use download_history for everything"
+            )
+            if cap < wanted:
+                note += f" (with levels={top} a call returns at most {cap} rows)"
+        return History(
+            rows=[_compact(row) for row in page.rows],
+            truncated=page.next_start is not None,
+            next_start=page.next_start,
+            note=note,
+        )
+
+    async def download_history(
+        self,
+        exchange: ExchangeArg,
+        symbol: SymbolArg,
+        start: TimeArg,
+        end: TimeArg,
+        format: FormatArg,
+        ctx: Context,
+        path: PathArg = None,
+    ) -> Download:
+        """Complete, lossless snapshots of a range (start <= ts < end) for analysis
+        outside this conversation. Over stdio: writes a file and returns its path (count
+        and size too). Over HTTP: returns a url of obd's /v1/books endpoint that streams
+        the range as NDJSON (fetch it with the same Authorization header)."""
+        counted = await self.service.count_books(exchange, symbol, start, end)
+        if counted.count == 0:
+            raise NotFound(
+                f"start/end: no snapshots of {symbol} on {exchange} in [{counted.start}, "
+                f"{counted.end}); coverage shows what is stored"
+            )
+        if self.over_http:
+            return self._link(ctx, str(exchange), str(symbol), counted, format, path)
+        download.check_format(format)
+        target = self._target(str(exchange), str(symbol), counted.start, counted.end, format, path)
+        chunks = await self.service.stream_books(exchange, symbol, counted.start, counted.end)
+        written = await download.write(chunks, target, format)
+        return Download(
+            format=format,
+            count=written,
+            start=counted.start,
+            end=counted.end,
+            path=str(target),
+            size_bytes=target.stat().st_size,
+        )
+
+    async def coverage(
+        self,
+        exchange: ExchangeArg,
+        symbol: SymbolArg,
+        start: OptionalTime = None,
+        end: OptionalTime = None,
+    ) -> CoverageResult:
+        """How complete a coin's data is over [start, end) (default: since it was added,
+        until now): slots expected at its interval, snapshots present, and the gaps
+        with their reason (daemon_down, disconnected, not_synced, removed, pending, ...).
+        Shows at most 100 gaps; narrow the range to see the rest."""
+        found = await self.service.coverage(exchange, symbol, start, end)
+        return CoverageResult(
+            start=found.start,
+            end=found.end,
+            interval_ms=found.interval_ms,
+            expected=found.expected,
+            present=found.present,
+            gaps=found.gaps[:MAX_GAPS],
+            gaps_total=len(found.gaps),
+            truncated=len(found.gaps) > MAX_GAPS,
+        )
+
+    # -- helpers --
+
+    async def _require(self, ctx: Context, scope: str) -> None:
+        if self._authenticator is None:
+            return  # stdio: whoever can open the database file may change it
+        headers = ctx.headers or {}
+        require(await self._authenticator.authenticate(headers.get("authorization")), scope)
+
+    def _link(
+        self,
+        ctx: Context,
+        exchange: str,
+        symbol: str,
+        counted: BookCount,
+        form: str,
+        path: str | None,
+    ) -> Download:
+        query = urlencode(
+            {
+                "exchange": exchange,
+                "symbol": symbol,
+                "start": counted.start,
+                "end": counted.end,
+                "format": "ndjson",
+            }
+        )
+        # The Host the client reached us by (already checked against the allowed hosts).
+        host = (ctx.headers or {}).get("host")
+        url = f"http://{host}/v1/books?{query}" if host else f"/v1/books?{query}"
+        notes = []
+        if form != "ndjson":
+            notes.append(
+                f"over HTTP the range is served as ndjson; {form} files come from `obd mcp`"
+            )
+        if path is not None:
+            notes.append("path is not used over HTTP: fetch the url")
+        return Download(
+            format="ndjson",
+            count=counted.count,
+            start=counted.start,
+            end=counted.end,
+            url=url,
+            note="; ".join(notes) or None,
+        )
+
+    def _target(
+        self, exchange: str, symbol: str, start: int, end: int, form: str, path: str | None
+    ) -> Path:
+        if path is None:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{exchange}_{symbol}")
+            target = self.files_dir / "downloads" / f"{safe}_{start}_{end}.{form}"
+        else:
+            target = self.files_dir / Path(path).expanduser()  # an absolute path wins
+        if target.exists():
+            raise Conflict(f"path: {target} already exists; pass another path")
+        return target
+
+
+def _collection_note(created: bool, collecting: bool) -> str:
+    if not created:
+        return "already collected with this interval and depth; nothing changed"
+    if collecting:
+        return "collection starts within about a second; the first snapshot lands at the next slot"
+    return (
+        "no obd daemon is collecting into this database now: collection starts when "
+        "`obd run` (or `obd mcp --collect`) runs"
+    )
+
+
+def _row_cap(levels: int) -> int:
+    return max(1, min(MAX_HISTORY_ROWS, HISTORY_BUDGET_BYTES // (ROW_BYTES + levels * LEVEL_BYTES)))
+
+
+def _compact(row: SummaryRow) -> SummaryRow:
+    """Derived columns rounded for reading (the file keeps full precision); prices stay exact."""
+    return msgspec.structs.replace(
+        row,
+        mid=_significant(row.mid, 12),
+        spread_bps=_significant(row.spread_bps, 4),
+        bid_size_10=_significant(row.bid_size_10, 12) or 0.0,
+        ask_size_10=_significant(row.ask_size_10, 12) or 0.0,
+        imbalance_10=_significant(row.imbalance_10, 4),
+    )
+
+
+def _significant(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+_HINTS: dict[type[ObdError], dict[str, str]] = {
+    NotFound: {
+        "add_coin": "check_availability says whether the exchange lists a symbol",
+        "check_availability": "",
+        "*": "list_coins shows what is collected and stored; add_coin starts collecting",
+    },
+    Unavailable: {"*": "the exchange could not be reached; try again in a minute"},
+    BadRequest: {"*": ""},
+}
+
+
+def explain(tool: str, exc: ObdError) -> str:
+    """The error message an agent reads, with what to try next."""
+    for kind, hints in _HINTS.items():
+        if isinstance(exc, kind):
+            hint = hints.get(tool, hints.get("*", ""))
+            return f"{exc}; {hint}" if hint else str(exc)
+    return str(exc)

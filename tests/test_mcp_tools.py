@@ -1,0 +1,419 @@
+"""The MCP tool set in process (the SDK's in-memory client), on a real SQLite file
+filled with sim books: schemas, results, size caps, error messages, resources."""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+
+from obd import download
+from obd.auth import Authenticator, Principal
+from obd.config import load
+from obd.context import open_service
+from obd.mcp_server import build
+from obd.mcp_shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
+from obd.mcp_tools import NAMES, Tools
+from obd.service import Service
+from obd.storage import lock, reader
+from obd.storage.lock import CollectorLock, collecting
+from obd.storage.writer import GapIn, SnapshotIn
+from tests.conftest import write_config
+
+T = TypeVar("T")
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SLOTS = 1_500  # BTC/USDT at 1 s from T0, depth 100; every 11th slot a recorded gap
+COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
+MAX_RESULT_BYTES = 64 * 1024  # what any one tool result may weigh, as docs/MCP.md promises
+
+
+async def fill(service: Service, slots: int = SLOTS) -> None:
+    """Stored history of sim BTC/USDT, as if collected from T0 on (then removed)."""
+    await service.add_coin("sim", "BTC/USDT", "1s", 100)
+    coin = await service.reader.run(reader.coin, "sim", "BTC/USDT")
+    assert coin is not None
+    await service.writer.call(
+        lambda conn: conn.execute("UPDATE series SET added_ts = ? WHERE id = ?", (T0 - 1, coin.id))
+    )
+    sim = service.exchanges.get("sim")
+    for index in range(slots):
+        ts = T0 + index * 1000
+        if index % 11 == 10:
+            await service.writer.put(GapIn(coin.id, ts, ts + 1000, "disconnected"))
+        else:
+            book = sim.book_at("BTC/USDT", ts - 50, 100)  # type: ignore[attr-defined]
+            await service.writer.put(SnapshotIn(coin, ts, book, ts - 40, "synthetic"))
+    await service.remove_coin("sim", "BTC/USDT")  # a running daemon must not add to it
+
+
+def filled_config(directory: Path) -> Path:
+    config = write_config(directory)
+
+    async def go() -> None:
+        async with open_service(load(config)) as service:
+            await fill(service)
+
+    asyncio.run(go())
+    return config
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return filled_config(tmp_path_factory.mktemp("stored"))
+
+
+def with_client(
+    config: Path,
+    scenario: Callable[[Client], Awaitable[T]],
+    authenticator: Authenticator | None = None,
+) -> T:
+    """`scenario` against the tools as `obd mcp` serves them (or, with an
+    authenticator, as the daemon's /mcp does), in process."""
+
+    async def go() -> T:
+        async with open_service(load(config)) as service:
+            tools = (
+                Tools(service, files_dir=config.parent)
+                if authenticator is None
+                else Tools(service, authenticator=authenticator)
+            )
+            async with Client(build(tools)) as client:
+                return await scenario(client)
+
+    return asyncio.run(go())
+
+
+def call(config: Path, name: str, **arguments: Any) -> CallToolResult:
+    async def scenario(client: Client) -> CallToolResult:
+        return await client.call_tool(name, arguments)
+
+    return with_client(config, scenario)
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert json.loads(text) == result.structured_content  # the same answer, twice
+    return result.structured_content
+
+
+def error(result: CallToolResult) -> str:
+    assert result.is_error, result.structured_content
+    message = result.content[0].text  # type: ignore[union-attr]
+    assert "Traceback" not in message
+    return str(message)
+
+
+def test_lists_every_tool_with_schemas_and_descriptions(stored: Path) -> None:
+    async def scenario(client: Client) -> Any:
+        return (await client.list_tools()).tools
+
+    tools = {tool.name: tool for tool in with_client(stored, scenario)}
+    assert tuple(tools) == NAMES
+    for tool in tools.values():
+        assert tool.description is not None
+        assert len(tool.description) > 80, tool.name
+        assert tool.input_schema["type"] == "object"
+        assert "ctx" not in tool.input_schema.get("properties", {})
+        assert tool.output_schema is not None
+        assert tool.output_schema["type"] == "object"
+        assert tool.annotations is not None
+    history = tools["get_history"].input_schema
+    assert history["required"] == ["exchange", "symbol", "start", "end"]
+    assert history["properties"]["limit"]["anyOf"][0]["maximum"] == MAX_HISTORY_ROWS
+    assert tools["list_coins"].annotations.read_only_hint  # type: ignore[union-attr]
+
+
+def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> None:
+    first = ok(call(stored, "get_history", **COIN, start=T0, end=T0 + 60_000, limit=20))
+    assert len(first["rows"]) == 20
+    assert first["truncated"] is True
+    row = first["rows"][0]
+    assert set(row) == {
+        "ts",
+        "best_bid",
+        "best_ask",
+        "mid",
+        "spread_bps",
+        "bid_size_10",
+        "ask_size_10",
+        "imbalance_10",
+    }
+    assert row["ts"] == T0
+    assert row["best_bid"] < row["mid"] < row["best_ask"]
+    assert str(first["next_start"]) in first["note"]
+    rest = ok(call(stored, "get_history", **COIN, start=first["next_start"], end=T0 + 60_000))
+    times = [row["ts"] for row in first["rows"] + rest["rows"]]
+    assert times == sorted(set(times))
+    assert len(times) == 60 - 60 // 11  # every slot but the gaps
+    assert rest["truncated"] is False
+    assert rest["next_start"] is None
+
+
+def test_get_history_every_samples_one_row_per_bucket(stored: Path) -> None:
+    found = ok(
+        call(
+            stored,
+            "get_history",
+            **COIN,
+            start="2026-01-01T00:00:00Z",
+            end=T0 + 600_000,
+            every="1m",
+        )
+    )
+    # The first stored snapshot of each minute: slot 120 is a gap, so 121 stands in.
+    firsts = [60 * minute + (60 * minute % 11 == 10) for minute in range(10)]
+    assert [row["ts"] for row in found["rows"]] == [T0 + slot * 1000 for slot in firsts]
+    assert found["truncated"] is False
+
+
+def test_get_history_levels_adds_the_top_of_each_book(stored: Path) -> None:
+    found = ok(call(stored, "get_history", **COIN, start=T0, end=T0 + 5_000, levels=3))
+    row = found["rows"][0]
+    assert len(row["bids"]) == len(row["asks"]) == 3
+    assert row["bids"][0][0] == row["best_bid"]
+
+
+def test_get_latest_cuts_levels(stored: Path) -> None:
+    latest = ok(call(stored, "get_latest", **COIN, levels=7))
+    assert len(latest["bids"]) == len(latest["asks"]) == 7
+    assert latest["ts"] == T0 + (SLOTS - 1) * 1000
+    assert len(ok(call(stored, "get_latest", **COIN))["bids"]) == 10
+
+
+def test_results_stay_small_whatever_is_asked(stored: Path) -> None:
+    """Worst cases: the widest range, the most rows and levels, more gaps than shown."""
+    everything = {**COIN, "start": 0, "end": "2100-01-01"}
+    cases = [
+        ("get_history", {**everything, "limit": MAX_HISTORY_ROWS}),
+        ("get_history", {**everything, "limit": MAX_HISTORY_ROWS, "levels": 20}),
+        ("get_history", {**everything, "limit": MAX_HISTORY_ROWS, "levels": 1, "every": "1s"}),
+        ("get_latest", {**COIN, "levels": 100}),
+        ("coverage", everything),
+        ("list_coins", {}),
+    ]
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [await client.call_tool(name, arguments) for name, arguments in cases]
+
+    for (name, arguments), result in zip(cases, with_client(stored, scenario), strict=True):
+        answer = ok(result)
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert len(text.encode()) <= MAX_RESULT_BYTES, (name, arguments, len(text))
+        if name == "get_history":
+            assert len(text.encode()) <= HISTORY_BUDGET_BYTES, (arguments, len(text))
+            assert answer["truncated"] is True
+    coverage = ok(call(stored, "coverage", **everything))
+    assert len(coverage["gaps"]) == MAX_GAPS
+    assert coverage["gaps_total"] > MAX_GAPS
+    assert coverage["truncated"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "mentions"),
+    [
+        ("get_history", {**COIN, "start": T0 + 5, "end": T0}, "start: must be before end"),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 1, "limit": 10**6}, "limit:"),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 1, "limit": "many"}, "limit:"),
+        ("get_history", {**COIN, "start": True, "end": T0}, "start:"),
+        ("get_history", {**COIN, "start": [1], "end": T0}, "start:"),
+        ("get_history", {**COIN, "start": "yesterday", "end": T0}, "start:"),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 1, "every": "1y"}, "every:"),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 1, "levels": 999}, "levels:"),
+        ("get_history", {**COIN, "end": T0}, "start: required"),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 1, "lmit": 3}, "lmit: unknown"),
+        ("get_latest", {**COIN, "levels": 0}, "levels:"),
+        ("get_latest", {"exchange": "nope", "symbol": "BTC/USDT"}, "exchange 'nope'"),
+        ("get_latest", {"exchange": "sim", "symbol": "ETH/USDT"}, "list_coins"),
+        ("get_latest", {"exchange": "SIM!", "symbol": "BTC/USDT"}, "exchange:"),
+        ("get_latest", {"exchange": "sim", "symbol": 5}, "symbol:"),
+        ("coverage", {**COIN, "start": T0, "end": T0 - 1000}, "start: must be before end"),
+        ("download_history", {**COIN, "start": 0, "end": 1, "format": "xls"}, "format:"),
+        ("download_history", {**COIN, "start": 0, "end": 1, "format": "csv"}, "no snapshots"),
+        ("check_availability", {"exchange": "nope", "symbol": "BTC/USDT"}, "exchange 'nope'"),
+    ],
+)
+def test_bad_arguments_are_tool_errors_naming_the_argument(
+    stored: Path, name: str, arguments: dict[str, Any], mentions: str
+) -> None:
+    assert mentions in error(call(stored, name, **arguments))
+
+
+def test_unknown_tool_is_a_tool_error(stored: Path) -> None:
+    assert "nope" in error(call(stored, "nope"))
+
+
+def test_add_and_remove_coin(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [
+            await client.call_tool("check_availability", {"exchange": "sim", "symbol": "ETH/USDT"}),
+            await client.call_tool(
+                "check_availability", {"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}
+            ),
+            await client.call_tool(
+                "add_coin", {"exchange": "sim", "symbol": "ETH/USDT", "interval": "1s"}
+            ),
+            await client.call_tool(
+                "add_coin", {"exchange": "sim", "symbol": "ETH/USDT", "interval": "1s"}
+            ),
+            await client.call_tool(
+                "add_coin", {"exchange": "sim", "symbol": "ETH/USDT", "interval": "5s"}
+            ),
+            await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}),
+            await client.call_tool(
+                "add_coin", {"exchange": "sim", "symbol": "ETH/USDT", "depth": 0}
+            ),
+            await client.call_tool("list_coins", {}),
+            await client.call_tool("remove_coin", {"exchange": "sim", "symbol": "ETH/USDT"}),
+            await client.call_tool("remove_coin", {"exchange": "sim", "symbol": "ETH/USDT"}),
+        ]
+
+    listed, unlisted, added, again, other, missing, shallow, coins, removed, twice = with_client(
+        config, scenario
+    )
+    assert ok(listed)["available"] is True
+    assert ok(unlisted)["available"] is False
+    first = ok(added)
+    assert first["created"] is True
+    assert first["collecting"] is False  # no daemon holds the collector lock
+    assert "obd run" in first["note"]
+    assert ok(again)["created"] is False
+    assert "remove it first" in error(other)
+    assert "ZZZNOTLISTED/USDT is not listed on sim; check_availability" in error(missing)
+    assert "depth:" in error(shallow)
+    assert [coin["symbol"] for coin in ok(coins)["coins"]] == ["ETH/USDT"]
+    assert ok(removed)["coin"]["status"] == "removed"
+    assert "not being collected" in error(twice)
+
+
+@pytest.mark.parametrize("form", ["ndjson", "csv", "parquet"])
+def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str) -> None:
+    if form == "parquet" and not download.parquet_available():
+        pytest.skip("pyarrow is not installed")
+    target = tmp_path / f"range.{form}"
+    arguments = {**COIN, "start": T0, "end": T0 + 30_000, "format": form, "path": str(target)}
+    written = ok(call(stored, "download_history", **arguments))
+    assert written["path"] == str(target)
+    assert written["count"] == 30 - 30 // 11
+    assert written["size_bytes"] == target.stat().st_size
+    assert not list(tmp_path.glob(".*partial"))
+    stored_books = _stored_books(stored, T0, T0 + 30_000)
+    if form == "ndjson":
+        lines = target.read_text().splitlines()
+        assert [json.loads(line) for line in lines] == stored_books
+    elif form == "csv":
+        rows = target.read_text().splitlines()
+        assert rows[0] == ",".join(download.CSV_HEADER)
+        first_bid = rows[1].split(",")
+        assert float(first_bid[5]) == stored_books[0]["bids"][0][0]
+        assert len(rows) - 1 == sum(len(b["bids"]) + len(b["asks"]) for b in stored_books)
+    else:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        table = pq.read_table(target)
+        assert table.column("ts").to_pylist() == [book["ts"] for book in stored_books]
+        assert table.column("bid_price").to_pylist()[0] == [b[0] for b in stored_books[0]["bids"]]
+    again = call(stored, "download_history", **arguments)
+    assert "already exists" in error(again)
+
+
+def test_download_history_default_path_and_missing_pyarrow(
+    stored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = ok(call(stored, "download_history", **COIN, start=T0, end=T0 + 3_000, format="csv"))
+    assert Path(written["path"]).parent == stored.parent / "downloads"
+    assert Path(written["path"]).name == f"sim_BTC-USDT_{T0}_{T0 + 3_000}.csv"
+    monkeypatch.setattr(download, "parquet_available", lambda: False)
+    refused = call(stored, "download_history", **COIN, start=T0, end=T0 + 3_000, format="parquet")
+    assert "format: parquet needs pyarrow" in error(refused)
+
+
+def test_resources_list_coins_and_latest_snapshots(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> Any:
+        await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"})
+        listed = (await client.list_resources()).resources
+        coins = await client.read_resource("obd://coins")
+        return listed, coins
+
+    listed, coins = with_client(config, scenario)
+    uris = [str(resource.uri) for resource in listed]
+    assert uris == ["obd://coins", "obd://latest?exchange=sim&symbol=ETH%2FUSDT"]
+    assert json.loads(coins.contents[0].text)["coins"][0]["symbol"] == "ETH/USDT"
+
+
+def test_latest_resource_reads_a_snapshot(stored: Path) -> None:
+    async def scenario(client: Client) -> Any:
+        return await client.read_resource("obd://latest?exchange=sim&symbol=BTC%2FUSDT")
+
+    snapshot = json.loads(with_client(stored, scenario).contents[0].text)
+    assert snapshot["ts"] == T0 + (SLOTS - 1) * 1000
+    assert len(snapshot["bids"]) == 100
+
+
+def test_collector_lock_is_exclusive_and_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock, "ACQUIRE_WAIT_S", 0.05)
+    database = tmp_path / "obd.sqlite"
+
+    async def go() -> None:
+        assert not collecting(database)
+        async with CollectorLock(database):
+            assert collecting(database)
+            with pytest.raises(Exception, match=r"already collecting"):
+                async with CollectorLock(database):
+                    pass
+        assert not collecting(database)
+
+    asyncio.run(go())
+
+
+def test_obd_cli_does_not_import_mcp() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, obd.cli; print(sorted(m for m in ('mcp', 'pydantic') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _stored_books(config: Path, start: int, end: int) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        async with open_service(load(config)) as service:
+            page = await service.books("sim", "BTC/USDT", start, end, 1000)
+            return [json.loads(msgspec.json.encode(item)) for item in page.items]
+
+    return asyncio.run(go())
+
+
+class _ReadOnly:
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return Principal(subject="reader", scopes=frozenset({"read"}))
+
+
+def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
+    linking = {**COIN, "start": T0, "end": T0 + 2000, "format": "csv"}
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [
+            await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"}),
+            await client.call_tool("remove_coin", COIN),
+            await client.call_tool("list_coins", {}),
+            await client.call_tool("download_history", linking),
+        ]
+
+    added, removed, listed, linked = with_client(stored, scenario, _ReadOnly())
+    assert "needs the 'write' scope" in error(added)
+    assert "needs the 'write' scope" in error(removed)
+    assert ok(listed)["coins"] == []
+    assert ok(linked)["url"].startswith("/v1/books?exchange=sim&symbol=BTC%2FUSDT")
