@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", parents=[common], help="run the daemon")
     commands.add_parser("check", parents=[common], help="validate config, database and plugins")
     commands.add_parser("plugins", parents=[common], help="list exchange plugins and load errors")
+    mcp = commands.add_parser("mcp", parents=[common], help="serve MCP tools over stdio")
+    mcp.add_argument(
+        "--collect", action="store_true", help="also collect, when no daemon runs on the database"
+    )
     coins = commands.add_parser("coins", help="manage the collected coins").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
@@ -50,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     remove = coins.add_parser("remove", parents=[common], help="stop collecting (data kept)")
     remove.add_argument("exchange")
     remove.add_argument("symbol")
+    copy = commands.add_parser(
+        "backup", parents=[common], help="consistent copy of the database (safe while running)"
+    )
+    copy.add_argument("out", metavar="OUT.sqlite", help="the new file (never overwritten)")
     return parser
 
 
@@ -81,6 +89,13 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from obd import daemon
 
     uvloop.run(daemon.run(config))
+    return 0
+
+
+def _mcp(config: Config, args: argparse.Namespace) -> int:
+    from obd import mcp_server  # the SDK takes ~1.2 s to import: only this command pays
+
+    mcp_server.run_stdio(config, collect=args.collect)
     return 0
 
 
@@ -137,6 +152,14 @@ def _coins_remove(config: Config, args: argparse.Namespace) -> int:
         return 0
 
     return _async(config, go)
+
+
+def _backup(config: Config, args: argparse.Namespace) -> int:
+    from obd.storage.backup import backup
+
+    size = backup(config.database, Path(args.out))
+    print(f"copied {config.database} to {args.out} ({size:,} bytes)")
+    return 0
 
 
 def _plugins(config: Config, args: argparse.Namespace) -> int:
@@ -200,7 +223,9 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], i
     ("run", None): _run,
     ("check", None): _check,
     ("plugins", None): _plugins,
+    ("mcp", None): _mcp,
     ("coins", "list"): _coins_list,
     ("coins", "add"): _coins_add,
     ("coins", "remove"): _coins_remove,
+    ("backup", None): _backup,
 }

@@ -18,8 +18,12 @@ from obd.auth import OpenAccess
 from obd.config import Config
 from obd.context import open_service
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError
+from obd.http import ws
 from obd.http.app import create_app
+from obd.hub import Hub
+from obd.notify import keep_watchdog_fed, notify, watchdog_interval_s
 from obd.service import Service
+from obd.storage.lock import CollectorLock
 from obd.times import now_ms
 
 log = structlog.get_logger("obd")
@@ -41,22 +45,37 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_service(config, collector_started_ms=started) as service:
+    lock = CollectorLock(config.database)  # one collector per file; `obd mcp` looks for it
+    async with lock, open_service(config, collector_started_ms=started) as service:
         await add_config_coins(service, config)
         sock = bind(config.server.host, config.server.port)
+        from obd.mcp_server import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
+
+        authenticator = OpenAccess()
+        mcp = McpHttp(service, authenticator, config.server.host)
+        hub = Hub()
+        service.writer.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
             uvicorn.Config(
-                create_app(service, OpenAccess()),
+                create_app(service, authenticator, mcp=mcp, hub=hub),
                 log_config=None,
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                # WebSocket: frames are encoded once for all subscribers, so no per-client
+                # compression; larger frames are refused with 1009; dead peers time out.
+                ws="websockets-sansio",
+                ws_per_message_deflate=False,
+                ws_max_size=ws.MAX_FRAME_BYTES,
+                ws_ping_interval=ws.PING_INTERVAL_S,
+                ws_ping_timeout=ws.PING_TIMEOUT_S,
             )
         )
         assert service.collector is not None
         async with asyncio.TaskGroup() as tasks:
             collecting = tasks.create_task(service.collector.run(), name="collector")
             serving = tasks.create_task(server.serve(sockets=[sock]), name="http")
+            await _until_started(server, serving)
             host, port = sock.getsockname()[:2]
             log.info(
                 "serving",
@@ -64,12 +83,26 @@ async def run(config: Config) -> None:
                 port=port,
                 database=str(config.database),
             )
+            notify("READY=1")
+            if interval_s := watchdog_interval_s():
+                feeding = tasks.create_task(keep_watchdog_fed(interval_s), name="watchdog")
             await stop.wait()
+            notify("STOPPING=1")
             log.info("stopping")
             collecting.cancel()
+            if interval_s:
+                feeding.cancel()
             server.should_exit = True
             await serving
     log.info("stopped")
+
+
+async def _until_started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """READY means serving: wait for uvicorn's start-up (the app's lifespan included)."""
+    while not server.started:
+        if serving.done():
+            raise ObdError("the HTTP server did not start; the log above says why")
+        await asyncio.sleep(0.01)
 
 
 def check_bind_allowed(config: Config) -> None:

@@ -52,3 +52,48 @@ class HistoryNotAvailable(ObdError):
 
     status = 404
     code = "history_not_available"
+
+
+class FeedError(Unavailable):
+    """An exchange's data could not be had right now. Plugins raise a subclass; the
+    sampler records the slots it costs as a gap with `gap_reason`."""
+
+    code = "exchange_error"
+    gap_reason = "exchange_error"
+
+
+class ExchangeError(FeedError):
+    """The exchange answered with an error (5xx, maintenance, a malformed reply)."""
+
+
+class Disconnected(FeedError):
+    """The exchange cannot be reached, or the live connection broke or went silent."""
+
+    code = "disconnected"
+    gap_reason = "disconnected"
+
+
+class NotSynced(FeedError):
+    """The live book lost consistency (a sequence gap, a failed checksum): resyncing."""
+
+    code = "not_synced"
+    gap_reason = "not_synced"
+
+
+class RateLimited(FeedError):
+    """The exchange refused for too many requests (HTTP 429/418)."""
+
+    status = 429
+    code = "rate_limited"
+    gap_reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the exchange's own wait, when it gave one
+
+
+class NoLiveStream(ObdError):
+    """The plugin has no live feed for this symbol: the kernel takes a REST snapshot
+    (`fetch_book`) at every slot instead."""
+
+    code = "no_live_stream"

@@ -6,14 +6,21 @@ to the `Exchange` its factory returns.
 """
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from obd.errors import HistoryNotAvailable
 from obd.model import Book
 
-__all__ = ["Availability", "Book", "Exchange", "HistoryNotAvailable", "PluginSpec"]
+__all__ = [
+    "Availability",
+    "Book",
+    "Exchange",
+    "FetchesBooks",
+    "HistoryNotAvailable",
+    "PluginSpec",
+]
 
 
 class Availability(msgspec.Struct, frozen=True):
@@ -37,7 +44,12 @@ class Exchange(Protocol):
 
     def watch(self, symbol: str, depth: int) -> AsyncIterator[Book]:
         """Consistent books as they change, each at least `depth` levels a side where the
-        market has them. Raises when the stream breaks; the kernel reconnects with backoff."""
+        market has them. Raises when the stream breaks; the kernel reconnects with backoff.
+
+        Raise an `obd.errors.FeedError` subclass (`Disconnected`, `NotSynced`,
+        `RateLimited`, `ExchangeError`) to name why: it becomes the gap's reason.
+        `NotFound` means the symbol is no longer listed. `NoLiveStream` means there is
+        no live feed at all: the kernel then calls `fetch_book` at every slot."""
         ...
 
     def fetch_history(
@@ -48,6 +60,18 @@ class Exchange(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FetchesBooks(Protocol):
+    """Optional, beside `Exchange`: a snapshot on request (a REST call). The kernel
+    uses it at each slot when `watch` raised `NoLiveStream`, and for slots at which
+    the live feed is down."""
+
+    async def fetch_book(self, symbol: str, depth: int) -> Book:
+        """The book now, cut to `depth` levels a side, with `received_ts` set to when
+        the answer arrived. Raises the same errors as `watch`."""
+        ...
 
 
 class PluginSpec(msgspec.Struct, frozen=True):

@@ -12,15 +12,17 @@ from typing import Any
 
 import msgspec
 
+from obd.auth import Forbidden
 from obd.collector import Collector
 from obd.config import MAX_DEPTH
 from obd.errors import BadRequest, NotFound
 from obd.exchanges import Exchanges
+from obd.history import DEFAULT_CHUNK, MAX_CHUNK, History
 from obd.model import Coin, Gap, Snapshot
 from obd.plugin import Availability
 from obd.storage import coins as coin_writes
 from obd.storage import reader
-from obd.storage.reader import Reader
+from obd.storage.reader import Reader, SummaryRow
 from obd.storage.writer import Writer
 from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_at_or_after
 
@@ -57,6 +59,17 @@ class Coverage(msgspec.Struct, frozen=True):
     expected: int
     present: int
     gaps: list[Gap]
+
+
+class SummaryPage(msgspec.Struct, frozen=True):
+    rows: list[SummaryRow]
+    next_start: int | None  # where the next call resumes; None: the range is done
+
+
+class BookCount(msgspec.Struct, frozen=True):
+    start: int
+    end: int
+    count: int
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -168,6 +181,39 @@ class Service:
             yield chunk
             begin = chunk[-1].ts + 1
 
+    async def summaries(
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        limit: object = None,
+        every: object = None,
+        levels: object = None,
+    ) -> SummaryPage:
+        """Summary columns of a range without decoding blobs (unless `levels` asks for the
+        top of each book); `every` keeps the first snapshot of each such bucket."""
+        coin = await self._coin(exchange, symbol)
+        begin, stop = _range(start, end)
+        size = _limit(limit)
+        every_ms = None if every is None else parse_interval(every, "every")
+        top = 0 if levels is None else _levels(levels)
+        rows = await self.reader.run(
+            reader.summaries, coin.id, begin, stop, size + 1, every_ms, top
+        )
+        if len(rows) <= size:
+            return SummaryPage(rows=rows, next_start=None)
+        return SummaryPage(rows=rows[:size], next_start=rows[size].ts)
+
+    async def count_books(
+        self, exchange: object, symbol: object, start: object = None, end: object = None
+    ) -> BookCount:
+        """How many snapshots `books`/`stream_books` would give for the same arguments."""
+        coin = await self._coin(exchange, symbol)
+        begin, stop = _range(start, end)
+        found = await self.reader.run(reader.count, coin.id, begin, stop)
+        return BookCount(start=begin, end=stop, count=found)
+
     async def latest(self, exchange: object, symbol: object) -> Snapshot:
         coin = await self._coin(exchange, symbol)
         snapshot = await self.reader.run(reader.latest, coin)
@@ -187,6 +233,61 @@ class Service:
         if begin >= stop and (start is not None and end is not None):
             raise BadRequest("start: must be before end")
         return await self.reader.run(_coverage, coin, begin, max(begin, min(stop, now)), now)
+
+    # -- live feed and history (WebSocket, MCP) --
+
+    async def collected(self, exchange: object, symbol: object) -> Coin:
+        """The coin if it is being collected, as a live subscription needs; else NotFound."""
+        coin = await self._coin(exchange, symbol)
+        if not coin.active:
+            raise NotFound(f"{coin.symbol} on {coin.exchange} is not being collected (add it)")
+        return coin
+
+    async def history(
+        self,
+        exchange: object,
+        symbol: object,
+        start: object,
+        end: object,
+        chunk: object = None,
+        *,
+        may_add: bool = True,
+    ) -> History:
+        """[start, end) of a coin, stored and back-filled (see `obd.history`): makes sure
+        the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        for name, value in (("start", start), ("end", end)):
+            if value is None:
+                raise BadRequest(f"{name}: required")
+        begin, stop = _range(start, end)
+        size = _chunk(chunk)
+        coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
+        return History(
+            coin,
+            begin,
+            stop,
+            size,
+            read=self.reader,
+            writer=self.writer,
+            source=self.exchanges.get(coin.exchange),
+            plugin=self.exchanges.registry.spec_for(coin.exchange).name,
+        )
+
+    async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
+        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        if coin is not None and coin.active:
+            return coin
+        if not may_add:
+            raise Forbidden(
+                f"{symbol_name} on {exchange_id} is not collected; "
+                "adding it needs the 'write' scope"
+            )
+        # A removed coin comes back at the cadence and depth its stored rows have.
+        interval, depth = (coin.interval, coin.depth) if coin is not None else (None, None)
+        await self.add_coin(exchange_id, symbol_name, interval, depth)
+        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        assert coin is not None
+        return coin
 
     # -- health --
 
@@ -314,6 +415,24 @@ def _depth(value: object) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH:
         raise BadRequest(f"depth: expected an integer from 1 to {MAX_DEPTH}, got {value!r:.60}")
+    return value
+
+
+def _levels(value: object) -> int:
+    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DEPTH:
+        raise BadRequest(f"levels: expected an integer from 0 to {MAX_DEPTH}, got {value!r:.60}")
+    return value
+
+
+def _chunk(value: object) -> int:
+    if value is None:
+        return DEFAULT_CHUNK
+    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHUNK:
+        raise BadRequest(f"chunk: expected an integer from 1 to {MAX_CHUNK}, got {value!r:.60}")
     return value
 
 

@@ -57,7 +57,7 @@ def obd(
 class Daemon:
     """`obd run` in a subprocess; `url` once it logged that it is serving."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log: list[dict[str, Any]] = []
         self.process = subprocess.Popen(
@@ -65,6 +65,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.url = self._wait_for_serving()
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -107,8 +108,8 @@ def _parse(line: str) -> dict[str, Any]:
 def start_daemon() -> Iterator[Any]:
     started: list[Daemon] = []
 
-    def start(config: Path) -> Daemon:
-        daemon = Daemon(config)
+    def start(config: Path, env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(config, env)
         started.append(daemon)
         return daemon
 

@@ -1,26 +1,40 @@
 """Builds the Litestar app: routes, the auth guard, and the one error mapping."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, asgi
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
+from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Receive, Scope, Send
 
 from obd.auth import Authenticator, require
 from obd.errors import ObdError
 from obd.http import routes
+from obd.http.ws import ws
+from obd.hub import Hub
 from obd.service import Service
+
+if TYPE_CHECKING:
+    from obd.mcp_server import McpHttp
 
 log = structlog.get_logger("obd.http")
 _json = msgspec.json.Encoder()
 
 
-def create_app(service: Service, authenticator: Authenticator) -> Litestar:
+def create_app(
+    service: Service,
+    authenticator: Authenticator,
+    *,
+    mcp: "McpHttp | None" = None,
+    hub: Hub | None = None,
+) -> Litestar:
     app = Litestar(
-        route_handlers=routes.HANDLERS,
+        route_handlers=[*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])],
+        lifespan=[mcp.lifespan] if mcp else [],
         guards=[_scope_guard],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
@@ -29,7 +43,19 @@ def create_app(service: Service, authenticator: Authenticator) -> Litestar:
     )
     app.state.service = service
     app.state.authenticator = authenticator
+    app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
     return app
+
+
+def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:
+    """MCP over streamable HTTP at /mcp, behind the same guard as every route: a token
+    needs `read` to connect; add_coin and remove_coin check `write` per call."""
+
+    @asgi("/mcp", is_mount=True, copy_scope=True, opt={"scope": "read"})
+    async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await mcp(scope, receive, send)
+
+    return mcp_endpoint
 
 
 async def _scope_guard(

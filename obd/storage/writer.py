@@ -209,6 +209,28 @@ def record_gap(conn: apsw.Connection, series: int, start: int, end: int, reason:
         )
 
 
+def clear_gaps(conn: apsw.Connection, series: int, start: int, end: int) -> None:
+    """[start, end) now holds snapshots (back-filled): cut it out of the recorded gaps,
+    keeping the parts of each gap on either side."""
+    overlapping = conn.execute(
+        "SELECT start_ts, end_ts, reason FROM gaps "
+        "WHERE series = ? AND start_ts < ? AND end_ts > ?",
+        (series, end, start),
+    ).fetchall()
+    for row in overlapping:
+        gap_start, gap_end, reason = row[0], row[1], row[2]
+        assert isinstance(gap_start, int)
+        assert isinstance(gap_end, int)
+        conn.execute("DELETE FROM gaps WHERE series = ? AND start_ts = ?", (series, gap_start))
+        for piece_start, piece_end in ((gap_start, start), (end, gap_end)):
+            if piece_start < piece_end:
+                conn.execute(
+                    "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) "
+                    "VALUES (?, ?, ?, ?)",
+                    (series, piece_start, piece_end, reason),
+                )
+
+
 def _as_snapshot(row: SnapshotIn) -> Snapshot:
     return Snapshot(
         exchange=row.coin.exchange,
