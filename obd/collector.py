@@ -133,6 +133,7 @@ class Sampler:
         self.state = "starting"
         self.last_error: str | None = None
         self.failures = 0  # times the live stream broke
+        self.last_lag_s = 0.0  # how late the last slot was looked at
         self._capture = "ws"
         self._polling = False  # no live feed: every slot is a REST snapshot
         self._exchanges = exchanges
@@ -207,6 +208,7 @@ class Sampler:
             slot += self.coin.interval_ms
 
     async def _take(self, slot: int) -> None:
+        self.last_lag_s = max(0.0, time.time() - slot / 1000)
         found = self._timeline.at(slot * 1000)
         if isinstance(found, tuple):
             received_us, book = found
@@ -302,6 +304,9 @@ class Collector:
     def wake(self) -> None:
         """Look at the coins table now (this process changed it)."""
         self._wake.set()
+
+    def samplers(self) -> list[Sampler]:
+        return [sampler for sampler, _ in self._samplers.values()]
 
     def sampler(self, series: int) -> Sampler | None:
         entry = self._samplers.get(series)

@@ -135,6 +135,11 @@ class Hub:
         for key in list(feed.keys):
             self.unsubscribe(feed, key)
 
+    @property
+    def subscriptions(self) -> int:
+        """(client, coin) pairs subscribed live, over all coins."""
+        return sum(len(feeds) for feeds in self._feeds.values())
+
     def subscribers(self, key: Key) -> int:
         return len(self._feeds.get(key, ()))
 

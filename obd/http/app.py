@@ -9,13 +9,14 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import Receive, Scope, Send
+from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, require
 from obd.errors import ObdError
 from obd.http import routes
 from obd.http.ws import ws
 from obd.hub import Hub
+from obd.metrics import METRICS
 from obd.service import Service
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def create_app(
         route_handlers=[*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])],
         lifespan=[mcp.lifespan] if mcp else [],
         guards=[_scope_guard],
+        before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
         openapi_config=None,
@@ -45,6 +47,17 @@ def create_app(
     app.state.authenticator = authenticator
     app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
     return app
+
+
+async def _count_response(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        METRICS.inc(
+            "obd_http_responses_total",
+            "HTTP responses, by route and status.",
+            route=scope.get("path_template") or "unmatched",  # never the raw path: bounded
+            method=str(scope.get("method", "")),
+            status=str(message["status"]),
+        )
 
 
 def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:

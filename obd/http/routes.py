@@ -9,6 +9,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
 from obd.errors import BadRequest
+from obd.metrics import render
 from obd.model import Snapshot
 from obd.service import Service
 
@@ -136,4 +137,13 @@ async def healthz(request: AnyRequest) -> Response[bytes]:
     return _respond(request, health, 200 if health.status == "ok" else 503)
 
 
-HANDLERS = [list_coins, add_coin, remove_coin, availability, books, latest, coverage, healthz]
+@get("/metrics", opt={"scope": "read"})
+async def metrics(request: AnyRequest) -> Response[bytes]:
+    text = render(_service(request), request.app.state.hub)
+    return Response(text.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+HANDLERS = [
+    *(list_coins, add_coin, remove_coin, availability, books, latest, coverage),
+    *(healthz, metrics),
+]

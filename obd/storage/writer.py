@@ -7,6 +7,7 @@ event loop never waits on a commit.
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ import apsw
 import msgspec
 import structlog
 
+from obd.metrics import METRICS
 from obd.model import Book, Coin, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
@@ -62,6 +64,7 @@ class Writer:
         self.path = path
         self.failing: str | None = None  # the last commit error while it persists
         self.rows_written = 0
+        self.last_batch_s = 0.0  # how long the last commit took
         self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_ROWS)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="obd-write")
         self._conn: apsw.Connection | None = None
@@ -127,7 +130,9 @@ class Writer:
         pauses = itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))
         while True:
             try:
+                began = time.perf_counter()
                 stored = await self._in_thread(_write_batch, self._conn, rows)
+                self.last_batch_s = time.perf_counter() - began
                 break
             except apsw.Error as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
@@ -135,6 +140,7 @@ class Writer:
                 await asyncio.sleep(next(pauses))
         self.failing = None
         self.rows_written += len(stored)
+        _count(rows, stored)
         for listener in self._listeners:
             listener(stored)
 
@@ -150,6 +156,21 @@ class Writer:
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
+    for snapshot in stored:
+        METRICS.inc(
+            "obd_snapshots_total",
+            "Snapshots stored.",
+            exchange=snapshot.exchange,
+            symbol=snapshot.symbol,
+        )
+    for row in rows:
+        if isinstance(row, GapIn):
+            # Gap rows carry the series id only; ms missing is what a scraper can sum.
+            METRICS.inc("obd_gap_ms_total", "Time recorded as gaps, by reason.",
+                        row.end - row.start, reason=row.reason)
 
 
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
