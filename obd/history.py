@@ -26,7 +26,7 @@ from obd.model import Book, Coin, Gap, Snapshot
 from obd.plugin import Exchange
 from obd.storage import reader
 from obd.storage.reader import Reader
-from obd.storage.writer import SnapshotIn, Writer, clear_gaps, insert_snapshot
+from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
 from obd.times import now_ms, slot_at_or_after
 
 __all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "History"]
@@ -245,7 +245,7 @@ def _store_backfill(conn: apsw.Connection, rows: list[SnapshotIn]) -> tuple[list
     for row in rows:
         if insert_snapshot(conn, row):
             inserted += 1
-            out.append(_as_snapshot(row))
+            out.append(as_snapshot(row))
         else:
             out += reader.books(conn, coin, row.ts, row.ts + 1, 1)
     for start, end in _runs([row.ts for row in rows], coin.interval_ms):
@@ -262,16 +262,3 @@ def _runs(slots: list[int], interval: int) -> list[tuple[int, int]]:
         else:
             runs.append((slot, slot + interval))
     return runs
-
-
-def _as_snapshot(row: SnapshotIn) -> Snapshot:
-    return Snapshot(
-        exchange=row.coin.exchange,
-        symbol=row.coin.symbol,
-        ts=row.ts,
-        exchange_ts=row.book.exchange_ts,
-        received_ts=row.received_ts,
-        bids=row.book.bids,
-        asks=row.book.asks,
-        capture=row.capture,
-    )

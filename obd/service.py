@@ -113,7 +113,7 @@ class Service:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         interval_given = self.default_interval if interval is None else interval
         interval_ms = parse_interval(interval_given)
-        levels = self.default_depth if depth is None else _depth(depth)
+        levels = _bounded("depth", depth, 1, MAX_DEPTH, self.default_depth)
         source = self.exchanges.get(exchange_id)
         listed = await source.check_availability(symbol_name)
         if not listed.available:
@@ -157,7 +157,7 @@ class Service:
     ) -> Page:
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
-        size = _limit(limit)
+        size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         if cursor is not None:
             begin = _cursor_ts(cursor, begin, stop)
         items = await self.reader.run(reader.books, coin, begin, stop, size + 1)
@@ -195,9 +195,9 @@ class Service:
         top of each book); `every` keeps the first snapshot of each such bucket."""
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
-        size = _limit(limit)
+        size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         every_ms = None if every is None else parse_interval(every, "every")
-        top = 0 if levels is None else _levels(levels)
+        top = _bounded("levels", levels, 0, MAX_DEPTH, 0)
         rows = await self.reader.run(
             reader.summaries, coin.id, begin, stop, size + 1, every_ms, top
         )
@@ -260,7 +260,7 @@ class Service:
             if value is None:
                 raise BadRequest(f"{name}: required")
         begin, stop = _range(start, end)
-        size = _chunk(chunk)
+        size = _bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
         coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
         return History(
             coin,
@@ -410,39 +410,14 @@ def _symbol(value: object) -> str:
     return value
 
 
-def _depth(value: object) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH:
-        raise BadRequest(f"depth: expected an integer from 1 to {MAX_DEPTH}, got {value!r:.60}")
-    return value
-
-
-def _levels(value: object) -> int:
+def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = None) -> int:
+    """An integer argument (or its decimal string) in [lo, hi]; the error names it."""
+    if value is None and default is not None:
+        return default
     if isinstance(value, str) and value.isdigit() and len(value) < 10:
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DEPTH:
-        raise BadRequest(f"levels: expected an integer from 0 to {MAX_DEPTH}, got {value!r:.60}")
-    return value
-
-
-def _chunk(value: object) -> int:
-    if value is None:
-        return DEFAULT_CHUNK
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CHUNK:
-        raise BadRequest(f"chunk: expected an integer from 1 to {MAX_CHUNK}, got {value!r:.60}")
-    return value
-
-
-def _limit(value: object) -> int:
-    if value is None:
-        return DEFAULT_PAGE
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
-        raise BadRequest(f"limit: expected an integer from 1 to {MAX_PAGE}, got {value!r:.60}")
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
     return value
 
 

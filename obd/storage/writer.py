@@ -186,7 +186,7 @@ def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[
             if isinstance(row, GapIn):
                 record_gap(conn, row.series, row.start, row.end, row.reason)
             elif insert_snapshot(conn, row):
-                stored.append(_as_snapshot(row))
+                stored.append(as_snapshot(row))
     return stored
 
 
@@ -252,7 +252,7 @@ def clear_gaps(conn: apsw.Connection, series: int, start: int, end: int) -> None
                 )
 
 
-def _as_snapshot(row: SnapshotIn) -> Snapshot:
+def as_snapshot(row: SnapshotIn) -> Snapshot:
     return Snapshot(
         exchange=row.coin.exchange,
         symbol=row.coin.symbol,
