@@ -37,7 +37,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     received_ts: int
     bids: list[Level]
     asks: list[Level]
-    capture: str  # "stream", "rest", "synthetic" or "backfill:<plugin>"
+    capture: str  # "ws", "rest", "synthetic" or "backfill:<plugin>"
 
 
 class Coin(msgspec.Struct, frozen=True):

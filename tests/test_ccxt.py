@@ -1,0 +1,392 @@
+"""The real daemon collecting from an emulated Binance through the unmodified ccxt.
+
+Every URL ccxt could use is pointed at the emulator on 127.0.0.1; the emulator
+answers 404 to anything it does not emulate, and each test checks none was asked.
+The emulator records its books' history, so every stored snapshot is checked bit
+for bit against what the book truly was: at its slot for a websocket snapshot; at
+some instant between the slot and its `received_ts` for a REST snapshot.
+"""
+
+import asyncio
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PLUGINS, REPO, Daemon, obd, wait_for, write_config
+from tests.emulator import Emulator
+from tests.emulator.config import binance_table
+
+pytestmark = pytest.mark.slow
+
+BTC = {"exchange": "binance", "symbol": "BTC/USDT"}
+DEPTH = 20
+GAP_REASONS = {"not_synced", "disconnected", "rate_limited", "exchange_error", "not_listed"}
+
+
+class _Watched(Daemon):
+    """The daemon, its log read as it runs (the tests wait on what it logs)."""
+
+    def __init__(self, config: Path) -> None:
+        super().__init__(config)
+        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                self.log.append(json.loads(line))
+            except ValueError:
+                self.log.append({"raw": line})
+
+    def stop(self) -> int:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(10)
+        return code
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Any]:
+    started: list[_Watched] = []
+
+    def start(config: Path) -> _Watched:
+        started.append(_Watched(config))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        daemon._reader.join(10)
+        if daemon.process.stderr:
+            daemon.process.stderr.close()
+        daemon.http.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    # No change in the last 300 ms before each second: a book sent just before a 1 s
+    # slot reaches the daemon in time even on a loaded machine, so slot T's book is
+    # exactly the emulator's book at T.
+    with Emulator(quiet_ms=300) as emu:
+        yield emu
+    assert emu.unexpected_requests() == []  # nothing asked of an endpoint not emulated
+
+
+def _start(tmp_path: Path, start_daemon: Any, emu: Emulator, **options: Any) -> Any:
+    return start_daemon(write_config(tmp_path, binance_table(emu, **options)))
+
+
+def _add(daemon: Any, symbol: str = "BTC/USDT", depth: int = DEPTH) -> Any:
+    body = {"exchange": "binance", "symbol": symbol, "interval": "1s", "depth": depth}
+    return daemon.http.post("/v1/coins", json=body)
+
+
+def _books(daemon: Any, coin: dict[str, str] = BTC) -> list[dict[str, Any]]:
+    return list(daemon.http.get("/v1/books", params={**coin, "limit": 1000}).json()["items"])
+
+
+def _coverage(daemon: Any, coin: dict[str, str] = BTC) -> dict[str, Any]:
+    return dict(daemon.http.get("/v1/coverage", params=coin).json())
+
+
+def _count(daemon: Any) -> int:
+    return sum(coin["count"] for coin in daemon.http.get("/v1/coins").json()["items"])
+
+
+def _events(daemon: Any, name: str) -> list[dict[str, Any]]:
+    return [event for event in list(daemon.log) if event.get("event") == name]
+
+
+def _assert_true(emu: Emulator, item: dict[str, Any], symbol: str = "BTCUSDT") -> None:
+    """A websocket snapshot is the book at its slot; a REST one is the book at some
+    instant between its slot and when it was received (point in time, honestly)."""
+    truth = emu.book_at(symbol, item["ts"], DEPTH)
+    if item["capture"] == "ws":
+        assert item["received_ts"] <= item["ts"]
+        assert item["exchange_ts"] is None or item["exchange_ts"] <= item["ts"]
+        assert {"bids": item["bids"], "asks": item["asks"]} == truth, item["ts"]
+        return
+    assert item["capture"] == "rest"
+    assert item["received_ts"] >= item["ts"]
+    instants = emu.change_times(symbol, item["ts"], item["received_ts"])
+    candidates = [truth] + [emu.book_at(symbol, t, DEPTH) for t in instants]
+    assert {"bids": item["bids"], "asks": item["asks"]} in candidates, item["ts"]
+
+
+def _assert_accounted(coverage: dict[str, Any]) -> None:
+    missing = sum((end - start) // 1000 for start, end, _ in coverage["gaps"])
+    assert coverage["present"] + missing == coverage["expected"], coverage
+
+
+def test_live_book_survives_gaps_and_drops(
+    tmp_path: Path, start_daemon: Any, emulator: Emulator
+) -> None:
+    daemon = _start(tmp_path, start_daemon, emulator)
+    assert _add(daemon).status_code == 201
+    wait_for(lambda: _count(daemon) >= 3)
+
+    # Skipped update ids: ccxt sees the sequence gap, obd resyncs from a new snapshot.
+    snapshots_before = sum(path == "/api/v3/depth" for path, _, _ in emulator.requests)
+    emulator.skip_ids("BTCUSDT")
+    wait_for(lambda: any(e["reason"] == "not_synced" for e in _events(daemon, "stream_down")))
+    wait_for(lambda: daemon.http.get("/v1/coins").json()["items"][0]["status"] == "live")
+    assert sum(path == "/api/v3/depth" for path, _, _ in emulator.requests) > snapshots_before
+
+    # A dropped socket: reconnect, resubscribe, resync.
+    connections = emulator.connections
+    emulator.drop_sockets()
+    wait_for(lambda: emulator.connections > connections)
+    wait_for(lambda: any(e["reason"] == "disconnected" for e in _events(daemon, "stream_down")))
+    settled = _count(daemon)
+    wait_for(lambda: _count(daemon) >= settled + 2)
+
+    items = _books(daemon)
+    for item in items:
+        _assert_true(emulator, item)
+    assert items[-1]["capture"] == "ws"  # back on the live feed
+    coverage = _coverage(daemon)
+    _assert_accounted(coverage)
+    assert {reason for _, _, reason in coverage["gaps"]} <= GAP_REASONS
+
+    # A coin no longer collected is unsubscribed.
+    assert daemon.http.delete("/v1/coins", params=BTC).status_code == 200
+    wait_for(lambda: emulator.unsubscribes >= 1)
+    assert daemon.stop() == 0
+
+
+def test_unlisted_is_404_and_delisted_stops_with_reason(
+    tmp_path: Path, start_daemon: Any, emulator: Emulator
+) -> None:
+    daemon = _start(tmp_path, start_daemon, emulator)
+    refused = _add(daemon, "ZZZNOTLISTED/USDT")
+    assert refused.status_code == 404
+    assert "not listed on binance" in refused.json()["error"]["message"]
+    assert daemon.http.get("/v1/coins").json() == {"items": []}
+    available = daemon.http.get("/v1/availability", params={**BTC}).json()
+    assert available == {"available": True, "reason": None, "tick_size": 0.01, "lot_size": 1e-05}
+
+    bnb = {"exchange": "binance", "symbol": "BNB/USDT"}
+    assert _add(daemon, "BNB/USDT").status_code == 201
+    wait_for(lambda: _count(daemon) >= 1)
+    emulator.delist("BNBUSDT")
+    coin = wait_for(
+        lambda: next(
+            (
+                c
+                for c in daemon.http.get("/v1/coins").json()["items"]
+                if c["status"] == "not_listed"
+            ),
+            None,
+        )
+    )
+    wait_for(lambda: any(reason == "not_listed" for _, _, reason in _coverage(daemon, bnb)["gaps"]))
+    assert coin["symbol"] == "BNB/USDT"
+    availability = daemon.http.get("/v1/availability", params=bnb).json()
+    assert availability["available"] is False
+    assert "status BREAK" in availability["reason"]
+    for item in _books(daemon, bnb):
+        _assert_true(emulator, item, "BNBUSDT")
+    assert daemon.stop() == 0
+
+
+def test_rate_limits_and_outages_are_backed_off_and_recorded(
+    tmp_path: Path, start_daemon: Any, emulator: Emulator
+) -> None:
+    daemon = _start(tmp_path, start_daemon, emulator)
+    emulator.rest_errors(429, 429, 503, 503, 503)
+    assert _add(daemon).status_code == 201
+    wait_for(lambda: daemon.http.get("/v1/coins").json()["items"][0]["status"] == "live")
+    wait_for(lambda: _count(daemon) >= 2)
+
+    reasons = {e["reason"] for e in _events(daemon, "stream_down") + _events(daemon, "rest_failed")}
+    assert {"rate_limited", "exchange_error"} <= reasons
+    # The exchange said Retry-After: 1 with each 429: nothing sent after obd heard it
+    # (a request already in flight lands within a few ms) until the second was over.
+    depth = [(status, ms) for path, status, ms in emulator.requests if path == "/api/v3/depth"]
+    for status, at in depth:
+        if status == 429:
+            assert not [ms for _, ms in depth if at + 100 < ms < at + 900], depth
+    coverage = _coverage(daemon)
+    _assert_accounted(coverage)
+    gap_reasons = {reason for _, _, reason in coverage["gaps"]}
+    assert gap_reasons <= GAP_REASONS
+    assert gap_reasons & {"rate_limited", "exchange_error"}  # the slots it cost, and why
+    for item in _books(daemon):
+        _assert_true(emulator, item)
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_rest_only_exchange_snapshots_each_slot_and_keeps_keys_secret(
+    tmp_path: Path, start_daemon: Any, emulator: Emulator
+) -> None:
+    secret = "obd-test-secret-9f2c"
+    daemon = _start(
+        tmp_path, start_daemon, emulator, live=False, api_key=f"key-{secret}", secret=secret
+    )
+    assert _add(daemon).status_code == 201
+    wait_for(lambda: _count(daemon) >= 2)
+    coin = daemon.http.get("/v1/coins").json()["items"][0]
+    assert coin["status"] == "polling"
+    items = _books(daemon)
+    assert {item["capture"] for item in items} == {"rest"}
+    for item in items:
+        _assert_true(emulator, item)
+    assert emulator.connections == 0  # no websocket at all
+    assert daemon.stop() == 0
+    assert secret not in repr(daemon.log)
+
+
+def test_quiet_book_is_healthy_and_silent_connection_is_replaced(
+    tmp_path: Path, start_daemon: Any, emulator: Emulator
+) -> None:
+    daemon = _start(tmp_path, start_daemon, emulator)
+    assert _add(daemon).status_code == 201
+    wait_for(lambda: daemon.http.get("/v1/coins").json()["items"][0]["status"] == "live")
+
+    # No change for longer than stale_after_s (3 s), but pongs keep coming: healthy.
+    emulator.pause()
+    paused_at = _count(daemon)
+    wait_for(lambda: _count(daemon) >= paused_at + 4)  # 4 s of silence, all served
+    assert emulator.connections == 1
+    assert _events(daemon, "stream_down") == []
+    emulator.pause(False)
+
+    # Nothing at all, not even pongs: the watchdog replaces the connection.
+    emulator.stall()
+    wait_for(lambda: emulator.connections >= 2)
+    down = wait_for(lambda: _events(daemon, "stream_down"))
+    assert down[0]["reason"] == "disconnected"
+    live_again = _count(daemon)
+    wait_for(lambda: _count(daemon) >= live_again + 2)
+    for item in _books(daemon):
+        _assert_true(emulator, item)
+    _assert_accounted(_coverage(daemon))
+    assert daemon.stop() == 0
+
+
+def test_unreachable_exchange_and_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    """What a user sees: no exchange on the other end, or a mistyped option."""
+    emu = Emulator()  # never started: its URLs point at a port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        emu.port = probe.getsockname()[1]
+    config = write_config(tmp_path, binance_table(emu, timeout_s=5))
+    added = obd("coins", "add", "binance", "BTC/USDT", config=config)
+    assert added.returncode != 0
+    assert "binance unreachable" in added.stderr
+    assert len(added.stderr.strip().splitlines()) == 1
+
+    wrong = write_config(tmp_path, "[exchanges.binance]\nstale_after = 30\n")
+    checked = obd("check", config=wrong)
+    assert checked.returncode != 0
+    assert "exchanges.binance.stale_after: unknown key" in checked.stderr
+
+
+def test_emulator_urls_cover_every_ccxt_binance_url() -> None:
+    """A URL left out of the override would reach the real exchange."""
+    import ccxt.pro
+
+    real = ccxt.pro.binance().urls["api"]
+    emu = Emulator()
+    ours = emu.ccxt_urls()["api"]
+    assert set(real) <= set(ours)
+    assert set(real["ws"]) <= set(ours["ws"])
+    assert set(real["ws"]["ws-api"]) <= set(ours["ws"]["ws-api"])
+
+
+def test_sim_only_daemon_never_imports_ccxt(tmp_path: Path) -> None:
+    """Loading every plugin, collecting sim, and asking whether ccxt serves an id
+    must not import ccxt (~1.5 s and ~110 MiB)."""
+    config = write_config(tmp_path, coins='[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\n')
+    code = f"""
+import asyncio, sys
+from obd.config import load
+from obd.context import open_service
+from obd.daemon import add_config_coins
+from pathlib import Path
+
+async def main():
+    config = load(Path({str(config)!r}))
+    async with open_service(config, collector_started_ms=0) as service:
+        await add_config_coins(service, config)
+        assert service.exchanges.registry.spec_for("binance").name == "ccxt"
+        assert "ccxt" in service.exchanges.registry.names
+        collecting = asyncio.create_task(service.collector.run())
+        await asyncio.sleep(1.0)
+        collecting.cancel()
+    print(sorted(m for m in sys.modules if m == "ccxt" or m.startswith("ccxt.")))
+
+asyncio.run(main())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _plugin() -> Any:
+    name = "obd_plugins_test_ccxt"
+    spec = importlib.util.spec_from_file_location(name, PLUGINS / "ccxt.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_history_is_not_available_and_never_made_up() -> None:
+    from obd.errors import HistoryNotAvailable
+
+    exchange = _plugin().PLUGIN.factory("binance", None)
+
+    async def drain() -> None:
+        async for _ in exchange.fetch_history("BTC/USDT", 0, 10_000, 1_000, 10):
+            pass
+
+    with pytest.raises(HistoryNotAvailable, match="history not available from binance"):
+        asyncio.run(drain())
+
+
+def test_serves_ccxt_ids_only_and_hides_secrets() -> None:
+    plugin = _plugin()
+    assert plugin.serves("binance")
+    assert plugin.serves("kraken")
+    assert not plugin.serves("sim")
+    assert not plugin.serves("nosuchexchange")
+    assert not plugin.serves("base")
+    options = plugin.CcxtOptions(api_key="k-123", secret="s-456", password="p-789")
+    assert "123" not in repr(options)
+    assert "456" not in repr(options)
+    assert "789" not in repr(options)
+
+
+def test_range_guard_refuses_a_book_that_walked_past_its_snapshot() -> None:
+    """A book kept by diffs is complete only inside its snapshot's range."""
+    plugin = _plugin()
+    snapshot = plugin._Edges(low=90.0, high=110.0)
+    covered = plugin._Range()
+    book = {"bids": [[99.0, 1.0], [95.0, 1.0], [91.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
+    assert covered.covers(book, snapshot, depth=2, limit=100)
+    walked = {"bids": [[99.0, 1.0], [89.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
+    assert not covered.covers(walked, snapshot, depth=2, limit=100)  # 89 is outside
+    thin = {"bids": [[99.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
+    assert not covered.covers(thin, snapshot, depth=2, limit=100)  # level 2 unknown
+    assert covered.covers(thin, plugin._Edges(low=None, high=None), depth=2, limit=100)
+    assert covered.covers(walked, None, depth=2, limit=100)  # exchange-kept depth
