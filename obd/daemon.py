@@ -10,11 +10,12 @@ import ipaddress
 import signal
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
 
-from obd.auth import OpenAccess
+from obd.auth import Authenticator, OpenAccess
 from obd.config import Config
 from obd.context import open_service
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError
@@ -26,7 +27,12 @@ from obd.service import Service
 from obd.storage.lock import CollectorLock
 from obd.times import now_ms
 
+if TYPE_CHECKING:
+    from obd.http.oauth import TokenEndpoint
+
 log = structlog.get_logger("obd")
+
+CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the WAL
 
 
 class _Server(uvicorn.Server):
@@ -51,13 +57,13 @@ async def run(config: Config) -> None:
         sock = bind(config.server.host, config.server.port)
         from obd.mcp_server import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
-        authenticator = OpenAccess()
+        authenticator, oauth = _auth(config, service)
         mcp = McpHttp(service, authenticator, config.server.host)
         hub = Hub()
         service.writer.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
             uvicorn.Config(
-                create_app(service, authenticator, mcp=mcp, hub=hub),
+                create_app(service, authenticator, mcp=mcp, hub=hub, oauth=oauth),
                 log_config=None,
                 access_log=False,
                 lifespan="on",
@@ -74,6 +80,9 @@ async def run(config: Config) -> None:
         assert service.collector is not None
         async with asyncio.TaskGroup() as tasks:
             collecting = tasks.create_task(service.collector.run(), name="collector")
+            checkpointing = tasks.create_task(
+                service.writer.checkpoint_every(CHECKPOINT_INTERVAL_S), name="checkpoint"
+            )
             serving = tasks.create_task(server.serve(sockets=[sock]), name="http")
             await _until_started(server, serving)
             host, port = sock.getsockname()[:2]
@@ -90,6 +99,7 @@ async def run(config: Config) -> None:
             notify("STOPPING=1")
             log.info("stopping")
             collecting.cancel()
+            checkpointing.cancel()
             if interval_s:
                 feeding.cancel()
             server.should_exit = True
@@ -105,13 +115,31 @@ async def _until_started(server: uvicorn.Server, serving: asyncio.Task[None]) ->
         await asyncio.sleep(0.01)
 
 
+def _auth(config: Config, service: Service) -> "tuple[Authenticator, TokenEndpoint | None]":
+    """OpenAccess on loopback with auth off; else bearer JWTs and the token endpoint
+    (the signing key is made on first start, beside the database)."""
+    if not config.auth.enabled:
+        return OpenAccess(), None
+    from obd import token_auth, tokens
+    from obd.http.oauth import TokenEndpoint
+    from obd.ratelimit import FailureLimit
+    from obd.storage import clients
+
+    key = tokens.signing_key(config)
+    authenticator = token_auth.build(config, key, token_auth.lookup_in(service.reader.run))
+
+    async def find(client_id: str) -> tuple[clients.Client, str] | None:
+        return await service.reader.run(clients.with_hash, client_id)
+
+    limit = FailureLimit(config.auth.max_failures, config.auth.failure_window_s)
+    endpoint = TokenEndpoint(find, tokens.Issuer(key, config), limit, tokens.public_jwks(key))
+    return authenticator, endpoint
+
+
 def check_bind_allowed(config: Config) -> None:
-    if config.auth.enabled:
-        raise ConfigError(
-            "auth.enabled: token authentication is not in this version yet; "
-            "serve on loopback with enabled = false"
-        )
-    if not _is_loopback(config.server.host):
+    """Auth off is allowed only on loopback: anyone who can reach the port could
+    otherwise read and change everything."""
+    if not config.auth.enabled and not _is_loopback(config.server.host):
         raise ConfigError(
             f"server.host: {config.server.host} is not a loopback address; "
             "serving beyond this machine needs [auth] enabled = true"

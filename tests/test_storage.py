@@ -140,3 +140,27 @@ def test_reader_refuses_writes(tmp_path: Path) -> None:
     conn = open_reader(tmp_path / "obd.sqlite")
     with pytest.raises(apsw.ReadOnlyError):
         conn.execute("DELETE FROM series")
+
+
+def test_checkpoint_puts_committed_rows_in_the_main_file(tmp_path: Path) -> None:
+    """After `checkpoint()`, a copy of the main file alone (no -wal) holds every row."""
+    import shutil
+
+    path = tmp_path / "obd.sqlite"
+
+    async def scenario() -> None:
+        writer = Writer(path)
+        await writer.open()
+        running = asyncio.create_task(writer.run())
+        coin, _ = await writer.call(lambda conn: coins.add_coin(conn, _request(), now=0))
+        for ts in range(1000, 11_000, 1000):
+            await writer.put(SnapshotIn(coin, ts, BOOK, received_ts=ts - 5, capture="synthetic"))
+        await writer.checkpoint()
+        shutil.copy(path, tmp_path / "main-only.sqlite")  # the daemon is still running
+        await writer.stop()
+        await running
+        await writer.close()
+
+    asyncio.run(scenario())
+    copy = open_reader(tmp_path / "main-only.sqlite")
+    assert copy.execute("SELECT count(*) FROM snapshots").fetchall() == [(10,)]

@@ -51,6 +51,7 @@ class GapIn(msgspec.Struct, frozen=True):
 class _Call(msgspec.Struct):
     fn: Callable[[apsw.Connection], Any]
     future: asyncio.Future[Any]
+    transaction: bool = True  # a checkpoint cannot run inside one
 
 
 _STOP = object()
@@ -86,6 +87,20 @@ class Writer:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Call(fn, future))
         return await future
+
+    async def checkpoint(self) -> None:
+        """Copy committed pages from the WAL into the main file without waiting for
+        readers (PASSIVE), so a plain copy of the main file is never far behind."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Call(_passive_checkpoint, future, transaction=False))
+        await future
+
+    async def checkpoint_every(self, interval_s: float) -> None:
+        """SQLite checkpoints by WAL size (1000 pages); at a 5-minute cadence that can
+        take hours, so the daemon also checkpoints on a timer."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.checkpoint()
 
     @property
     def backlog(self) -> int:
@@ -146,7 +161,10 @@ class Writer:
 
     async def _run_call(self, call: _Call) -> None:
         try:
-            result = await self._in_thread(_transaction, self._conn, call.fn)
+            if call.transaction:
+                result = await self._in_thread(_transaction, self._conn, call.fn)
+            else:
+                result = await self._in_thread(call.fn, self._conn)
         except Exception as exc:  # handed to the caller, who owns the error
             if not call.future.done():
                 call.future.set_exception(exc)
@@ -263,6 +281,10 @@ def as_snapshot(row: SnapshotIn) -> Snapshot:
         asks=row.book.asks,
         capture=row.capture,
     )
+
+
+def _passive_checkpoint(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _checkpoint_and_close(conn: apsw.Connection) -> None:
