@@ -292,3 +292,39 @@ def test_damaged_blobs_decode_or_raise_value_error(data: st.DataObject) -> None:
     except ValueError:
         return
     assert all(len(level) == 2 for level in bids + asks)
+
+
+def test_the_documented_sqlite_example_reads_a_file_obd_wrote(tmp_path: Path) -> None:
+    """docs/FORMAT.md: stdlib sqlite3 + the reference decoder, nothing from obd."""
+    import asyncio
+
+    from obd.model import Book
+    from obd.storage.coins import CoinRequest, add_coin
+    from obd.storage.writer import SnapshotIn, Writer
+
+    book = BOOKS_100[0]
+    path = tmp_path / "obd.sqlite"
+
+    async def write() -> None:
+        writer = Writer(path)
+        await writer.open()
+        running = asyncio.create_task(writer.run())
+        want = CoinRequest("binance", "BTC/USDT", 1000, "1s", 100, synthetic=False)
+        coin, _ = await writer.call(lambda conn: add_coin(conn, want, now=0))
+        stored = Book([tuple(x) for x in book["bids"]], [tuple(x) for x in book["asks"]])
+        await writer.put(SnapshotIn(coin, 5000, stored, received_ts=4990, capture="ws"))
+        await writer.stop()
+        await running
+        await writer.close()
+
+    asyncio.run(write())
+    text = (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
+    marker = "<!-- sqlite worked example -->"
+    block = re.search(re.escape(marker) + r"\s*```python\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    namespace: dict[str, Any] = {"decode_book": reference_decoder()}
+    exec(block[1], namespace)
+    ts, bids, asks = namespace["latest_book"](str(path), "binance", "BTC/USDT")
+    assert ts == 5000
+    assert bits(bids) == bits(book["bids"])
+    assert bits(asks) == bits(book["asks"])
