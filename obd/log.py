@@ -1,6 +1,6 @@
 """Logging: structlog, one event per line; JSON lines off a terminal (journald), console on one.
 
-Standard-library records (uvicorn, and later ccxt and mcp) go through the same pipeline.
+Standard-library records (uvicorn, ccxt, mcp) go through the same pipeline.
 """
 
 import logging
@@ -40,5 +40,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's access log duplicates what /metrics will count; its errors still show.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # uvicorn's access log duplicates what /metrics counts, and its "connection open /
+    # closed" lines are three per WebSocket client; its warnings and errors still show.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
