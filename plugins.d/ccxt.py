@@ -228,7 +228,10 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 def _open(
-    exchange_id: str, options: CcxtOptions, before_request: Callable[[], None]
+    exchange_id: str,
+    options: CcxtOptions,
+    before_request: Callable[[], None],
+    after_error: Callable[[Exception], object],
 ) -> tuple[Any, Any]:
     """(the ccxt module, an exchange instance); runs in a worker thread (slow imports)."""
     ccxt = importlib.import_module("ccxt")
@@ -239,6 +242,7 @@ def _open(
     instance = _instrumented(cls)(_config(options))
     instance._obd_snapshots = {}
     instance._obd_before_request = before_request
+    instance._obd_after_error = after_error
     return ccxt, instance
 
 
@@ -252,7 +256,13 @@ def _instrumented(cls: Any) -> Any:
         self: Any, url: str, method: str = "GET", headers: Any = None, body: Any = None
     ) -> Any:
         self._obd_before_request()
-        return await cls.fetch(self, url, method, headers, body)
+        try:
+            return await cls.fetch(self, url, method, headers, body)
+        except Exception as exc:
+            # Note a 429 here, where it happens: ccxt's own snapshot retries would
+            # otherwise hammer on before the error ever reaches obd.
+            self._obd_after_error(exc)
+            raise
 
     async def fetch_rest_order_book_safe(
         self: Any, symbol: str, limit: int | None = None, params: Any = None
@@ -443,7 +453,11 @@ class CcxtExchange:
                 if self._exchange is None:
                     try:
                         opened = await asyncio.to_thread(
-                            _open, self.exchange_id, self.options, self._check_cooldown
+                            _open,
+                            self.exchange_id,
+                            self.options,
+                            self._check_cooldown,
+                            self._mapped,
                         )
                     except (ImportError, AttributeError) as exc:
                         raise ExchangeError(f"{self.exchange_id}: ccxt unusable: {exc}") from exc
