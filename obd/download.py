@@ -42,7 +42,7 @@ async def write(chunks: AsyncIterator[list[Snapshot]], target: Path, form: str) 
     check_format(form)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    sink = _SINKS[form](partial)
+    sink = open_sink(form, partial)
     count = 0
     try:
         async for chunk in chunks:
@@ -69,9 +69,19 @@ def _publish(partial: Path, target: Path) -> None:
         os.replace(partial, target)
 
 
-class _Sink(Protocol):
+class Sink(Protocol):
     def write(self, chunk: list[Snapshot]) -> None: ...
     def close(self) -> None: ...
+
+
+def open_sink(form: str, path: Path, *, with_coin: bool = True) -> Sink:
+    """A writer of `form` into a new file at `path` (`obd export` shares it). Without
+    `with_coin`, Parquet leaves out the exchange and symbol columns: a Hive-partitioned
+    export carries them in its directory names, and readers refuse a column twice."""
+    check_format(form)
+    if form == "parquet":
+        return _Parquet(path, with_coin=with_coin)
+    return _SINKS[form](path)
 
 
 class _Ndjson:
@@ -115,16 +125,16 @@ class _Csv:
 class _Parquet:
     """One row per snapshot; prices and sizes as float64 list columns, zstd-compressed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, with_coin: bool = True) -> None:
         # Imported here: pyarrow is optional (the `research` extra) and heavy.
         self._pa: Any = importlib.import_module("pyarrow")
         parquet: Any = importlib.import_module("pyarrow.parquet")
         pa = self._pa
         prices = pa.list_(pa.float64())
+        coin = [("exchange", pa.string()), ("symbol", pa.string())] if with_coin else []
         self._schema = pa.schema(
             [
-                ("exchange", pa.string()),
-                ("symbol", pa.string()),
+                *coin,
                 ("ts", pa.int64()),
                 ("exchange_ts", pa.int64()),
                 ("received_ts", pa.int64()),
@@ -135,13 +145,15 @@ class _Parquet:
                 ("ask_size", prices),
             ]
         )
+        levels = ("bid_price", "bid_size", "ask_price", "ask_size")
+        self._plain = [name for name in self._schema.names if name not in levels]
         self._writer = parquet.ParquetWriter(str(path), self._schema, compression="zstd")
         self._closed = False
 
     def write(self, chunk: list[Snapshot]) -> None:
         columns: dict[str, list[Any]] = {name: [] for name in self._schema.names}
         for snapshot in chunk:
-            for name in ("exchange", "symbol", "ts", "exchange_ts", "received_ts", "capture"):
+            for name in self._plain:
                 columns[name].append(getattr(snapshot, name))
             for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks)):
                 columns[f"{side}_price"].append([level[0] for level in levels])
@@ -154,4 +166,4 @@ class _Parquet:
             self._writer.close()
 
 
-_SINKS: dict[str, Callable[[Path], _Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}
+_SINKS: dict[str, Callable[[Path], Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}

@@ -29,10 +29,15 @@ def open_writer(path: Path) -> apsw.Connection:
     return conn
 
 
-def open_reader(path: Path) -> apsw.Connection:
-    """A connection that only reads; WAL lets it run beside the writer without blocking."""
+def open_reader(path: Path, *, read_only: bool = False) -> apsw.Connection:
+    """A connection that only reads; WAL lets it run beside the writer without blocking.
+
+    `read_only` opens the file itself read-only (a researcher's copy, a read-only mount):
+    no write can reach it, even by mistake.
+    """
+    flags = apsw.SQLITE_OPEN_READONLY if read_only else apsw.SQLITE_OPEN_READWRITE
     try:
-        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA query_only = 1")
     except apsw.Error as exc:

@@ -1,0 +1,200 @@
+"""DataFrames of a research dataset's ranges (obd.research): the levels in a long layout
+and the plain summary columns. polars and pandas are optional (the `research` extra):
+imported on first use, with an error naming the extra when missing.
+
+Columns are built chunk by chunk as numpy arrays and joined once at the end, so the
+peak is about twice the frame, never a Python object per value.
+"""
+
+import importlib
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import apsw
+import numpy as np
+import numpy.typing as npt
+
+from obd.errors import ObdError
+from obd.model import Snapshot
+
+__all__ = ["SUMMARY_COLUMNS", "MissingExtra", "levels", "require", "summary", "summary_rows"]
+
+SIDES = ("bid", "ask")  # `side` codes 0 and 1
+SUMMARY_COLUMNS = (
+    "ts",
+    "exchange_ts",
+    "received_ts",
+    "capture",
+    "bid_levels",
+    "ask_levels",
+    "best_bid",
+    "best_ask",
+    "mid",
+    "spread_bps",
+    "bid_size_10",
+    "ask_size_10",
+    "imbalance_10",
+    "crossed",
+)
+_FLOATS = SUMMARY_COLUMNS[6:13]
+
+Frame = Literal["polars", "pandas"]
+
+
+class MissingExtra(ObdError):
+    """An optional library is not installed."""
+
+    code = "missing_extra"
+
+
+def require(module: str) -> Any:
+    """The module, or MissingExtra naming the `research` extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(
+            f"{module} is not installed; install the research extra: pip install 'obd[research]'"
+        ) from exc
+
+
+# -- levels: one row per level ----------------------------------------------------------
+
+
+def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: Frame) -> Any:
+    """ts (int64), side ("bid"/"ask"), level (int16, 0 = best), price, size (float64);
+    rows by ts, then bids before asks, then level."""
+    library = require(frame)  # fail before reading anything
+    parts = [_level_columns(chunk, depth) for chunk in chunks]
+    columns = {
+        name: np.concatenate([part[name] for part in parts]) if parts else np.empty(0, dtype)
+        for name, dtype in _LEVEL_DTYPES.items()
+    }
+    return (
+        _polars_levels(library, columns) if frame == "polars" else _pandas_levels(library, columns)
+    )
+
+
+_LEVEL_DTYPES = {
+    "ts": np.int64,
+    "side": np.uint32,
+    "level": np.int16,
+    "price": np.float64,
+    "size": np.float64,
+}
+
+
+def _level_columns(chunk: list[Snapshot], depth: int | None) -> dict[str, npt.NDArray[Any]]:
+    sides = [side[:depth] for snapshot in chunk for side in (snapshot.bids, snapshot.asks)]
+    counts = np.fromiter((len(side) for side in sides), dtype=np.int64, count=len(sides))
+    flat = [level for side in sides for level in side]
+    values = np.array(flat, dtype=np.float64).reshape(-1, 2)
+    starts = np.repeat(np.add.accumulate(counts) - counts, counts)
+    ts = np.fromiter((s.ts for s in chunk), dtype=np.int64, count=len(chunk))
+    return {
+        "ts": np.repeat(np.repeat(ts, 2), counts),
+        "side": np.repeat(np.tile(np.arange(2, dtype=np.uint32), len(chunk)), counts),
+        "level": (np.arange(len(values)) - starts).astype(np.int16),
+        "price": values[:, 0].copy(),
+        "size": values[:, 1].copy(),
+    }
+
+
+def _polars_levels(pl: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
+    side = pl.Series("side", SIDES, dtype=pl.Enum(SIDES)).gather(columns["side"])
+    return pl.DataFrame({**columns, "side": side})
+
+
+def _pandas_levels(pd: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
+    side = pd.Categorical.from_codes(columns["side"].astype(np.int8), categories=SIDES)
+    return pd.DataFrame({**columns, "side": side})
+
+
+# -- summary: the plain columns, no blob decoded ----------------------------------------
+
+
+def summary_rows(
+    conn: apsw.Connection, series: int, start: int, end: int, size: int
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of SUMMARY_COLUMNS with start <= ts < end, oldest first, `size` a query."""
+    query = (
+        f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM snapshots "
+        "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+    )
+    while start < end:
+        rows: list[Any] = conn.execute(query, (series, start, end, size)).fetchall()
+        yield from rows
+        if len(rows) < size:
+            return
+        start = rows[-1][0] + 1
+
+
+def summary(rows: Iterable[tuple[Any, ...]], frame: Frame) -> Any:
+    """SUMMARY_COLUMNS as a DataFrame: NULL is null in polars, NaN/<NA> in pandas."""
+    library = require(frame)
+    parts = [_summary_columns(chunk) for chunk in _batches(rows, 4096)]
+    columns = {
+        name: np.concatenate([part[name] for part in parts])
+        if parts
+        else np.empty(0, _SUMMARY_DTYPES.get(name, np.float64))
+        for name in (*SUMMARY_COLUMNS, "exchange_ts_null")
+    }
+    return (
+        _polars_summary(library, columns)
+        if frame == "polars"
+        else _pandas_summary(library, columns)
+    )
+
+
+_SUMMARY_DTYPES: dict[str, Any] = {
+    "ts": np.int64,
+    "exchange_ts": np.int64,
+    "exchange_ts_null": np.bool_,
+    "received_ts": np.int64,
+    "capture": object,
+    "bid_levels": np.int32,
+    "ask_levels": np.int32,
+    "crossed": np.bool_,
+}
+
+
+def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _summary_columns(batch: list[tuple[Any, ...]]) -> dict[str, npt.NDArray[Any]]:
+    raw = dict(zip(SUMMARY_COLUMNS, zip(*batch, strict=True), strict=True))
+    exchange_ts = raw["exchange_ts"]
+    columns = {
+        name: np.array(raw[name], dtype=_SUMMARY_DTYPES.get(name, np.float64))  # None -> NaN
+        for name in SUMMARY_COLUMNS
+        if name != "exchange_ts"
+    }
+    columns["exchange_ts_null"] = np.array([v is None for v in exchange_ts], dtype=np.bool_)
+    columns["exchange_ts"] = np.array([v or 0 for v in exchange_ts], dtype=np.int64)
+    return columns
+
+
+def _polars_summary(pl: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
+    series = [
+        pl.Series(name, columns[name], nan_to_null=name in _FLOATS) for name in SUMMARY_COLUMNS
+    ]
+    frame = pl.DataFrame(series).with_columns(pl.col("capture").cast(pl.String))
+    nulls = pl.Series(columns["exchange_ts_null"])
+    return frame.with_columns(
+        pl.when(nulls).then(None).otherwise(pl.col("exchange_ts")).alias("exchange_ts")
+    )
+
+
+def _pandas_summary(pd: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
+    data: dict[str, Any] = {name: columns[name] for name in SUMMARY_COLUMNS}
+    data["exchange_ts"] = pd.arrays.IntegerArray(
+        columns["exchange_ts"], columns["exchange_ts_null"]
+    )
+    return pd.DataFrame(data)

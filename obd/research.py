@@ -1,0 +1,343 @@
+"""Reading copies of the database file for research: no daemon, no config.
+
+`open(path)` opens one file read-only; `open([path, ...])` opens shards (files of the
+same collection, say one per month or per machine) as one dataset: series are merged by
+(exchange, symbol) and their rows by ts, a ts held by several shards taken once (from
+the first shard listed). Everything streams: ranges are read `CHUNK` snapshots a query,
+so memory stays flat however long the range. docs/RESEARCH.md has shapes and examples.
+"""
+
+import builtins
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import apsw
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from obd.errors import NotFound, StoreError
+from obd.model import Coin, Snapshot
+from obd.storage import reader, schema
+from obd.storage.connect import open_reader
+
+__all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "open"]
+
+CHUNK = 512  # snapshots a query: ~10 MB of Python objects at 100 levels a side
+_END_OF_TIME = 2**62  # ms: past any stored ts, and an SQLite integer
+
+Frame = Literal["polars", "pandas"]
+
+
+class SeriesInfo(msgspec.Struct, frozen=True):
+    """One (exchange, symbol) of the dataset and its coverage (over all shards)."""
+
+    exchange: str
+    symbol: str
+    interval_ms: int
+    depth: int  # levels a side kept (the largest over the shards)
+    synthetic: bool
+    first_ts: int | None
+    last_ts: int | None
+    count: int  # snapshots, each ts counted once
+
+
+class Arrays(msgspec.Struct, frozen=True):
+    """A range as dense arrays; T snapshots, L levels a side, best level first.
+
+    `bids`/`asks` are float64 (T, L, 2): [..., 0] the price, [..., 1] the size, NaN
+    where the book had fewer than L levels on that side; `bid_mask`/`ask_mask` are bool
+    (T, L), True where the level exists; `ts` is int64 (T,), ms, ascending.
+    """
+
+    ts: npt.NDArray[np.int64]
+    bids: npt.NDArray[np.float64]
+    asks: npt.NDArray[np.float64]
+    bid_mask: npt.NDArray[np.bool_]
+    ask_mask: npt.NDArray[np.bool_]
+
+
+class _Shard:
+    """One file, opened read-only, with its series by (exchange, symbol)."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise StoreError(f"database {path} does not exist")
+        self.path = path
+        self.conn = open_reader(path, read_only=True)
+        try:
+            _check_schema(self.conn, path)
+            coins = reader.coins(self.conn, active_only=False)
+        except BaseException:
+            self.conn.close()
+            raise
+        self.coins = {(coin.exchange, coin.symbol): coin for coin in coins}
+
+
+def _check_schema(conn: apsw.Connection, path: Path) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchall()[0][0] or 0)
+    if version > schema.SCHEMA_VERSION:
+        raise StoreError(
+            f"database {path}: schema {version} is newer than this obd understands "
+            f"({schema.SCHEMA_VERSION}); upgrade obd"
+        )
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except apsw.SQLError:
+        row = None
+    if version == 0 or row is None or row[0] != schema.FORMAT_NAME:
+        raise StoreError(f"database {path} is not an obd file")
+
+
+def open(paths: str | Path | Sequence[str | Path]) -> "Dataset":
+    """One file, or several shards as one dataset, read-only. Close it (or use `with`)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    return Dataset([Path(path) for path in paths])
+
+
+class Dataset:
+    """Read-only view of one or more database files; not for sharing between threads."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            raise StoreError("open: no database file given")
+        self._shards: list[_Shard] = []
+        try:
+            for path in paths:
+                self._shards.append(_Shard(path))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.conn.close()
+
+    # -- what is there ----------------------------------------------------------------
+
+    def series(self) -> list[SeriesInfo]:
+        """Every (exchange, symbol) of any shard, sorted, with its coverage."""
+        return [self._info(*key) for key in self.pairs()]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (exchange, symbol) of any shard, sorted; cheaper than `series`."""
+        return sorted({key for shard in self._shards for key in shard.coins})
+
+    def span(self, exchange: str, symbol: str) -> tuple[int, int] | None:
+        """(first ts, last ts) over the shards, from the primary key alone; None if empty."""
+        ends = [
+            row
+            for shard, coin in self._holding(exchange, symbol)
+            for row in shard.conn.execute(
+                "SELECT min(ts), max(ts) FROM snapshots WHERE series = ?", (coin.id,)
+            )
+            if row[0] is not None
+        ]
+        return (min(e[0] for e in ends), max(e[1] for e in ends)) if ends else None
+
+    def _info(self, exchange: str, symbol: str) -> SeriesInfo:
+        held = self._holding(exchange, symbol)
+        stats = [reader.stats(shard.conn, coin.id) for shard, coin in held]
+        firsts = [s.first_ts for s in stats if s.first_ts is not None]
+        lasts = [s.last_ts for s in stats if s.last_ts is not None]
+        coin = held[0][1]
+        return SeriesInfo(
+            exchange=exchange,
+            symbol=symbol,
+            interval_ms=coin.interval_ms,
+            depth=max(c.depth for _, c in held),
+            synthetic=coin.synthetic,
+            first_ts=min(firsts, default=None),
+            last_ts=max(lasts, default=None),
+            count=self._count(held, stats),
+        )
+
+    def _count(self, held: list[tuple[_Shard, Coin]], stats: list[reader.SeriesStats]) -> int:
+        spans = sorted((s.first_ts, s.last_ts or 0) for s in stats if s.first_ts is not None)
+        disjoint = all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+        if disjoint:
+            return sum(s.count for s in stats)
+        # Overlapping shards: count distinct ts by merging the keys (no blob is decoded).
+        keys = [_ts_only(shard.conn, coin.id) for shard, coin in held]
+        return sum(1 for _ in _distinct(heapq.merge(*keys), lambda ts: ts))
+
+    def _holding(self, exchange: str, symbol: str) -> list[tuple[_Shard, Coin]]:
+        held = [
+            (s, s.coins[(exchange, symbol)]) for s in self._shards if (exchange, symbol) in s.coins
+        ]
+        if not held:
+            raise NotFound(f"no series {symbol} on {exchange} in {self._names()}")
+        return held
+
+    def _names(self) -> str:
+        return ", ".join(str(shard.path) for shard in self._shards)
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshots(
+        self, exchange: str, symbol: str, start: int | None = None, end: int | None = None
+    ) -> Iterator[Snapshot]:
+        """Snapshots with start <= ts < end (ms; None: unbounded), oldest first."""
+        for chunk in self.chunks(exchange, symbol, start, end):
+            yield from chunk
+
+    def chunks(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        size: int = CHUNK,
+    ) -> Iterator[list[Snapshot]]:
+        """The same snapshots, `size` at a time (the last list shorter)."""
+        low, high = _bounds(start, end)
+        streams = [
+            _shard_chunks(shard.conn, coin, low, high, size)
+            for shard, coin in self._holding(exchange, symbol)
+        ]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        merged = heapq.merge(*(_flat(stream) for stream in streams), key=lambda s: s.ts)
+        out: list[Snapshot] = []
+        for snapshot in _distinct(merged, lambda s: s.ts):
+            out.append(snapshot)
+            if len(out) == size:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def count(
+        self, exchange: str, symbol: str, start: int | None = None, end: int | None = None
+    ) -> int:
+        """At least as many as `snapshots` yields: ts held by several shards count each time."""
+        low, high = _bounds(start, end)
+        held = self._holding(exchange, symbol)
+        return sum(reader.count(shard.conn, coin.id, low, high) for shard, coin in held)
+
+    # -- arrays and frames ------------------------------------------------------------
+
+    def to_numpy(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        levels: int | None = None,
+    ) -> Arrays:
+        """The range as dense `Arrays`; `levels` a side (default: the series' depth)."""
+        depth = levels if levels is not None else self._depth(exchange, symbol)
+        bound = self.count(exchange, symbol, start, end)  # preallocate: one copy, no growth
+        ts = np.empty(bound, dtype=np.int64)
+        books = np.full((2, bound, depth, 2), np.nan, dtype=np.float64)
+        mask = np.zeros((2, bound, depth), dtype=np.bool_)
+        n = 0
+        for snapshot in self.snapshots(exchange, symbol, start, end):
+            ts[n] = snapshot.ts
+            for side, levels_ in enumerate((snapshot.bids, snapshot.asks)):
+                kept = levels_[:depth]
+                if kept:
+                    books[side, n, : len(kept)] = kept
+                    mask[side, n, : len(kept)] = True
+            n += 1
+        return Arrays(ts[:n], books[0, :n], books[1, :n], mask[0, :n], mask[1, :n])
+
+    def _depth(self, exchange: str, symbol: str) -> int:
+        return max(coin.depth for _, coin in self._holding(exchange, symbol))
+
+    def to_polars(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        levels: int | None = None,
+    ) -> Any:
+        """polars DataFrame, one row per level: ts, side, level, price, size."""
+        from obd import frames  # polars/pandas only when asked for
+
+        return frames.levels(self.chunks(exchange, symbol, start, end), levels, "polars")
+
+    def to_pandas(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        levels: int | None = None,
+    ) -> Any:
+        """pandas DataFrame in the layout of `to_polars`."""
+        from obd import frames
+
+        return frames.levels(self.chunks(exchange, symbol, start, end), levels, "pandas")
+
+    def summary(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        frame: Frame = "polars",
+    ) -> Any:
+        """The plain summary columns of the range as a DataFrame; no blob is decoded."""
+        from obd import frames
+
+        low, high = _bounds(start, end)
+        streams = [
+            frames.summary_rows(shard.conn, coin.id, low, high, CHUNK)
+            for shard, coin in self._holding(exchange, symbol)
+        ]
+        rows: Iterable[tuple[Any, ...]] = (
+            streams[0]
+            if len(streams) == 1
+            else _distinct(heapq.merge(*streams, key=lambda row: row[0]), lambda row: row[0])
+        )
+        return frames.summary(rows, frame)
+
+
+def _bounds(start: int | None, end: int | None) -> tuple[int, int]:
+    return (0 if start is None else start), (_END_OF_TIME if end is None else end)
+
+
+def _shard_chunks(
+    conn: apsw.Connection, coin: Coin, start: int, end: int, size: int
+) -> Iterator[list[Snapshot]]:
+    """Keyset pages: each query starts after the last ts seen, so none rescans."""
+    while start < end:
+        chunk = reader.books(conn, coin, start, end, size)
+        if chunk:
+            yield chunk
+        if len(chunk) < size:
+            return
+        start = chunk[-1].ts + 1
+
+
+def _flat(chunks: Iterator[list[Snapshot]]) -> Iterator[Snapshot]:
+    for chunk in chunks:
+        yield from chunk
+
+
+def _ts_only(conn: apsw.Connection, series: int) -> Iterator[int]:
+    for (ts,) in conn.execute("SELECT ts FROM snapshots WHERE series = ? ORDER BY ts", (series,)):
+        yield ts
+
+
+def _distinct(items: Iterable[Any], key: Any) -> Iterator[Any]:
+    """Items of an ordered stream, each key once (the first: shards listed first win)."""
+    last: object = builtins.object()
+    for item in items:
+        k = key(item)
+        if k != last:
+            last = k
+            yield item
