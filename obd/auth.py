@@ -1,15 +1,15 @@
 """Who may do what: the authentication seam every transport checks in one place.
 
 Scopes: `read` for data, `write` for adding/removing coins, `admin` for clients.
-The token-issuing implementation (OAuth2 client credentials, JWTs) plugs in here
-beside `OpenAccess`, which serves a daemon bound to loopback with auth disabled.
+`obd.token_auth.TokenAuth` (bearer JWTs, docs/AUTH.md) implements the seam beside
+`OpenAccess`, which serves a daemon bound to loopback with auth disabled.
 """
 
 from typing import Protocol
 
 import msgspec
 
-from obd.errors import ObdError
+from obd.errors import BadRequest, ObdError
 
 SCOPES = frozenset({"read", "write", "admin"})
 
@@ -22,6 +22,12 @@ class Unauthorized(ObdError):
 class Forbidden(ObdError):
     status = 403
     code = "forbidden"
+
+
+class ScopeError(BadRequest):
+    """A requested scope is unknown, or none of them may be granted."""
+
+    code = "invalid_scope"
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -45,3 +51,22 @@ class OpenAccess:
 def require(principal: Principal, scope: str) -> None:
     if scope not in principal.scopes:
         raise Forbidden(f"this needs the {scope!r} scope")
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """`read,write` or `read write` (OAuth's form); unknown names are an error."""
+    names = frozenset(text.replace(",", " ").split())
+    if unknown := names - SCOPES:
+        raise ScopeError(f"unknown scope {sorted(unknown)[0][:40]!r}; expected read, write, admin")
+    return names
+
+
+def narrow(allowed: frozenset[str], requested: str | None) -> frozenset[str]:
+    """What a client asking for `requested` gets: all it may have when it names none,
+    else the requested scopes it may have; none of them is an error."""
+    if requested is None or not requested.strip():
+        return allowed
+    granted = parse_scopes(requested) & allowed
+    if not granted:
+        raise ScopeError("the client may have none of the requested scopes")
+    return granted

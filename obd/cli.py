@@ -54,11 +54,40 @@ def _parser() -> argparse.ArgumentParser:
     remove = coins.add_parser("remove", parents=[common], help="stop collecting (data kept)")
     remove.add_argument("exchange")
     remove.add_argument("symbol")
+    _client_parsers(commands, common)
     copy = commands.add_parser(
         "backup", parents=[common], help="consistent copy of the database (safe while running)"
     )
     copy.add_argument("out", metavar="OUT.sqlite", help="the new file (never overwritten)")
+    _export_parser(commands, common)
     return parser
+
+
+def _export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser(
+        "export", parents=[common], help="a range as Parquet/CSV/NDJSON files (docs/RESEARCH.md)"
+    )
+    export.add_argument("--exchange", help="only this exchange (default: all)")
+    export.add_argument("--symbol", help="only this symbol (default: all)")
+    export.add_argument("--start", help="ms or ISO 8601, inclusive (default: the first)")
+    export.add_argument("--end", help="ms or ISO 8601, exclusive (default: past the last)")
+    export.add_argument("--format", required=True, choices=("parquet", "csv", "ndjson"))
+    export.add_argument("--out", required=True, metavar="DIR", help="Hive-partitioned tree")
+
+
+def _client_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    client = commands.add_parser("client", help="OAuth client credentials").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    add = client.add_parser("add", parents=[common], help="create a client; prints its secret")
+    add.add_argument("name")
+    add.add_argument("--scope", default="read", help="read,write,admin (default: read)")
+    client.add_parser("list", parents=[common], help="the clients (never their secrets)")
+    remove = client.add_parser("remove", parents=[common], help="revoke a client and its tokens")
+    remove.add_argument("name")
+    token = commands.add_parser("token", parents=[common], help="print a bearer token")
+    token.add_argument("--client", required=True, metavar="NAME")
+    token.add_argument("--scope", help="narrow the token to these scopes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,6 +191,88 @@ def _backup(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(config: Config, args: argparse.Namespace) -> int:
+    from obd import export
+    from obd.times import parse_time
+
+    start = None if args.start is None else parse_time(args.start, "start")
+    end = None if args.end is None else parse_time(args.end, "end")
+    done = export.run(
+        config.database,
+        Path(args.out),
+        args.format,
+        exchange=args.exchange,
+        symbol=args.symbol,
+        start=start,
+        end=end,
+        progress=sys.stderr,
+    )
+    print(
+        f"exported {done.snapshots:,} snapshots to {args.out}: {done.written} partitions "
+        f"written, {done.skipped} complete ones kept"
+    )
+    return 0
+
+
+def _clients(config: Config, fn: Callable[[Any], Any]) -> Any:
+    """`fn(conn)` in one transaction on the database (with or without a daemon)."""
+    from obd.storage.connect import open_writer
+    from obd.times import now_ms
+
+    conn = open_writer(config.database)
+    try:
+        schema.migrate(conn, now_ms())
+        with conn:
+            return fn(conn)
+    finally:
+        conn.close()
+
+
+def _client_add(config: Config, args: argparse.Namespace) -> int:
+    from obd.auth import parse_scopes
+    from obd.storage import clients
+    from obd.times import now_ms
+
+    scopes = parse_scopes(args.scope)
+    secret = clients.new_secret()
+    hashed = clients.hash_secret(secret)
+    client = _clients(config, lambda conn: clients.add(conn, args.name, scopes, hashed, now_ms()))
+    shown = {"client_id": client.client_id, "client_secret": secret, "scopes": sorted(scopes)}
+    print(msgspec.json.encode(shown).decode())  # the only time the secret is shown
+    return 0
+
+
+def _client_list(config: Config, args: argparse.Namespace) -> int:
+    from obd.storage import clients
+
+    for client in _clients(config, clients.listing):
+        print(f"{client.name}\t{client.client_id}\t{','.join(sorted(client.scopes))}")
+    return 0
+
+
+def _client_remove(config: Config, args: argparse.Namespace) -> int:
+    from obd.storage import clients
+
+    client = _clients(config, lambda conn: clients.remove(conn, args.name))
+    print(f"removed client {client.name} ({client.client_id}); its tokens no longer work")
+    return 0
+
+
+def _token(config: Config, args: argparse.Namespace) -> int:
+    """Signs with the daemon's key directly: whoever can read the key file could anyway."""
+    from obd import tokens
+    from obd.auth import narrow
+    from obd.errors import NotFound
+    from obd.storage import clients
+
+    client = _clients(config, lambda conn: clients.by_name(conn, args.client))
+    if client is None:
+        raise NotFound(f"no client named {args.client!r}")
+    issuer = tokens.Issuer(tokens.signing_key(config), config)
+    print(issuer.issue(client.client_id, narrow(client.scopes, args.scope)).access_token)
+    return 0
+
+
 def _plugins(config: Config, args: argparse.Namespace) -> int:
     registry = load_plugins(config)
     for found in registry.found:
@@ -186,6 +297,10 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     try:
         Exchanges(registry, config.exchanges).check_options()
         check_bind_allowed(config)
+        if config.auth.enabled and config.signing_key_path.exists():
+            from obd.tokens import signing_key
+
+            signing_key(config)  # readable, private, an EC key: or a finding
         for index, coin in enumerate(config.coins):
             try:
                 registry.spec_for(coin.exchange)
@@ -228,4 +343,9 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], i
     ("coins", "add"): _coins_add,
     ("coins", "remove"): _coins_remove,
     ("backup", None): _backup,
+    ("export", None): _export,
+    ("client", "add"): _client_add,
+    ("client", "list"): _client_list,
+    ("client", "remove"): _client_remove,
+    ("token", None): _token,
 }

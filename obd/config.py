@@ -3,7 +3,7 @@
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -40,9 +40,31 @@ class Plugins(_Section, frozen=True):
     entry_points: bool = True  # also load pip-installed plugins (group `obd.plugins`)
 
 
+class ExternalIssuer(_Section, frozen=True):
+    """Tokens from an existing OAuth server, checked against its published keys."""
+
+    issuer: str = ""  # empty: no external issuer
+    audience: str = ""
+    jwks_url: str = ""  # fetched and cached; fetched again on an unknown `kid`
+    jwks_file: str = ""  # relative to the config file
+    algorithms: list[Literal["RS256", "ES256", "PS256", "Ed25519"]] = msgspec.field(
+        default_factory=lambda: ["RS256", "ES256"]  # asymmetric only: no key confusion
+    )
+    refresh_s: Annotated[float, msgspec.Meta(ge=1)] = 3_600
+
+
 class Auth(_Section, frozen=True):
     enabled: bool = False
     token_lifetime_s: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 3_600
+    issuer: str = "obd"  # `iss` of the tokens obd signs
+    audience: str = "obd"  # `aud` of the tokens obd signs and accepts
+    algorithm: Literal["ES256", "HS256"] = "ES256"
+    key_file: str = ""  # ES256 private key (JWK); empty: obd-signing-key.jwk beside the database
+    secret: str = ""  # HS256 only: at least 32 bytes
+    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30  # clock skew allowed on exp/nbf/iat
+    max_failures: Annotated[int, msgspec.Meta(ge=1)] = 5  # per client and per address...
+    failure_window_s: Annotated[int, msgspec.Meta(ge=1)] = 60  # ...in this window, then 429
+    external: ExternalIssuer = ExternalIssuer()
 
 
 class CoinEntry(_Section, frozen=True):
@@ -66,6 +88,13 @@ class Config(_Section, frozen=True):
     @property
     def database(self) -> Path:
         return Path(self.base_dir, self.storage.path)
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The ES256 key: configured, or beside the database (the state directory)."""
+        if self.auth.key_file:
+            return Path(self.base_dir, self.auth.key_file)
+        return self.database.parent / "obd-signing-key.jwk"
 
     @property
     def plugin_dirs(self) -> list[Path]:
@@ -112,7 +141,22 @@ def _checked(config: Config) -> Config:
     for index, coin in enumerate(config.coins):
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
+    _check_auth(config.auth)
     return config
+
+
+def _check_auth(auth: Auth) -> None:
+    if auth.algorithm == "HS256" and len(auth.secret.encode()) < 32:
+        raise ConfigError("auth.secret: HS256 needs a secret of at least 32 bytes")
+    external = auth.external
+    if not external.issuer:
+        return
+    if not external.audience:
+        raise ConfigError("auth.external.audience: required with auth.external.issuer")
+    if bool(external.jwks_url) == bool(external.jwks_file):
+        raise ConfigError("auth.external: give one of jwks_url and jwks_file")
+    if external.jwks_url and not external.jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("auth.external.jwks_url: expected an http(s) URL")
 
 
 def _check_interval(value: Interval, key: str) -> None:

@@ -132,7 +132,8 @@ def _auth(config: Config, service: Service) -> "tuple[Authenticator, TokenEndpoi
         return await service.reader.run(clients.with_hash, client_id)
 
     limit = FailureLimit(config.auth.max_failures, config.auth.failure_window_s)
-    endpoint = TokenEndpoint(find, tokens.Issuer(key, config), limit, tokens.public_jwks(key))
+    issuer, jwks = tokens.Issuer(key, config), tokens.public_jwks(key)
+    endpoint = TokenEndpoint(find, issuer, limit, jwks, forget=authenticator.forget)
     return authenticator, endpoint
 
 

@@ -20,6 +20,7 @@ from obd.metrics import METRICS
 from obd.service import Service
 
 if TYPE_CHECKING:
+    from obd.http.oauth import TokenEndpoint
     from obd.mcp_server import McpHttp
 
 log = structlog.get_logger("obd.http")
@@ -32,9 +33,17 @@ def create_app(
     *,
     mcp: "McpHttp | None" = None,
     hub: Hub | None = None,
+    oauth: "TokenEndpoint | None" = None,
 ) -> Litestar:
+    """`oauth` (token auth on) adds /oauth/token and the /.well-known documents."""
+    handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
+    if oauth is not None:
+        from obd.http import clients as client_routes
+        from obd.http import oauth as oauth_routes
+
+        handlers += [*oauth_routes.HANDLERS, *client_routes.HANDLERS]
     app = Litestar(
-        route_handlers=[*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])],
+        route_handlers=handlers,
         lifespan=[mcp.lifespan] if mcp else [],
         guards=[_scope_guard],
         before_send=[_count_response],
@@ -45,6 +54,7 @@ def create_app(
     )
     app.state.service = service
     app.state.authenticator = authenticator
+    app.state.oauth = oauth
     app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
     return app
 
@@ -89,10 +99,15 @@ def error_response(status: int, code: str, message: str) -> Response[bytes]:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def _obd_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
     status = exc.status if 400 <= exc.status < 600 else 500
-    return error_response(status, exc.code, str(exc))
+    response = error_response(status, exc.code, str(exc))
+    if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
+        # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
+        metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
+        response.headers["WWW-Authenticate"] = f'Bearer realm="obd", resource_metadata="{metadata}"'
+    return response
 
 
 def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

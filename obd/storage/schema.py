@@ -70,7 +70,18 @@ CREATE TABLE dicts (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)  # MIGRATIONS[i] takes user_version i to i + 1
+# OAuth clients (obd client add): the secret is kept only as a salted scrypt hash.
+_V2 = """
+CREATE TABLE clients (
+    id          TEXT    PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE,
+    secret_hash TEXT    NOT NULL,
+    scopes      TEXT    NOT NULL,
+    created_ts  INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)  # MIGRATIONS[i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
