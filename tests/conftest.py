@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ PLUGINS = REPO / "plugins.d"
 
 
 def write_config(
-    directory: Path, body: str = "", *, coins: str = "", plugins: Path = PLUGINS
+    directory: Path, body: str = "", *, coins: str = "", plugins: Path | Sequence[Path] = PLUGINS
 ) -> Path:
-    """A config with the repo's plugins, a database in `directory`, and port 0."""
+    """A config with the repo's plugins (or `plugins`), a database in `directory`, port 0."""
+    dirs = [plugins] if isinstance(plugins, Path) else list(plugins)
     path = directory / "config.toml"
     path.write_text(
         f"""
@@ -29,7 +30,7 @@ port = 0
 [storage]
 path = "obd.sqlite"
 [plugins]
-dirs = [{json.dumps(str(plugins))}]
+dirs = {json.dumps([str(p) for p in dirs])}
 entry_points = false
 {body}
 {coins}

@@ -17,7 +17,7 @@ from obd.storage import codec, coins
 from obd.storage.connect import open_writer
 from obd.storage.schema import migrate
 from obd.storage.writer import SnapshotIn, insert_snapshot, record_gap
-from tests.conftest import PLUGINS, Daemon
+from tests.conftest import PLUGINS, Daemon, write_config
 
 SIM = {"exchange": "sim", "symbol": "BTC/USDT"}
 
@@ -29,21 +29,7 @@ def config(
     plugin_dirs: tuple[Path, ...] = (PLUGINS,),
     extra: str = "",
 ) -> Path:
-    path = directory / "config.toml"
-    path.write_text(
-        f"""
-[server]
-port = 0
-[storage]
-path = "obd.sqlite"
-[plugins]
-dirs = {json.dumps([str(p) for p in plugin_dirs])}
-entry_points = false
-{extra}
-{coins_toml}
-"""
-    )
-    return path
+    return write_config(directory, extra, coins=coins_toml, plugins=plugin_dirs)
 
 
 def sim_alias(directory: Path, name: str, body: str = "") -> Path:
