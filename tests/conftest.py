@@ -1,5 +1,6 @@
 """Shared fixtures: a config on tmp_path, and the real daemon as a subprocess on port 0."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -15,6 +17,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "plugins.d"
+
+
+def load_plugin(name: str) -> ModuleType:
+    """A plugin module from plugins.d, loaded in this process (registered in sys.modules
+    before it runs: msgspec resolves its Structs' annotations through it)."""
+    module_name = f"obd_test_plugins_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, PLUGINS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_config(

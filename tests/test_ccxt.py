@@ -8,7 +8,6 @@ some instant between the slot and its `received_ts` for a REST snapshot.
 """
 
 import asyncio
-import importlib.util
 import json
 import signal
 import socket
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PLUGINS, REPO, Daemon, obd, wait_for, write_config
+from tests.conftest import REPO, Daemon, load_plugin, obd, wait_for, write_config
 from tests.emulator import Emulator
 from tests.emulator.config import binance_table
 
@@ -341,14 +340,7 @@ asyncio.run(main())
 
 
 def _plugin() -> Any:
-    name = "obd_plugins_test_ccxt"
-    spec = importlib.util.spec_from_file_location(name, PLUGINS / "ccxt.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin("ccxt")
 
 
 def test_history_is_not_available_and_never_made_up() -> None:

@@ -1,15 +1,13 @@
 """The real daemon on `sim` at a 1 s cadence, through real HTTP."""
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import PLUGINS, obd, wait_for, write_config
+from tests.conftest import load_plugin, obd, wait_for, write_config
 
 COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
 ONE_SECOND_COIN = """
@@ -23,14 +21,7 @@ depth = 20
 
 def _sim() -> Any:
     """The sim plugin, loaded in this process to recompute its deterministic books."""
-    name = "obd_plugins_test_sim"
-    spec = importlib.util.spec_from_file_location(name, PLUGINS / "sim.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module.PLUGIN.factory("sim", None)
+    return load_plugin("sim").PLUGIN.factory("sim", None)
 
 
 def _pages(http: Any, **query: Any) -> list[dict[str, Any]]:

@@ -1,16 +1,13 @@
 """The `sim` plugin: deterministic books on the grid, live and history agreeing."""
 
 import asyncio
-import importlib.util
 import itertools
 import math
 import random
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,18 +19,11 @@ from hypothesis import strategies as st
 from obd.errors import BadRequest, ConfigError, NotFound
 from obd.model import Book
 from obd.plugin import Availability, PluginSpec
-
-_PATH = Path(__file__).resolve().parents[1] / "plugins.d" / "sim.py"
+from tests.conftest import load_plugin
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_obd_test_plugins_sim", _PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # before exec: msgspec resolves annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_plugin("sim")
 
 
 sim = _load()
