@@ -80,6 +80,13 @@ class NotSynced(FeedError):
     gap_reason = "not_synced"
 
 
+class ChecksumFailed(NotSynced):
+    """The exchange's checksum of its book disagrees with the book obd kept: resyncing."""
+
+    code = "checksum"
+    gap_reason = "checksum"
+
+
 class RateLimited(FeedError):
     """The exchange refused for too many requests (HTTP 429/418)."""
 

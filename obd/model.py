@@ -10,6 +10,7 @@ GapReason = Literal[
     "daemon_down",  # no obd process was collecting
     "disconnected",  # the live stream was down at the slot
     "not_synced",  # connected, but no consistent book yet
+    "checksum",  # the exchange's checksum proved the kept book wrong: resyncing
     "stale",  # the newest book was older than the freshness limit
     "rate_limited",
     "exchange_error",

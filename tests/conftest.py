@@ -25,7 +25,13 @@ def load_plugin(name: str) -> ModuleType:
     module_name = f"obd_test_plugins_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, PLUGINS / f"{name}.py")
+    package = PLUGINS / name
+    if package.is_dir():  # a plugin package: its modules import each other relatively
+        spec = importlib.util.spec_from_file_location(
+            module_name, package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, PLUGINS / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -7,7 +7,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL = sorted((REPO / "obd").rglob("*.py"))
-PLUGINS = sorted((REPO / "plugins.d").glob("*.py"))
+PLUGINS = sorted((REPO / "plugins.d").rglob("*.py"))
 PLUGIN_MAY_IMPORT = {"obd.plugin", "obd.model", "obd.errors"}
 EXCHANGE_NAMES = {"sim", "binance", "kraken", "okx", "bybit", "coinbase"}
 
@@ -22,7 +22,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", PLUGINS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PLUGINS, ids=lambda p: str(p.relative_to(REPO)))
 def test_plugins_import_only_the_contract(path: Path) -> None:
     from_obd = {name for name in _imports(path) if name == "obd" or name.startswith("obd.")}
     assert from_obd <= PLUGIN_MAY_IMPORT

@@ -372,13 +372,13 @@ def test_serves_ccxt_ids_only_and_hides_secrets() -> None:
 def test_range_guard_refuses_a_book_that_walked_past_its_snapshot() -> None:
     """A book kept by diffs is complete only inside its snapshot's range."""
     plugin = _plugin()
-    snapshot = plugin._Edges(low=90.0, high=110.0)
-    covered = plugin._Range()
+    snapshot = plugin.books.Edges(low=90.0, high=110.0)
+    covered = plugin.books.Range()
     book = {"bids": [[99.0, 1.0], [95.0, 1.0], [91.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
     assert covered.covers(book, snapshot, depth=2, limit=100)
     walked = {"bids": [[99.0, 1.0], [89.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
     assert not covered.covers(walked, snapshot, depth=2, limit=100)  # 89 is outside
     thin = {"bids": [[99.0, 1.0]], "asks": [[101.0, 1.0], [105.0, 1.0]]}
     assert not covered.covers(thin, snapshot, depth=2, limit=100)  # level 2 unknown
-    assert covered.covers(thin, plugin._Edges(low=None, high=None), depth=2, limit=100)
+    assert covered.covers(thin, plugin.books.Edges(low=None, high=None), depth=2, limit=100)
     assert covered.covers(walked, None, depth=2, limit=100)  # exchange-kept depth
