@@ -204,3 +204,39 @@ def test_speed_paces_the_replay() -> None:
     ]
     assert 80 < len(applied) < len(recording.recv)  # ~10 s of recording in ~1 s
     assert max(abs(x) for x in late) < 1.0  # within 100 ms of wall time of its pace
+
+
+def test_close_and_stall_controls() -> None:
+    with ReplayEmulator("binance", RECORDINGS / "binance_spot.jsonl.zst", speed=4) as emu:
+        asyncio.run(_close_then_stall(emu))
+        assert emu.stats["connections"] == 2
+
+
+async def _close_then_stall(emu: ReplayEmulator) -> None:
+    url = emu.url.replace("http://", "ws://") + "/stream/ws/0"
+    subscribe = json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@depth@100ms"], "id": 7})
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send(subscribe)
+        assert json.loads(await ws.recv()) == {"result": None, "id": 7}
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["s"] == "ETHUSDT"
+        await asyncio.to_thread(emu.close_sockets)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await _drain(ws, 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send(subscribe)
+        await ws.recv()
+        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.to_thread(emu.stall)
+        with pytest.raises(TimeoutError):
+            await _drain(ws, 0.5)  # what was already on its way, then nothing
+        pong = await ws.ping()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pong, 1)  # not even a pong
+
+
+async def _drain(ws: Any, quiet_s: float) -> None:
+    """Read until the socket closes or stays quiet for `quiet_s` (raising either way)."""
+    while True:
+        await asyncio.wait_for(ws.recv(), quiet_s)
