@@ -33,7 +33,7 @@ DELISTED_S = 8  # the second symbols are delisted this long before the window cl
 TOLERANCE_MS = 1000
 AT_T = 0.8  # of websocket slots whose book still stood at T (measured: ~0.95-1.0)
 RUNS = {
-    "binance": "binance_spot.jsonl.zst",
+    "binance": "binance.jsonl.zst",
     "binanceusdm": "binanceusdm.jsonl.zst",
     "binancecoinm": "binancecoinm.jsonl.zst",
 }
