@@ -13,7 +13,7 @@ from typing import IO, Any, TypeVar
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from obd.mcp_tools import NAMES
+from obd.mcp.tools import NAMES
 from tests.conftest import REPO, obd, write_config
 from tests.test_mcp_tools import COIN, T0, error, filled_config, ok
 

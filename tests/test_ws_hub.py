@@ -6,7 +6,7 @@ import json
 import msgspec
 import pytest
 
-from obd.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
+from obd.http.ws.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
 from obd.model import Snapshot
 
 KEY = ("sim", "BTC/USDT")

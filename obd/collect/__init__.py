@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from obd.backoff import Backoff
+from obd.collect.backoff import Backoff
 from obd.errors import FeedError, NoLiveStream, NotFound, ObdError, RateLimited
 from obd.exchanges import Exchanges
 from obd.model import Book, Coin
@@ -38,7 +38,7 @@ from obd.storage.connect import open_reader
 from obd.storage.writer import GapIn, SnapshotIn, Writer
 from obd.times import now_ms, slot_at_or_after
 
-log = structlog.get_logger("obd.collector")
+log = structlog.get_logger("obd.collect")
 
 RING = 4_096  # entries kept per coin at most (normally a handful: see _Timeline)
 SETTLE_S = 60.0  # a slot waits this long for the feed to speak after it, then is "stale"
