@@ -187,8 +187,12 @@ def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
     for row in rows:
         if isinstance(row, GapIn):
             # Gap rows carry the series id only; ms missing is what a scraper can sum.
-            METRICS.inc("obd_gap_ms_total", "Time recorded as gaps, by reason.",
-                        row.end - row.start, reason=row.reason)
+            METRICS.inc(
+                "obd_gap_ms_total",
+                "Time recorded as gaps, by reason.",
+                row.end - row.start,
+                reason=row.reason,
+            )
 
 
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
