@@ -169,7 +169,7 @@ def fidelity(
     verdict.gaps = dict(gaps)
     verdict.slots = coverage["expected"]
     verdict.unaccounted = coverage["expected"] - coverage["present"] - sum(gaps.values())
-    params = {**coin, "start": start, "end": end - 1, "limit": 1000}
+    params: dict[str, str | int] = {**coin, "start": start, "end": end - 1, "limit": 1000}
     for item in http.get("/v1/books", params=params).json()["items"]:
         stored = {"bids": item["bids"], "asks": item["asks"]}
         slot, received = item["ts"], item["received_ts"]

@@ -152,7 +152,7 @@ def test_ccxt_keeps_the_true_book(exchange_id: str) -> None:
     true book at the update id ccxt says it is at; a skipped id is noticed and
     resynced; a 429 reaches ccxt as a rate limit."""
     name, symbol = VENUES[exchange_id]
-    with ReplayEmulator(exchange_id, RECORDINGS / name, speed=4) as emu:
+    with ReplayEmulator(exchange_id, RECORDINGS / name, speed=10) as emu:
         checked = asyncio.run(_watch(emu, exchange_id, symbol))
         truth = Truth(exchange_id, emu.recording, emu.applied)
         books = [book for _, book in truth.changes(symbol, 20)]
@@ -165,7 +165,7 @@ def test_ccxt_keeps_the_true_book(exchange_id: str) -> None:
 
 
 async def _watch(emu: ReplayEmulator, exchange_id: str, symbol: str) -> list[tuple[int, Any]]:
-    import ccxt.pro
+    import ccxt.pro  # type: ignore[import-untyped]
 
     config = emu.exchanges_config()
     client = getattr(ccxt.pro, exchange_id)({"urls": config["urls"], "options": config["options"]})
@@ -230,10 +230,10 @@ async def _close_then_stall(emu: ReplayEmulator) -> None:
         await asyncio.wait_for(ws.recv(), 5)
         await asyncio.to_thread(emu.stall)
         with pytest.raises(TimeoutError):
-            await _drain(ws, 0.5)  # what was already on its way, then nothing
+            await _drain(ws, 0.3)  # what was already on its way, then nothing
         pong = await ws.ping()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(pong, 1)  # not even a pong
+            await asyncio.wait_for(pong, 0.5)  # not even a pong
 
 
 async def _drain(ws: Any, quiet_s: float) -> None:

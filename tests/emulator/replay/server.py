@@ -142,7 +142,11 @@ class ReplayEmulator:
 
     def stall(self) -> None:
         """Every open socket goes silent: no frames, no replies, no pongs."""
-        self._run(lambda: [setattr(c, "stalled", True) for c in self._clients.values()])
+        self._run(self._stall)
+
+    def _stall(self) -> None:
+        for client in self._clients.values():
+            client.stalled = True
 
     def close_sockets(self) -> None:
         """Close every websocket (code 1001), as an exchange does when it restarts."""
@@ -305,12 +309,12 @@ class ReplayEmulator:
         if error is not None:
             self._errors.remove(error)
             status, retry_after_s, _ = error
-            reply = self.venue.rest_error(status, retry_after_s)
-            headers = dict(reply.headers)
+            refusal = self.venue.rest_error(status, retry_after_s)
+            headers = dict(refusal.headers)
             if status == 429:
                 headers.setdefault("Retry-After", str(retry_after_s))
             self.stats[f"rest_{status}"] += 1
-            return _response(reply.status, reply.body, reply.content_type, headers)
+            return _response(refusal.status, refusal.body, refusal.content_type, headers)
         body = await request.text() if request.can_read_body else ""
         asked = RestRequest(
             request.method, request.path, dict(request.query), body, dict(request.headers)
@@ -380,8 +384,7 @@ class ReplayEmulator:
         if name == "drop":
             self._drops[self._known(query["symbol"])] += int(query.get("n", 1))
         elif name == "stall":
-            for client in self._clients.values():
-                client.stalled = True
+            self._stall()
         elif name == "rest-errors":
             status, retry_after_s = int(query["status"]), int(query.get("retry_after_s", 1))
             if status not in (429, 503):
