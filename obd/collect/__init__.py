@@ -31,7 +31,7 @@ import structlog
 from obd.collect.backoff import Backoff
 from obd.errors import FeedError, NoLiveStream, NotFound, ObdError, RateLimited
 from obd.exchanges import Exchanges
-from obd.model import Book, Coin
+from obd.model import Book, Coin, GapReason
 from obd.plugin import Exchange, FetchesBooks
 from obd.storage import reader
 from obd.storage.connect import open_reader
@@ -47,7 +47,7 @@ POLL_S = 0.5  # how often the coins table is checked for changes by other proces
 # it describes a different moment. 30 s leaves room for a rate-limited exchange to
 # serve a few hundred coins one after another.
 REST_WINDOW_MS = 30_000
-_NO_REST = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
+_NO_REST: tuple[GapReason, ...] = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
 
 
 def _now_us() -> int:
@@ -59,7 +59,7 @@ class _Mark:
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: GapReason) -> None:
         self.reason = reason
 
 
@@ -76,7 +76,7 @@ class _Timeline:
     def add(self, book: Book) -> None:
         self._append(_now_us(), book)
 
-    def mark(self, reason: str) -> None:
+    def mark(self, reason: GapReason) -> None:
         """The feed failed. When it died is unknown: from just after its last sign of
         life (if that was a book; a feed already down changes reason now)."""
         at_us = _now_us()
@@ -109,7 +109,7 @@ class _Timeline:
             return False
         return True
 
-    def at(self, at_us: int) -> tuple[int, Book] | str:
+    def at(self, at_us: int) -> tuple[int, Book] | GapReason:
         """The newest book received at or before `at_us`, or the reason there is none."""
         if not self._entries or self._entries[0][0] > at_us:
             return "late"  # everything as old as the slot has left the ring
@@ -158,15 +158,17 @@ class Sampler:
         interval = self.coin.interval_ms
         start = accounted_until or slot_at_or_after(self.coin.added_ts + 1, interval)
         boundary = min(max(slot_at_or_after(self._started_ms, interval), start), first)
-        for begin, end, reason in (
+        missed: tuple[tuple[int, int, GapReason], ...] = (
             (start, boundary, "daemon_down"),
             (boundary, first, "not_synced"),
-        ):
+        )
+        for begin, end, reason in missed:
             if begin < end:
                 await self._writer.put(GapIn(self.coin.id, begin, end, reason))
 
     async def _watch(self) -> None:
         backoff = Backoff()
+        reason: GapReason
         while True:
             try:
                 await self._follow(self._exchanges.get(self.coin.exchange), backoff)
@@ -223,7 +225,7 @@ class Sampler:
         cut = _cut(book, self.coin.depth)
         await self._writer.put(SnapshotIn(self.coin, slot, cut, received_ts, capture))
 
-    def _rest_source(self, reason: str) -> FetchesBooks | None:
+    def _rest_source(self, reason: GapReason) -> FetchesBooks | None:
         """The plugin, if a REST snapshot can stand in for the live book at this slot."""
         if reason in _NO_REST:
             return None
@@ -233,7 +235,7 @@ class Sampler:
             return None
         return exchange if isinstance(exchange, FetchesBooks) else None
 
-    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: str) -> None:
+    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: GapReason) -> None:
         """Slot T from a REST snapshot: the first answer to a request sent at or after T
         that arrives by T + the REST window; errors are retried with backoff until then.
         It is the book a little after T, not at T: `received_ts` says when."""
@@ -263,7 +265,7 @@ class Sampler:
         await self._writer.put(GapIn(self.coin.id, slot, slot + self.coin.interval_ms, reason))
 
 
-def _diagnose(exc: Exception) -> tuple[str, str, float]:
+def _diagnose(exc: Exception) -> tuple[GapReason, str, float]:
     """(gap reason, message, least pause before retrying in s) for a plugin's error."""
     if isinstance(exc, NotFound):  # delisted: the plugin says the symbol is gone
         return "not_listed", str(exc), 0.0
@@ -308,8 +310,8 @@ class Collector:
     def samplers(self) -> list[Sampler]:
         return [sampler for sampler, _ in self._samplers.values()]
 
-    def sampler(self, series: int) -> Sampler | None:
-        entry = self._samplers.get(series)
+    def sampler(self, coin_id: int) -> Sampler | None:
+        entry = self._samplers.get(coin_id)
         return entry[0] if entry else None
 
     async def run(self) -> None:
@@ -329,17 +331,20 @@ class Collector:
 
     async def _reconcile(self, tasks: asyncio.TaskGroup) -> None:
         wanted = {coin.id: coin for coin in await self._in_thread(self._active_coins)}
-        for series, (sampler, task) in list(self._samplers.items()):
-            if wanted.get(series) != sampler.coin:
+        for coin_id, (sampler, task) in list(self._samplers.items()):
+            if wanted.get(coin_id) != sampler.coin:
                 task.cancel()
-                del self._samplers[series]
+                del self._samplers[coin_id]
                 log.info("coin_stopped", exchange=sampler.coin.exchange, symbol=sampler.coin.symbol)
-        for series, coin in wanted.items():
-            if series not in self._samplers:
+        for coin_id, coin in wanted.items():
+            if coin_id not in self._samplers:
                 until = await self._in_thread(reader.accounted_until, self._connection(), coin)
                 sampler = Sampler(coin, self.exchanges, self._writer, self._started_ms)
                 name = f"sampler {coin.exchange} {coin.symbol}"
-                self._samplers[series] = (sampler, tasks.create_task(sampler.run(until), name=name))
+                self._samplers[coin_id] = (
+                    sampler,
+                    tasks.create_task(sampler.run(until), name=name),
+                )
                 log.info(
                     "coin_started",
                     exchange=coin.exchange,
