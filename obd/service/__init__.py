@@ -12,10 +12,9 @@ from typing import Any
 
 import msgspec
 
-from obd.auth import Forbidden
 from obd.collect import Collector
 from obd.config import MAX_DEPTH
-from obd.errors import BadRequest, NotFound
+from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
 from obd.model import Coin, Gap, Snapshot
 from obd.plugin import Availability
