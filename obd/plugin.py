@@ -1,7 +1,7 @@
 """The exchange-plugin contract: the one module (with `obd.model` and `obd.errors`) plugins import.
 
 A plugin module exports `PLUGIN = PluginSpec(...)`. The kernel never names an
-exchange; it asks the registry for the plugin serving an exchange id and talks
+exchange; it asks the loaded plugins for the one serving an exchange id and talks
 to the `Exchange` its factory returns.
 """
 

@@ -323,8 +323,8 @@ async def main():
     config = load(Path({str(config)!r}))
     async with open_service(config, collector_started_ms=0) as service:
         await add_config_coins(service, config)
-        assert service.exchanges.registry.spec_for("binance").name == "ccxt"
-        assert "ccxt" in service.exchanges.registry.names
+        assert service.exchanges.plugins.spec_for("binance").name == "ccxt"
+        assert "ccxt" in service.exchanges.plugins.names
         collecting = asyncio.create_task(service.collector.run())
         await asyncio.sleep(1.0)
         collecting.cancel()

@@ -6,22 +6,22 @@ import msgspec
 
 from obd.config import key_path_message
 from obd.errors import ConfigError
-from obd.exchanges.discovery import Registry
+from obd.exchanges.discovery import Plugins
 from obd.plugin import Exchange, PluginSpec
 
 
 class Exchanges:
     """Maps exchange ids to live plugin instances, configured from `[exchanges.<id>]`."""
 
-    def __init__(self, registry: Registry, options: dict[str, dict[str, Any]]) -> None:
-        self.registry = registry
+    def __init__(self, plugins: Plugins, options: dict[str, dict[str, Any]]) -> None:
+        self.plugins = plugins
         self._options = options
         self._open: dict[str, Exchange] = {}
 
     def get(self, exchange: str) -> Exchange:
         """The instance serving `exchange`; NotFound if no plugin serves it."""
         if (instance := self._open.get(exchange)) is None:
-            spec = self.registry.spec_for(exchange)
+            spec = self.plugins.spec_for(exchange)
             instance = self._open[exchange] = spec.factory(
                 exchange, self.options_for(spec, exchange)
             )
@@ -42,7 +42,7 @@ class Exchanges:
     def check_options(self) -> None:
         """Validate every configured `[exchanges.<id>]` table without opening anything."""
         for exchange in self._options:
-            self.options_for(self.registry.spec_for(exchange), exchange)
+            self.options_for(self.plugins.spec_for(exchange), exchange)
 
     async def close(self) -> None:
         instances, self._open = list(self._open.values()), {}
