@@ -21,9 +21,9 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import ObdError
+from obd.errors import HistoryNotAvailable, ObdError
 from obd.model import Book, Coin, Gap, GapReason, Snapshot
-from obd.plugin import Exchange
+from obd.plugin import Exchange, FetchesHistory
 from obd.storage import reader
 from obd.storage.reader import Reader
 from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
@@ -131,8 +131,11 @@ class HistoryStream:
         expected = start
         batch: list[SnapshotIn] = []
         books: AsyncIterator[tuple[int, Book]] | None = None
+        source = self._source
         try:
-            books = self._source.fetch_history(self.coin.symbol, start, end, interval, depth)
+            if not isinstance(source, FetchesHistory):  # the capability is optional
+                raise HistoryNotAvailable(f"history not available from {self.coin.exchange}")
+            books = source.fetch_history(self.coin.symbol, start, end, interval, depth)
             async for slot, book in books:
                 if slot < expected or slot >= end or slot % interval:
                     continue  # not a slot of this hole: the plugin overreached
