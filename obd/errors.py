@@ -154,21 +154,21 @@ class Disconnected(FeedError):
     """The exchange cannot be reached, or the live connection broke or went silent."""
 
     code = "disconnected"
-    gap_reason = "disconnected"
+    gap_reason: ClassVar[GapReason] = "disconnected"
 
 
 class NotSynced(FeedError):
     """The live book lost consistency (a sequence gap, a failed checksum): resyncing."""
 
     code = "not_synced"
-    gap_reason = "not_synced"
+    gap_reason: ClassVar[GapReason] = "not_synced"
 
 
 class ChecksumFailed(NotSynced):
     """The exchange's checksum of its book disagrees with the book obd kept: resyncing."""
 
     code = "checksum"
-    gap_reason = "checksum"
+    gap_reason: ClassVar[GapReason] = "checksum"
 
 
 class RateLimited(FeedError):
@@ -176,7 +176,7 @@ class RateLimited(FeedError):
 
     status = 429
     code = "rate_limited"
-    gap_reason = "rate_limited"
+    gap_reason: ClassVar[GapReason] = "rate_limited"
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
