@@ -220,8 +220,8 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     conn.execute(
         "INSERT OR IGNORE INTO snapshots (series, ts, exchange_ts, received_ts, capture, "
         "bid_levels, ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, "
-        "ask_size_10, imbalance_10, crossed, codec, book) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "ask_size_10, imbalance_10, crossed, codec, book, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             row.coin.id,
             row.ts,
@@ -231,6 +231,7 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             *msgspec.structs.astuple(summary),
             codec_id,
             blob,
+            row.book.seq,
         ),
     )
     return conn.changes() == 1
@@ -286,6 +287,7 @@ def as_snapshot(row: SnapshotIn) -> Snapshot:
         bids=row.book.bids,
         asks=row.book.asks,
         capture=row.capture,
+        seq=row.book.seq,
     )
 
 
