@@ -166,7 +166,6 @@ def test_checkpoint_puts_committed_rows_in_the_main_file(tmp_path: Path) -> None
     assert copy.execute("SELECT count(*) FROM snapshots").fetchall() == [(10,)]
 
 
-
 def test_seq_round_trips_and_reads_as_null_in_files_from_before_it(tmp_path: Path) -> None:
     """The exchange's update id is kept with each book; a schema-2 file (no `seq`
     column: a research copy that cannot be migrated) still reads, with seq null."""
