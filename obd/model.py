@@ -52,7 +52,8 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
 
 
 class Coin(msgspec.Struct, frozen=True):
-    """A series the daemon collects (or collected): one exchange symbol at one cadence."""
+    """A coin the daemon collects (or collected): one exchange symbol at one cadence
+    (a row of the `series` table; `id` is what the code calls `coin_id`)."""
 
     id: int
     exchange: str

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from obd import plugin
+from obd import errors, plugin
 from obd.cli import _COMMANDS
 from obd.config import Config
 from obd.errors import (
@@ -82,6 +82,16 @@ def _first_column(section: str) -> set[str]:
 
 def test_http_doc_lists_every_error_code() -> None:
     assert set(codes()) - _first_column(_section("HTTP.md", "Errors")) == set()
+
+
+def test_each_error_code_is_defined_once() -> None:
+    """A subclass either inherits its parent's code or names its own, never another's."""
+    defined = [
+        kind.__dict__["code"]
+        for kind in vars(errors).values()
+        if isinstance(kind, type) and issubclass(kind, errors.ObdError) and "code" in kind.__dict__
+    ]
+    assert len(defined) == len(set(defined)), sorted(defined)
 
 
 def test_http_doc_lists_every_gap_reason() -> None:
