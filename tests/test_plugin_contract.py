@@ -33,7 +33,6 @@ def _binance(emulator: Emulator, **options: Any) -> dict[str, Any]:
     return {"urls": emulator.ccxt_urls(), "options": spot, **FAST, **options}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("live", [True, False], ids=["live", "rest"])
 @pytest.mark.parametrize("check", CHECKS)
 def test_ccxt(check: str, live: bool, emulator: Emulator) -> None:
