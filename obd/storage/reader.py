@@ -2,7 +2,7 @@
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,7 +50,7 @@ class Reader:
 
     def book_pages(
         self, coin: Coin, start: int, end: int, size: int
-    ) -> AsyncIterator[list[Snapshot]]:
+    ) -> AsyncGenerator[list[Snapshot], None]:
         """`book_pages` on the worker threads, the next page read while the caller works
         on this one. Close it (`contextlib.aclosing`) when stopping early."""
         steps = pages(
@@ -58,7 +58,7 @@ class Reader:
         )
         return self._ahead(steps)
 
-    async def _ahead(self, steps: Iterator[T]) -> AsyncIterator[T]:
+    async def _ahead(self, steps: Iterator[T]) -> AsyncGenerator[T, None]:
         # Each step runs on whichever worker is free, with that thread's connection; the
         # next is asked for only once the previous one is done, so they never overlap.
         loop = asyncio.get_running_loop()
