@@ -47,6 +47,7 @@ def test_each_snapshot_is_encoded_once_per_wire_format_and_shared() -> None:
             "bids": [[1.5, 2.0]],
             "asks": [[1.6, 0.5]],
             "capture": "synthetic",
+            "seq": None,
         },
     }
     (binary,) = _drain(packed)

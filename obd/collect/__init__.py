@@ -286,7 +286,7 @@ async def _sleep_until_us(at_us: int) -> None:
 def _cut(book: Book, depth: int) -> Book:
     if len(book.bids) <= depth and len(book.asks) <= depth:
         return book
-    return Book(book.bids[:depth], book.asks[:depth], book.exchange_ts, book.received_ts)
+    return Book(book.bids[:depth], book.asks[:depth], book.exchange_ts, book.received_ts, book.seq)
 
 
 class Collector:

@@ -221,6 +221,7 @@ _INSERT_COLUMNS = (
     *COLUMNS,
     "codec",
     "book",
+    "seq",
 )
 _INSERT = (
     f"INSERT OR IGNORE INTO snapshots ({', '.join(_INSERT_COLUMNS)}) "
@@ -244,6 +245,7 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             *msgspec.structs.astuple(summary),
             codec_id,
             blob,
+            row.book.seq,
         ),
     )
     return conn.changes() == 1
@@ -297,6 +299,7 @@ def as_snapshot(row: SnapshotIn) -> Snapshot:
         bids=row.book.bids,
         asks=row.book.asks,
         capture=row.capture,
+        seq=row.book.seq,
     )
 
 
