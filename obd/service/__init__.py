@@ -133,8 +133,8 @@ class Service:
         self._reader = read
         self._writer = writer
         self._collector = collector  # None where this process does not collect
-        self.default_interval = default_interval
-        self.default_depth = default_depth
+        self._default_interval = default_interval
+        self._default_depth = default_depth
         self.clients = Clients(read, writer)
 
     @property
@@ -156,9 +156,9 @@ class Service:
     ) -> tuple[CoinView, bool]:
         """(coin, created); checks the exchange lists the symbol first (404 if not)."""
         exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
-        interval_given = self.default_interval if interval is None else interval
+        interval_given = self._default_interval if interval is None else interval
         interval_ms = parse_interval(interval_given)
-        levels = args.bounded("depth", depth, 1, MAX_DEPTH, self.default_depth)
+        levels = args.bounded("depth", depth, 1, MAX_DEPTH, self._default_depth)
         source = self._exchanges.get(exchange_id)
         listed = await source.check_availability(symbol_name)
         if not listed.available:
