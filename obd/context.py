@@ -14,7 +14,7 @@ from obd.collect import Collector
 from obd.config import Config
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, StoreError
 from obd.exchanges import Exchanges
-from obd.exchanges.discovery import Registry, discover
+from obd.exchanges.discovery import Plugins, discover
 from obd.service import Service
 from obd.storage import schema
 from obd.storage.connect import open_reader
@@ -37,7 +37,7 @@ log = structlog.get_logger("obd")
 CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the WAL
 
 
-def load_plugins(config: Config) -> Registry:
+def load_plugins(config: Config) -> Plugins:
     registry = discover(config.plugin_dirs, use_entry_points=config.plugins.entry_points)
     for found in registry.found:
         if found.error:

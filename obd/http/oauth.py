@@ -13,10 +13,11 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 
-from obd.auth import SCOPES, ScopeError, narrow
+from obd.auth import SCOPES, narrow
 from obd.auth.clients import Client
 from obd.auth.ratelimit import FailureLimit
 from obd.auth.tokens import Issuer
+from obd.errors import ScopeError
 
 log = structlog.get_logger("obd.auth")
 _json = msgspec.json.Encoder()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from obd.errors import ObdError
+from obd.errors import MissingExtra
 from obd.model import Snapshot
 from obd.storage.reader import PLAIN_COLUMNS
 
@@ -23,13 +23,7 @@ SIDES = ("bid", "ask")  # `side` codes 0 and 1
 SUMMARY_COLUMNS = PLAIN_COLUMNS  # ts, exchange_ts, received_ts, capture, then the summary
 _FLOATS = SUMMARY_COLUMNS[6:13]
 
-Frame = Literal["polars", "pandas"]
-
-
-class MissingExtra(ObdError):
-    """An optional library is not installed."""
-
-    code = "missing_extra"
+DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
 
 
 def require(module: str) -> Any:
@@ -45,7 +39,7 @@ def require(module: str) -> Any:
 # -- levels: one row per level ----------------------------------------------------------
 
 
-def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: Frame) -> Any:
+def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: DataFrameKind) -> Any:
     """ts (int64), side ("bid"/"ask"), level (int16, 0 = best), price, size (float64);
     rows by ts, then bids before asks, then level."""
     library = require(frame)  # fail before reading anything
@@ -97,7 +91,7 @@ def _pandas_levels(pd: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
 # -- summary: the plain columns, no blob decoded ----------------------------------------
 
 
-def summary(rows: Iterable[tuple[Any, ...]], frame: Frame) -> Any:
+def summary(rows: Iterable[tuple[Any, ...]], frame: DataFrameKind) -> Any:
     """SUMMARY_COLUMNS as a DataFrame: NULL is null in polars, NaN/<NA> in pandas."""
     library = require(frame)
     parts = [_summary_columns(chunk) for chunk in _batches(rows, 4096)]

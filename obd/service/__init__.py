@@ -12,17 +12,16 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from obd.auth import Forbidden
 from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH
-from obd.errors import BadRequest, NotFound
+from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
 from obd.service import args
 from obd.service.coverage import Coverage, coverage
-from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, History
+from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
@@ -32,11 +31,11 @@ from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_
 __all__ = [
     "BOOKS_PATH",
     "BookCount",
-    "CoinStats",
     "CoinView",
     "Coverage",
+    "FeedStats",
     "Health",
-    "History",
+    "HistoryStream",
     "Page",
     "Service",
     "Stats",
@@ -86,7 +85,9 @@ class Health(msgspec.Struct, frozen=True):
     coins: list[dict[str, Any]]
 
 
-class CoinStats(msgspec.Struct, frozen=True):
+class FeedStats(msgspec.Struct, frozen=True):
+    """A collected coin's live feed, as this process samples it."""
+
     exchange: str
     symbol: str
     live: bool
@@ -103,7 +104,7 @@ class Stats(msgspec.Struct, frozen=True):
     last_batch_s: float  # how long the last commit took
     database_bytes: int
     wal_bytes: int
-    coins: list[CoinStats] | None  # None: this process does not collect
+    coins: list[FeedStats] | None  # None: this process does not collect
 
 
 BOOKS_PATH = "/v1/books"
@@ -289,7 +290,7 @@ class Service:
         chunk: object = None,
         *,
         may_add: bool = True,
-    ) -> History:
+    ) -> HistoryStream:
         """[start, end) of a coin, stored and back-filled (see `obd.service.history`): makes sure
         the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
         exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
@@ -299,7 +300,7 @@ class Service:
         begin, stop = args.time_range(start, end)
         size = args.bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
         coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
-        return History(
+        return HistoryStream(
             coin,
             begin,
             stop,
@@ -307,7 +308,7 @@ class Service:
             read=self._reader,
             writer=self._writer,
             source=self._exchanges.get(coin.exchange),
-            plugin=self._exchanges.registry.spec_for(coin.exchange).name,
+            plugin=self._exchanges.plugins.spec_for(coin.exchange).name,
         )
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
@@ -368,7 +369,7 @@ class Service:
             coins=None
             if samplers is None
             else [
-                CoinStats(
+                FeedStats(
                     exchange=s.coin.exchange,
                     symbol=s.coin.symbol,
                     live=s.state == "live",
@@ -385,7 +386,7 @@ class Service:
         exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
         if coin is None:
-            self._exchanges.registry.spec_for(exchange_id)  # unknown exchange: say that instead
+            self._exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
             raise NotFound(f"{symbol_name} on {exchange_id} is not collected (add it first)")
         return coin
 

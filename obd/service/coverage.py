@@ -5,7 +5,7 @@ from typing import Any
 
 import msgspec
 
-from obd.model import Coin, Gap
+from obd.model import Coin, Gap, GapReason
 from obd.storage import reader
 from obd.times import slot_at_or_after
 
@@ -32,7 +32,7 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
     until = max(reader.accounted_until(conn, coin) or first_slot, lo)
     if until < hi:
         recent = until >= now - 2 * interval - 2_000
-        reason = (
+        reason: GapReason = (
             "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
         )
         found.append(Gap(until, hi, reason))
