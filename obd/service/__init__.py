@@ -1,10 +1,13 @@
 """The service layer: what HTTP, WebSocket, MCP and the CLI call. None of them reaches lower.
 
 Arguments arrive as users typed them (strings from a query, JSON values); each is
-checked once (`obd.service.args`), and errors name the argument. What the service hands
-out (`clients`, a `History`) is all a transport gets of the store.
+checked here once, and errors name the argument. What the service hands out
+(`clients`, a `HistoryStream`) is all a transport gets of the store.
 """
 
+import base64
+import binascii
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,6 @@ from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
-from obd.service import args
 from obd.service.coverage import Coverage, coverage
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
 from obd.storage import coins as coin_writes
@@ -47,6 +49,9 @@ __all__ = [
 MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
 DEFAULT_PAGE = 100
 STREAM_CHUNK = 256  # snapshots read per step when streaming a range
+
+_EXCHANGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SYMBOL = re.compile(r"[^\s\x00-\x1f]{1,100}")
 
 
 class CoinView(msgspec.Struct, frozen=True):
@@ -149,17 +154,17 @@ class Service:
         return [await self._view(coin) for coin in await self._reader.run(reader.coins)]
 
     async def availability(self, exchange: object, symbol: object) -> Availability:
-        exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         return await self._exchanges.get(exchange_id).check_availability(symbol_name)
 
     async def add_coin(
         self, exchange: object, symbol: object, interval: object = None, depth: object = None
     ) -> tuple[CoinView, bool]:
         """(coin, created); checks the exchange lists the symbol first (404 if not)."""
-        exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         interval_given = self._default_interval if interval is None else interval
         interval_ms = parse_interval(interval_given)
-        levels = args.bounded("depth", depth, 1, MAX_DEPTH, self._default_depth)
+        levels = _bounded("depth", depth, 1, MAX_DEPTH, self._default_depth)
         source = self._exchanges.get(exchange_id)
         listed = await source.check_availability(symbol_name)
         if not listed.available:
@@ -183,7 +188,7 @@ class Service:
         return await self._view(coin), created
 
     async def remove_coin(self, exchange: object, symbol: object) -> CoinView:
-        exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         coin = await self._writer.call(
             lambda conn: coin_writes.remove_coin(conn, exchange_id, symbol_name)
         )
@@ -202,21 +207,21 @@ class Service:
         cursor: object = None,
     ) -> Page:
         coin = await self._coin(exchange, symbol)
-        begin, stop = args.time_range(start, end)
-        size = args.bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
+        begin, stop = _range(start, end)
+        size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         if cursor is not None:
-            begin = args.cursor_ts(cursor, begin, stop)
+            begin = _cursor_ts(cursor, begin, stop)
         items = await self._reader.run(reader.books, coin, begin, stop, size + 1)
         if len(items) <= size:
             return Page(items=items, next=None)
-        return Page(items=items[:size], next=args.encode_cursor(items[size].ts))
+        return Page(items=items[:size], next=_encode_cursor(items[size].ts))
 
     async def stream_books(
         self, exchange: object, symbol: object, start: object = None, end: object = None
     ) -> AsyncIterator[list[Snapshot]]:
         """The whole range in chunks, oldest first; memory stays flat however long it is."""
         coin = await self._coin(exchange, symbol)
-        begin, stop = args.time_range(start, end)
+        begin, stop = _range(start, end)
         return self._reader.book_pages(coin, begin, stop, STREAM_CHUNK)
 
     async def summaries(
@@ -232,10 +237,10 @@ class Service:
         """Summary columns of a range without decoding blobs (unless `levels` asks for the
         top of each book); `every` keeps the first snapshot of each such bucket."""
         coin = await self._coin(exchange, symbol)
-        begin, stop = args.time_range(start, end)
-        size = args.bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
+        begin, stop = _range(start, end)
+        size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         every_ms = None if every is None else parse_interval(every, "every")
-        top = args.bounded("levels", levels, 0, MAX_DEPTH, 0)
+        top = _bounded("levels", levels, 0, MAX_DEPTH, 0)
         rows = await self._reader.run(
             reader.summaries, coin.id, begin, stop, size + 1, every_ms, top
         )
@@ -248,7 +253,7 @@ class Service:
     ) -> BookCount:
         """How many snapshots `books`/`stream_books` would give for the same arguments."""
         coin = await self._coin(exchange, symbol)
-        begin, stop = args.time_range(start, end)
+        begin, stop = _range(start, end)
         found = await self._reader.run(reader.count, coin.id, begin, stop)
         return BookCount(start=begin, end=stop, count=found)
 
@@ -293,12 +298,12 @@ class Service:
     ) -> HistoryStream:
         """[start, end) of a coin, stored and back-filled (see `obd.service.history`): makes sure
         the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
-        exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         for name, value in (("start", start), ("end", end)):
             if value is None:
                 raise BadRequest(f"{name}: required")
-        begin, stop = args.time_range(start, end)
-        size = args.bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
+        begin, stop = _range(start, end)
+        size = _bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
         coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
         return HistoryStream(
             coin,
@@ -383,7 +388,7 @@ class Service:
     # -- helpers --
 
     async def _coin(self, exchange: object, symbol: object) -> Coin:
-        exchange_id, symbol_name = args.exchange(exchange), args.symbol(symbol)
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
         if coin is None:
             self._exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
@@ -423,3 +428,65 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _exchange(value: object) -> str:
+    if value is None or value == "":
+        raise BadRequest("exchange: required")
+    if not isinstance(value, str) or not _EXCHANGE_ID.fullmatch(value):
+        raise BadRequest(
+            f"exchange: expected a lower-case exchange id like 'binance', got {value!r:.60}"
+        )
+    return value
+
+
+def _symbol(value: object) -> str:
+    if value is None or value == "":
+        raise BadRequest("symbol: required")
+    if not isinstance(value, str) or not _SYMBOL.fullmatch(value):
+        raise BadRequest(f"symbol: expected a unified symbol like 'BTC/USDT', got {value!r:.60}")
+    return value
+
+
+def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = None) -> int:
+    """An integer argument (or its decimal string) in [lo, hi]; the error names it."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
+    return value
+
+
+def _range(start: object, end: object) -> tuple[int, int]:
+    begin = 0 if start is None else parse_time(start, "start")
+    stop = now_ms() + 1 if end is None else parse_time(end, "end")
+    if begin >= stop:
+        raise BadRequest("start: must be before end")
+    return begin, stop
+
+
+_CURSOR_PREFIX = b"obd1:"
+
+
+def _encode_cursor(ts: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(ts).encode()).decode().rstrip("=")
+
+
+def _cursor_ts(cursor: object, begin: int, stop: int) -> int:
+    """The ts a cursor resumes at; it must lie inside the requested range."""
+    malformed = BadRequest("cursor: malformed; pass the `next` value of the previous page")
+    if not isinstance(cursor, str) or len(cursor) > 64:
+        raise malformed
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, binascii.Error):
+        raise malformed from None
+    digits = raw.removeprefix(_CURSOR_PREFIX)
+    if digits == raw or not digits.isdigit():
+        raise malformed
+    ts = int(digits)
+    if not begin <= ts < stop:
+        raise BadRequest("cursor: does not belong to this range")
+    return ts
