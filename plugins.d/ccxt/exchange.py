@@ -54,7 +54,9 @@ class CcxtExchange:
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        markets = await self._markets()
+        return self._listed(await self._markets(), symbol)
+
+    def _listed(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -220,7 +222,16 @@ class CcxtExchange:
             for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        await self._require_listed(symbol)
+        # The listing is judged as it stands and reloaded in the background: a reload
+        # awaited here holds back every book change meanwhile, and the slots it spans
+        # store a superseded book. It can take seconds: ccxt spaces the requests, and
+        # coinbase's five (currencies, rates, products) cost ~1.3 s even on loopback.
+        stale = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if stale and not self._loading.locked():
+            self._background(self._markets())
+        listed = self._listed(exchange.markets or {}, symbol)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
