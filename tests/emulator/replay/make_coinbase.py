@@ -4,7 +4,7 @@ MIT; see /work/shared/data/binance/README.md). No Coinbase recording exists here
 the real Binance books and their real changes are re-expressed in Coinbase's wire
 format, with Coinbase's ids, numbering, timestamps and precisions.
 
-    python -m tests.emulator.replay.make_coinbase RAW_DIR [--seconds 115] [--out FILE]
+    python -m tests.emulator.replay.make_coinbase RAW_DIR [--seconds 120] [--out FILE]
 
 What it does, for BTCUSDT -> BTC-USD and ETHUSDT -> ETH-USD (2024-08-08 23:54 UTC):
 - each symbol's book is the session's REST `/depth?limit=1000` answer plus the diffs
@@ -23,7 +23,9 @@ What it does, for BTCUSDT -> BTC-USD and ETHUSDT -> ETH-USD (2024-08-08 23:54 UT
 - prices and sizes in Coinbase's shape (plain decimals, no trailing zeros: "61837.6",
   "0.0012"; a removal is "0"); `timestamp` is the Binance event time `E` with the
   receive time's sub-millisecond digits (nanoseconds, as Coinbase writes it), each
-  update's `event_time` is `E` (microseconds); `ts` is the real receive time;
+  update's `event_time` is `E` (microseconds); the snapshots, `subscriptions` and
+  heartbeats are stamped on that clock too (receive time plus the median lead of
+  `E` over it); `ts` is the real receive time;
 - `http` entries a session has before it connects: the public products listing
   (the two products, fields as Coinbase serves them) and the server time.
 """
@@ -31,6 +33,7 @@ What it does, for BTCUSDT -> BTC-USD and ETHUSDT -> ETH-USD (2024-08-08 23:54 UT
 import argparse
 import io
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -190,6 +193,14 @@ def _compact(body: Any) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def _clock_ns(sessions: Iterable[_Session]) -> int:
+    """How far Binance's event times ran ahead of the recorder's clock (the median), so
+    that messages made up here (snapshots, heartbeats) are stamped on the same clock
+    as the updates, whose `timestamp` is the event time."""
+    ahead = sorted(int(d["E"]) * 1_000_000 - ns for s in sessions for ns, d in s.frames)
+    return ahead[len(ahead) // 2]
+
+
 def build(raw: Path, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the header, the entries after it)."""
     sessions = {
@@ -234,7 +245,8 @@ def build(raw: Path, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any
         start_ns - 40_000_000,
         {"type": "subscribe", "product_ids": products, "channel": "heartbeats"},
     )
-    stamp = _iso_ns(start_ns)
+    clock_ns = _clock_ns(sessions.values())
+    stamp = _iso_ns(start_ns + clock_ns)
     for offset, (product, session) in enumerate(sessions.items()):
         conn.recv(start_ns + offset * 1000, "l2_data", stamp, [_snapshot(product, session)])
     subscribed = {"level2": products, "heartbeats": products}
@@ -249,9 +261,11 @@ def build(raw: Path, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any
     for ns, product, data in frames:
         while beat <= ns:
             counter += 1
-            now = datetime.fromtimestamp(beat / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            now = datetime.fromtimestamp((beat + clock_ns) / 1e9, UTC).strftime(
+                "%Y-%m-%d %H:%M:%S.%f"
+            )
             event = {"current_time": f"{now}000 +0000 UTC", "heartbeat_counter": str(counter)}
-            conn.recv(beat, "heartbeats", _iso_ns(beat), [event])
+            conn.recv(beat, "heartbeats", _iso_ns(beat + clock_ns), [event])
             beat += 1_000_000_000
         changed = sessions[product].changes(data)
         if not changed:
@@ -283,7 +297,7 @@ def build(raw: Path, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulator.replay.make_coinbase")
     parser.add_argument("raw", type=Path, help="the raw/ directory of the Binance sessions")
-    parser.add_argument("--seconds", type=float, default=115.0)
+    parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     header, entries = build(args.raw, args.seconds)
