@@ -1,8 +1,8 @@
 """Fidelity on recorded Binance traffic: spot, USD-M and COIN-M replayed at once into
 one real daemon through unmodified ccxt, at 1 s slots. The first symbol of each
 exchange runs clean; the second takes faults (a dropped frame, a skipped update id,
-a 429 on the resync). Every stored snapshot must be a true book of its slot, and
-every slot a snapshot or a gap with a reason."""
+a 429 on the resync, and a delisting near the end). Every stored snapshot must be a
+true book of its slot, and every slot a snapshot or a gap with a reason."""
 
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 SPEED = 1.5  # 125 s recordings in ~83 s: room for 62 one-second slots after start-up
 DEPTH = 50
 SLOTS = 62
+DELISTED_S = 8  # the second symbols are delisted this long before the window closes
 # A frame sent this long before a slot may still be on its way to obd: on this
 # shared 2-core host (load ~2.6) one frame in a few thousand took 440 ms (median 1 ms).
 # Never a frame sent after the slot. How late books really were is printed and
@@ -32,7 +33,7 @@ SLOTS = 62
 TOLERANCE_MS = 1000
 AT_T = 0.8  # of websocket slots whose book still stood at T (measured: ~0.95-1.0)
 RUNS = {
-    "binance": "binance_spot.jsonl.zst",
+    "binance": "binance.jsonl.zst",
     "binanceusdm": "binanceusdm.jsonl.zst",
     "binancecoinm": "binancecoinm.jsonl.zst",
 }
@@ -62,6 +63,9 @@ def test_binance_family_on_recorded_traffic(tmp_path: Path) -> None:
         for replay in replays:
             replay.control("fault", kind="sequence", symbol=replay.symbols[1])
             replay.control("rest-errors", status=429, n=1, path="depth")
+        time.sleep(max(0.0, start / 1000 + SLOTS - DELISTED_S - time.time()))
+        for replay in replays:
+            replay.control("delist", symbol=replay.symbols[1])
         time.sleep(max(0.0, start / 1000 + SLOTS + 1.5 - time.time()))
         end = start + SLOTS * 1000
         verdicts = [
@@ -97,7 +101,9 @@ def test_binance_family_on_recorded_traffic(tmp_path: Path) -> None:
     for verdict in clean:  # the live book carries every slot of an undisturbed symbol
         assert verdict.ws == verdict.slots, verdict
     for verdict in faulted:  # a few slots to resync after each fault, at most
-        assert verdict.ws >= verdict.slots - 6, verdict
+        not_listed = verdict.gaps.get("not_listed", 0)
+        assert DELISTED_S - 4 <= not_listed <= DELISTED_S, verdict  # noticed within 4 s
+        assert verdict.ws >= verdict.slots - not_listed - 6, verdict
     for replay, stat in zip(replays, stats, strict=True):
         assert stat["done"] is False, stat  # still replaying when the window closed
         assert stat["unexpected"] == []
