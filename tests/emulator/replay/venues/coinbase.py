@@ -68,6 +68,7 @@ class CoinbaseVenue:
         # the last recorded frame applied: (line, product id or channel, text)
         self._last: tuple[int, str, str] = (0, "", "")
         self._faulted: Conn | None = None  # the connection `frame_for` last answered
+        self._settled = 0  # the last frame whose drops were counted
 
     # -- the seam --
 
@@ -120,6 +121,7 @@ class CoinbaseVenue:
         return []
 
     def on_message(self, conn: Conn, data: Frame) -> list[Frame]:
+        self._settle_drops()  # before the numbers of this answer are taken
         try:
             request = json.loads(data)
             kind, channel = request["type"], request["channel"]
@@ -168,6 +170,7 @@ class CoinbaseVenue:
                 product.book.update(changes["bid"], changes["offer"])
             product.seq, product.timestamp = message.get("sequence_num"), self._timestamp
             touched.append(product)
+        # (the recordings hold one product a message, as Coinbase sends them)
         self._last = (entry.line, touched[0].id if touched else "", entry.data)
         return [p.symbol for p in touched]
 
@@ -214,8 +217,9 @@ class CoinbaseVenue:
         sent, and the next one shows the gap."""
         line, about, _ = self._last
         product = self._products.get(about)
-        if product is None or not product.trading:
+        if product is None or not product.trading or self._settled == line:
             return
+        self._settled = line
         for conn in list(self._conns):
             if about in conn.state["channels"].get("level2", []) and conn.state["line"] != line:
                 conn.state["seq"] += 1
