@@ -239,7 +239,7 @@ async def _watch(emu: ReplayEmulator) -> tuple[list[Any], list[Any]]:
 
 # -- fidelity through obd --
 
-SPEED = 1.5  # 120 s of recording in 80 s: room for 62 one-second slots after start-up
+SPEED = 1.4  # 120 s of recording in ~86 s: room for 62 one-second slots after start-up
 DEPTH = 50
 SLOTS = 62
 # A frame sent this long before a slot may still be on its way to obd on a loaded
@@ -297,7 +297,9 @@ def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) ->
         assert verdict.slots >= 60, verdict
         assert verdict.exact, verdict
         assert set(verdict.gaps) <= GAP_REASONS, verdict
-        assert verdict.ws >= verdict.slots - 4, verdict  # two resyncs, each within 2 slots
+        # two resyncs, each costing at most 3 slots their live book (a gap, or a REST
+        # snapshot taken after the slot, checked above like the rest)
+        assert verdict.ws >= verdict.slots - 6, verdict
     late = [ms for verdict in verdicts.values() for ms in verdict.late_ms]
     assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
     noticed = [e for e in down if "skipped" in str(e.get("error"))]
