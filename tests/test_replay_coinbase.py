@@ -253,10 +253,11 @@ AT_T = 0.8  # of websocket slots whose book still stood at T
 @pytest.mark.parametrize("fault", ["drop", "sequence"])
 def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) -> None:
     """A real daemon collects both symbols at 1 s through unmodified ccxt; twice a
-    message of ETH/USD is lost (a dropped frame, or a skipped `sequence_num`). Every
-    stored book is true at its slot, every slot is accounted for, and each loss is
-    noticed and resynced. The loss cannot be pinned to a product (the numbering is
-    the connection's), so BTC/USD resyncs too: at most a slot or two each time."""
+    message of ETH/USD is lost (a dropped frame, or a skipped `sequence_num`), and in
+    the `drop` run ETH/USD is then delisted. Every stored book is true at its slot,
+    every slot is accounted for, and each loss is noticed and resynced. The loss
+    cannot be pinned to a product (the numbering is the connection's), so BTC/USD
+    resyncs too: a few slots at most each time. The delisting stops ETH/USD alone."""
     replay = ReplayProcess("coinbase", RECORDING, tmp_path / "coinbase.sent", SPEED)
     coins = [("coinbase", symbol) for symbol in replay.symbols]
     config = write_config(tmp_path, exchanges_toml([replay]), coins=coins_toml(coins, DEPTH))
@@ -270,6 +271,9 @@ def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) ->
                 replay.control("drop", symbol="ETH/USD", n=1)
             else:
                 replay.control("fault", kind="sequence", symbol="ETH/USD")
+        if fault == "drop":
+            time.sleep(12)
+            replay.control("delist", symbol="ETH/USD")
         time.sleep(max(0.0, start / 1000 + SLOTS + 1.5 - time.time()))
         end = start + SLOTS * 1000
         truth = replay.truth()
@@ -297,9 +301,14 @@ def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) ->
         assert verdict.slots >= 60, verdict
         assert verdict.exact, verdict
         assert set(verdict.gaps) <= GAP_REASONS, verdict
+    for symbol, verdict in verdicts.items():
+        if fault == "drop" and symbol == "ETH/USD":
+            assert verdict.gaps.get("not_listed", 0) >= 5, verdict  # the rest of the run
+            continue
         # two resyncs, each costing at most 3 slots their live book (a gap, or a REST
         # snapshot taken after the slot, checked above like the rest)
         assert verdict.ws >= verdict.slots - 6, verdict
+        assert "not_listed" not in verdict.gaps, verdict
     late = [ms for verdict in verdicts.values() for ms in verdict.late_ms]
     assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
     noticed = [e for e in down if "skipped" in str(e.get("error"))]
