@@ -10,6 +10,8 @@ from obd import __version__
 from obd.errors import StoreError
 
 FORMAT_NAME = "obd-books"
+# The `series` table holds the coins: the code calls a row a coin and its id `coin_id`;
+# the table and column keep their names (files in the wild, docs/FORMAT.md).
 PAGE_SIZE = 16_384  # bytes: ~30 snapshot rows a page; range scans run ~2x faster than at 4 KiB
 
 _V1 = """
@@ -81,7 +83,13 @@ CREATE TABLE clients (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)  # MIGRATIONS[i] takes user_version i to i + 1
+# The exchange's own update id or sequence number of each stored book (ccxt's `nonce`),
+# so users can check a series for exchange-side gaps; NULL where the source has none.
+_V3 = """
+ALTER TABLE snapshots ADD COLUMN seq INTEGER;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)  # MIGRATIONS[i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
