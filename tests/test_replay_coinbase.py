@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,11 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import load_plugin, wait_for, write_config
+from tests.conftest import load_plugin
 from tests.emulator.replay import recording as rec
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
-from tests.replay_support import (
-    GAP_REASONS,
-    RECORDINGS,
-    LoggedDaemon,
-    ReplayProcess,
-    coins_toml,
-    exchanges_toml,
-    fidelity,
-)
+from tests.replay_support import GAP_REASONS, RECORDINGS, Run, Step, run_fidelity
 
 RECORDING = RECORDINGS / "coinbase.jsonl.zst"
 SYMBOLS = ["BTC/USD", "ETH/USD"]
@@ -242,15 +233,24 @@ async def _watch(emu: ReplayEmulator) -> tuple[list[Any], list[Any]]:
 SPEED = 1.4  # 120 s of recording in ~86 s: room for 62 one-second slots after start-up
 DEPTH = 50
 SLOTS = 62
+DELISTED_S = 8  # in the `drop` run ETH/USD is delisted this long before the window closes
 # A frame sent this long before a slot may still be on its way to obd on a loaded
 # shared host (as tests/test_replay_fidelity.py measured); never one sent after it.
 # How late books really were is bounded below (`AT_T`).
 TOLERANCE_MS = 1000
 AT_T = 0.8  # of websocket slots whose book still stood at T
+FAULTS = {  # on ETH/USD, the second symbol
+    "drop": (
+        Step(12, "drop", {"n": 1}),
+        Step(27, "drop", {"n": 1}),
+        Step(SLOTS - DELISTED_S, "delist"),
+    ),
+    "sequence": (Step(12, "fault", {"kind": "sequence"}), Step(27, "fault", {"kind": "sequence"})),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["drop", "sequence"])
+@pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) -> None:
     """A real daemon collects both symbols at 1 s through unmodified ccxt; twice a
     message of ETH/USD is lost (a dropped frame, or a skipped `sequence_num`), and in
@@ -258,67 +258,29 @@ def test_coinbase_through_obd_on_recorded_traffic(tmp_path: Path, fault: str) ->
     every slot is accounted for, and each loss is noticed and resynced. The loss
     cannot be pinned to a product (the numbering is the connection's), so BTC/USD
     resyncs too: a few slots at most each time. The delisting stops ETH/USD alone."""
-    replay = ReplayProcess("coinbase", RECORDING, tmp_path / "coinbase.sent", SPEED)
-    coins = [("coinbase", symbol) for symbol in replay.symbols]
-    config = write_config(tmp_path, exchanges_toml([replay]), coins=coins_toml(coins, DEPTH))
-    daemon = LoggedDaemon(config)
-    try:
-        # from the slot after both coins' first snapshot (the first may be a REST one)
-        start = wait_for(lambda: _first_ts(daemon), timeout_s=30) + 1000
-        for wait_s in (12, 15):
-            time.sleep(wait_s)
-            if fault == "drop":
-                replay.control("drop", symbol="ETH/USD", n=1)
-            else:
-                replay.control("fault", kind="sequence", symbol="ETH/USD")
-        if fault == "drop":
-            time.sleep(12)
-            replay.control("delist", symbol="ETH/USD")
-        time.sleep(max(0.0, start / 1000 + SLOTS + 1.5 - time.time()))
-        end = start + SLOTS * 1000
-        truth = replay.truth()
-        verdicts = {
-            symbol: fidelity(
-                daemon.http, "coinbase", symbol, truth, DEPTH, (start, end), TOLERANCE_MS
-            )
-            for symbol in replay.symbols
-        }
-        stats = replay.stats()
-    finally:
-        code = daemon.stop()
-        replay.stop()
-    down = [e for e in daemon.log if e.get("event") == "stream_down"]
-    assert code == 0
-    for verdict in verdicts.values():  # shown with -s: what was measured
-        late = sorted(verdict.late_ms)
-        print(
-            f"{verdict.symbol}: {verdict.slots} slots, {verdict.ws} ws, {verdict.rest} rest,"
-            f" gaps {verdict.gaps}, wrong {verdict.wrong}; superseded before T:"
-            f" {sum(x > 0 for x in late)} slots, max {late[-1]} ms"
-        )
-    print(stats, down, sep="\n")
-    for verdict in verdicts.values():
+    run = Run("coinbase", RECORDING.name, FAULTS[fault])
+    outcome = run_fidelity(
+        tmp_path, [run], speed=SPEED, depth=DEPTH, slots=SLOTS, tolerance_ms=TOLERANCE_MS
+    )
+    print(outcome.report(), outcome.moving)  # what was measured (pytest -s)
+    assert outcome.exit_code == 0
+    for verdict in outcome.verdicts:
         assert verdict.slots >= 60, verdict
-        assert verdict.exact, verdict
+        assert verdict.exact, verdict  # no wrong book, every slot accounted
         assert set(verdict.gaps) <= GAP_REASONS, verdict
-    for symbol, verdict in verdicts.items():
-        if fault == "drop" and symbol == "ETH/USD":
-            assert verdict.gaps.get("not_listed", 0) >= 5, verdict  # the rest of the run
-            continue
         # two resyncs, each costing at most 3 slots their live book (a gap, or a REST
-        # snapshot taken after the slot, checked above like the rest)
-        assert verdict.ws >= verdict.slots - 6, verdict
-        assert "not_listed" not in verdict.gaps, verdict
-    late = [ms for verdict in verdicts.values() for ms in verdict.late_ms]
+        # snapshot taken after the slot, checked like the rest), and the delisting
+        not_listed = verdict.gaps.get("not_listed", 0)
+        assert verdict.ws >= verdict.slots - not_listed - 6, verdict
+        downs = outcome.down("coinbase", verdict.symbol)
+        assert downs.count("not_synced") >= 2, downs  # each loss noticed on both symbols
+    btc, eth = outcome.verdicts
+    assert "not_listed" not in btc.gaps, btc
+    if fault == "drop":
+        assert DELISTED_S - 4 <= eth.gaps.get("not_listed", 0) <= DELISTED_S, eth
+    late = [ms for verdict in outcome.verdicts for ms in verdict.late_ms]
     assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
-    noticed = [e for e in down if "skipped" in str(e.get("error"))]
-    assert {e.get("symbol") for e in noticed} == set(SYMBOLS)
+    stats = outcome.stats["coinbase"]
     assert stats["frames_dropped" if fault == "drop" else "fault_sequence"] == 2
     assert stats["unexpected"] == []
-    assert stats["done"] is False
-
-
-def _first_ts(daemon: LoggedDaemon) -> int | None:
-    coins = daemon.http.get("/v1/coins").json()["items"]
-    firsts = [coin["first_ts"] for coin in coins]
-    return max(firsts) if len(coins) == len(SYMBOLS) and None not in firsts else None
+    assert outcome.moving["coinbase"] >= 55, outcome.moving  # books moved, not stood still
