@@ -18,7 +18,7 @@ all its books share.
 from collections.abc import Mapping
 from typing import Any
 
-from obd.errors import NotSynced
+from obd.plugin import NotSynced
 
 __all__ = ["check"]
 
