@@ -56,9 +56,9 @@ class CcxtExchange:
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        return self._listed(await self._markets(), symbol)
+        return self._availability(await self._markets(), symbol)
 
-    def _listed(self, markets: dict[str, Any], symbol: str) -> Availability:
+    def _availability(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -217,16 +217,21 @@ class CcxtExchange:
             for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        # The listing is judged as it stands and reloaded in the background: a reload
-        # awaited here holds back every book change meanwhile, and the slots it spans
-        # store a superseded book. It can take seconds: ccxt spaces the requests, and
-        # coinbase's five (currencies, rates, products) cost ~1.3 s even on loopback.
-        stale = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
-        if stale and not self._loading.locked():
-            self._background(self._markets())
-        listed = self._listed(exchange.markets or {}, symbol)
+        # The listing is read as it stands and reloaded in the background. A watch that
+        # awaited the reload yielded no book meanwhile, so its slots got a stale one:
+        # the reload queues in ccxt's rate limiter behind a resync's depth call (~0.5 s
+        # after a weight-10 snapshot on Binance USD-M), and a big exchangeInfo takes
+        # seconds to fetch and parse.
+        self._reload_markets_later()
+        listed = self._availability(exchange.markets or {}, symbol)
         if not listed.available:
             raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
+
+    def _reload_markets_later(self) -> None:
+        """Start reloading the listing if it is due and no reload is under way."""
+        due = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if due and not self._loading.locked():
+            self._background(self._markets())
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
