@@ -54,7 +54,9 @@ class CcxtExchange:
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        markets = await self._markets()
+        return self._availability(await self._markets(), symbol)
+
+    def _availability(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -111,7 +113,7 @@ class CcxtExchange:
                 watcher.wake.clear()
                 if watcher.ticked:
                     watcher.ticked = False
-                    await self._inspect(exchange, symbol)
+                    self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
             self._unwatch_later(exchange, symbol)
             raise
@@ -212,15 +214,23 @@ class CcxtExchange:
 
     # -- the websocket --
 
-    async def _inspect(self, exchange: Any, symbol: str) -> None:
+    def _inspect(self, exchange: Any, symbol: str) -> None:
         """Once a tick: a silent connection is dead; a delisted symbol's stream just goes
-        quiet, so the listing says why."""
+        quiet, so the listing says why. The listing is reloaded in the background and
+        read as it stands: this runs inside the frame loop, and a reload awaited here
+        (several rate-limited requests: ~2 s on hyperliquid) held back every book ccxt
+        applied meanwhile, so the slots in between stored the book from before it."""
         silent_s = internals.silence_s(exchange, symbol)
         if silent_s > self.options.stale_after_s:
             for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        await self._require_listed(symbol)
+        age_s = time.monotonic() - self._markets_at
+        if age_s >= self.options.markets_ttl_s and not self._loading.locked():
+            self._background(self._markets())
+        listed = self._availability(exchange.markets or {}, symbol)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
