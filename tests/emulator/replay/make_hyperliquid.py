@@ -167,7 +167,8 @@ def entries(source: Path, seconds: float) -> Iterator[dict[str, Any]]:
         "t": "header",
         "exchange": "HYPERLIQUID",
         "config": {"l2_book": list(COINS)},
-        "derived": (
+        "derived": True,
+        "note": (
             "Derived from real Binance spot BTCUSDT/ETHUSDT diff streams (2024-08-08):"
             " each Binance book state re-expressed as a Hyperliquid l2Book frame by"
             " tests/emulator/replay/make_hyperliquid.py; not recorded from Hyperliquid."
