@@ -1,7 +1,7 @@
 """Make the Hyperliquid replay recording from the shared Binance spot sessions.
 
     python -m tests.emulator.replay.make_hyperliquid [--source DIR] [--seconds 110]
-        [--out tests/data/recordings/hyperliquid_btc_eth.jsonl.zst]
+        [--out tests/data/recordings/hyperliquid.jsonl.zst]
 
 Hyperliquid's `l2Book` channel sends the whole book (at most 20 levels a side,
 prices at 5 significant figures) whenever it changes; it has no sequence number and
@@ -34,7 +34,7 @@ import zstandard
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "binance" / "raw"
-DEFAULT_OUT = REPO / "tests" / "data" / "recordings" / "hyperliquid_btc_eth.jsonl.zst"
+DEFAULT_OUT = REPO / "tests" / "data" / "recordings" / "hyperliquid.jsonl.zst"
 WS_URL = "wss://api.hyperliquid.xyz/ws"
 INFO_URL = "https://api.hyperliquid.xyz/info"
 UNIT = 10**8  # Binance spot prints prices and sizes with 8 decimals
@@ -45,12 +45,20 @@ PONG_AFTER_S = 0.031  # a plausible round trip
 # Binance's event times in the session run ~1.2 s ahead of the receiving clock, and an
 # exchange time later than its receipt would look wrong to anyone comparing the two.
 LATENCY_MS = 25
+BLOCK_S = 0.07  # at most one book a coin per Hyperliquid block (~70 ms): the USD-M
+# session's @depth@0ms diffs come faster; the book as it stands is sent at the next one
 # coin -> (Binance session, tick in 1e-8 units, price decimals, size decimals). The
 # tick is 5 significant figures at the session's prices (BTC ~61,800; ETH ~2,680).
+# Perpetuals are named by their coin; a spot pair by "@<index>" ("@1": UBTC/USDC,
+# ccxt `BTC/USDC`), fed from the USD-M BTC session (another day, ~63,700: a book of
+# its own), moved onto the spot sessions' clock.
 COINS: dict[str, tuple[str, int, int, int]] = {
     "BTC": ("spot_btcusdt_20240808", UNIT, 0, 5),
     "ETH": ("spot_ethusdt_20240808", UNIT // 10, 1, 4),
+    "@1": ("usdm_btcusdt_20240718", UNIT, 0, 5),
 }
+PERPS = [coin for coin in COINS if not coin.startswith("@")]
+SPOT_TOKENS = {"@1": "UBTC"}  # a spot pair's base token (quote: USDC, token 0)
 
 Side = dict[int, int]  # price units -> size units
 Wire = list[list[dict[str, Any]]]  # [[bids], [asks]] of {"px", "sz", "n"}
@@ -102,22 +110,32 @@ def _session(path: Path) -> tuple[float, dict[str, Any], Iterator[tuple[float, d
     return rows[start][0], rows[start][1], iter(rows[:start] + rows[start + 1 :])
 
 
-def coin_frames(source: Path, coin: str, t0: float, end: float) -> Iterator[tuple[float, str]]:
-    """(receive time s, l2Book frame) for one coin: its book at `t0`, then each change."""
+def coin_frames(
+    source: Path, coin: str, t0: float, end: float, base_s: float
+) -> Iterator[tuple[float, str]]:
+    """(receive time s, l2Book frame) for one coin: its book at `t0`, then each change.
+    A session of another day is moved so that its snapshot was received at `base_s`."""
     name, tick, px_places, sz_places = COINS[coin]
-    _, snapshot, diffs = _session(source / f"{name}.depth.txt.zst")
+    snapshot_s, snapshot, diffs = _session(source / f"{name}.depth.txt.zst")
+    shift_s = 0.0 if abs(base_s - snapshot_s) < 3600 else base_s - snapshot_s
     bids = {_units(p): _units(q) for p, q in snapshot["bids"]}
     asks = {_units(p): _units(q) for p, q in snapshot["asks"]}
     last_id, time_ms = int(snapshot["lastUpdateId"]), 0
     sent: Wire | None = None
-    for ts, row in diffs:
+    chained, sent_s = False, 0.0
+    for recorded_s, row in diffs:
+        ts = recorded_s + shift_s
         if ts > end:
             return
         data = row["data"]
-        if data["u"] <= last_id:
-            continue  # older than the snapshot: Binance's own rule
-        if data["U"] > last_id + 1:
+        if data["u"] < last_id or (data["u"] == last_id and "pu" not in data):
+            continue  # older than the snapshot: Binance's own rules (spot, futures)
+        if not chained and data["U"] > last_id + 1:
+            raise ValueError(f"{name}: the first diff {data['U']} is past {last_id}")
+        # then spot chains on U == previous u + 1, futures on pu == previous u
+        if chained and data.get("pu", data["U"] - 1) != last_id:
             raise ValueError(f"{name}: update ids jump from {last_id} to {data['U']}")
+        chained = True
         for changes, side in ((data["b"], bids), (data["a"], asks)):
             for price, size in changes:
                 if _units(size) == 0:
@@ -129,10 +147,13 @@ def coin_frames(source: Path, coin: str, t0: float, end: float) -> Iterator[tupl
             continue
         if sent is None:  # the book as it stood when the subscription was acked
             sent = aggregate(bids, asks, tick, px_places, sz_places)
-            time_ms = int(t0 * 1000) - LATENCY_MS
+            time_ms, sent_s = int(t0 * 1000) - LATENCY_MS, t0
             yield t0, _frame(coin, time_ms, sent)
+        if ts - sent_s < BLOCK_S:
+            continue
         levels = aggregate(bids, asks, tick, px_places, sz_places)
         if levels != sent:
+            sent_s = ts
             # strictly increasing: ccxt's book keeps no nonce, so obd tells one state
             # from the next by this time
             sent, time_ms = levels, max(time_ms + 1, int(ts * 1000) - LATENCY_MS)
@@ -144,24 +165,49 @@ def _frame(coin: str, time_ms: int, levels: Wire) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def _mid(frame: str) -> str:
+    levels = json.loads(frame)["data"]["levels"]
+    return str((Decimal(levels[0][0]["px"]) + Decimal(levels[1][0]["px"])) / 2)
+
+
 def _meta(first: dict[str, str]) -> str:
-    """The `metaAndAssetCtxs` answer for the served coins (markPx: their first mid)."""
+    """The `metaAndAssetCtxs` answer for the perpetuals (markPx: their first mid)."""
     universe = [
         {"szDecimals": COINS[coin][3], "name": coin, "maxLeverage": 40, "marginTableId": 56}
-        for coin in COINS
+        for coin in PERPS
     ]
-    ctxs = []
-    for coin in COINS:
-        levels = json.loads(first[coin])["data"]["levels"]
-        mid = (Decimal(levels[0][0]["px"]) + Decimal(levels[1][0]["px"])) / 2
-        ctxs.append({"funding": "0.0000125", "markPx": str(mid), "midPx": str(mid)})
+    ctxs = [
+        {"funding": "0.0000125", "markPx": _mid(first[c]), "midPx": _mid(first[c])} for c in PERPS
+    ]
     meta = [{"universe": universe, "marginTables": [], "collateralToken": 0}, ctxs]
     return json.dumps(meta, separators=(",", ":"))
 
 
+def _spot_meta(first: dict[str, str]) -> str:
+    """The `spotMetaAndAssetCtxs` answer: USDC as token 0, each pair's base after it;
+    contexts indexed by pair index, as Hyperliquid (and ccxt) index them."""
+    tokens: list[dict[str, Any]] = [
+        {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "fullName": None}
+    ]
+    universe, ctxs = [], []
+    for coin, base in SPOT_TOKENS.items():
+        index = int(coin[1:])
+        full = {"UBTC": "Unit Bitcoin"}.get(base)
+        tokens.append(
+            {"name": base, "szDecimals": COINS[coin][3], "weiDecimals": 10,
+             "index": len(tokens), "fullName": full}
+        )  # fmt: skip
+        universe.append({"tokens": [len(tokens) - 1, 0], "name": coin, "index": index})
+        ctxs += [{}] * (index + 1 - len(ctxs))
+        ctxs[index] = {"coin": coin, "markPx": _mid(first[coin]), "midPx": _mid(first[coin])}
+    return json.dumps([{"universe": universe, "tokens": tokens}, ctxs], separators=(",", ":"))
+
+
 def entries(source: Path, seconds: float) -> Iterator[dict[str, Any]]:
     """The recording's lines, header first."""
-    t0 = max(_session(source / f"{COINS[c][0]}.depth.txt.zst")[0] for c in COINS) + 0.2
+    snapshots_s = [_session(source / f"{COINS[c][0]}.depth.txt.zst")[0] for c in COINS]
+    base_s = snapshots_s[0]
+    t0 = max(t for t in snapshots_s if abs(t - base_s) < 3600) + 0.2
     end = t0 + seconds
     yield {
         "t": "header",
@@ -169,16 +215,18 @@ def entries(source: Path, seconds: float) -> Iterator[dict[str, Any]]:
         "config": {"l2_book": list(COINS)},
         "derived": True,
         "note": (
-            "Derived from real Binance spot BTCUSDT/ETHUSDT diff streams (2024-08-08):"
+            "Derived from real Binance diff streams (spot BTCUSDT/ETHUSDT 2024-08-08 for"
+            " the BTC and ETH perpetuals, USD-M BTCUSDT 2024-07-18 for spot @1 UBTC/USDC):"
             " each Binance book state re-expressed as a Hyperliquid l2Book frame by"
             " tests/emulator/replay/make_hyperliquid.py; not recorded from Hyperliquid."
         ),
         "source": "nkaz001/hftbacktest examples (shared/data/binance/raw)",
         "licence": "MIT, Copyright (c) 2022 nkaz001",
     }
-    streams = [list(coin_frames(source, coin, t0, end)) for coin in COINS]
+    streams = [list(coin_frames(source, coin, t0, end, base_s)) for coin in COINS]
     first = {coin: frames[0][1] for coin, frames in zip(COINS, streams, strict=True)}
     yield {"t": "http", "ts": t0 - 0.5, "url": INFO_URL, "data": _meta(first)}
+    yield {"t": "http", "ts": t0 - 0.5, "url": INFO_URL, "data": _spot_meta(first)}
     for coin in COINS:
         book = json.loads(first[coin])["data"]
         yield {

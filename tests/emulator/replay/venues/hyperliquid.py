@@ -17,9 +17,13 @@ What ccxt 4.5 does, and so what is served (ccxt/pro/hyperliquid.py, ccxt/hyperli
   "Already subscribed: ..."}`, which ccxt ignores; `{"method": "ping"}` is answered
   `{"channel": "pong"}` (ccxt's keep-alive; a stall silences it).
 
-The recording's header `config.l2_book` lists the coins (`BTC`, ...); its `http`
-entries seed the listing (`metaAndAssetCtxs`: each coin's `szDecimals`) and the
-books before the first frame (`l2Book` answers). Served as `<coin>/USDC:USDC`.
+The recording's header `config.l2_book` lists the coins: perpetuals by name (`BTC`,
+served as `BTC/USDC:USDC`) and spot pairs by `@<index>` (ccxt's market id; served as
+base/USDC, `UBTC` read as `BTC` as ccxt does for Hyperliquid's "Unit" tokens). Its
+`http` entries seed the listings (`metaAndAssetCtxs`: each perpetual's `szDecimals`;
+`spotMetaAndAssetCtxs`: the spot pairs and their tokens) and the books before the
+first frame (`l2Book` answers). A delisted perpetual is flagged `isDelisted`; a
+delisted spot pair leaves the spot listing.
 """
 
 import json
@@ -50,10 +54,11 @@ def _dumps(value: Any) -> str:
 class _Coin:
     """One perpetual: its listing and its true book (the last whole book received)."""
 
-    def __init__(self, name: str, index: int) -> None:
-        self.name, self.index = name, index
-        self.symbol = f"{name}/{_QUOTE}:{_QUOTE}"
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.symbol = f"{name}/{_QUOTE}:{_QUOTE}"  # a spot pair's is set by its listing
         self.sz_decimals = 4
+        self.spot: dict[str, Any] | None = None  # a spot pair's universe entry
         self.levels: list[list[dict[str, Any]]] = [[], []]
         self.time_ms: int | None = None
         self.delisted = False
@@ -79,19 +84,33 @@ class HyperliquidVenue:
     def __init__(self, recording: Recording, exchange_id: str) -> None:
         self.exchange_id = exchange_id
         names = [str(name) for name in recording.header.config.get("l2_book", [])]
-        self._coins = {name: _Coin(name, index) for index, name in enumerate(names)}
-        self._by_symbol = {coin.symbol: coin for coin in self._coins.values()}
+        self._coins = {name: _Coin(name) for name in names}
+        self._tokens: list[dict[str, Any]] = [_USDC]
         for http in recording.http:
             self._seed(http.data)
+        for coin in self._coins.values():
+            if coin.name.startswith("@") and coin.spot is None:
+                raise ValueError(f"spot pair {coin.name} is not in the recording's spot listing")
+        self._by_symbol = {coin.symbol: coin for coin in self._coins.values()}
 
     def _seed(self, data: str) -> None:
         body = json.loads(data)
         if isinstance(body, dict) and body.get("coin") in self._coins:  # an l2Book answer
             self._coins[body["coin"]].take(body)
         elif isinstance(body, list) and body and isinstance(body[0], dict):  # a listing
-            for entry in body[0].get("universe", []):
-                if entry.get("name") in self._coins:
-                    self._coins[entry["name"]].sz_decimals = int(entry["szDecimals"])
+            listing = body[0]
+            if "tokens" in listing:  # spotMetaAndAssetCtxs
+                self._tokens = listing["tokens"]
+            for entry in listing.get("universe", []):
+                coin = self._coins.get(entry.get("name"))
+                if coin is None:
+                    continue
+                if "tokens" in listing:
+                    base = self._tokens[entry["tokens"][0]]
+                    coin.spot, coin.sz_decimals = entry, int(base["szDecimals"])
+                    coin.symbol = f"{_code(base)}/{_QUOTE}"
+                else:
+                    coin.sz_decimals = int(entry["szDecimals"])
 
     # -- the seam --
 
@@ -114,11 +133,11 @@ class HyperliquidVenue:
         if kind == "meta":
             return _json(self._meta())
         if kind == "metaAndAssetCtxs" and not body.get("dex"):
-            return _json([self._meta(), [self._context(coin) for coin in self._coins.values()]])
+            return _json([self._meta(), [self._context(coin) for coin in self._perps()]])
         if kind == "spotMeta":
-            return _json({"universe": [], "tokens": [_USDC]})
+            return _json(self._spot_meta())
         if kind == "spotMetaAndAssetCtxs":
-            return _json([{"universe": [], "tokens": [_USDC]}, []])
+            return _json([self._spot_meta(), self._spot_contexts()])
         if kind == "perpDexs":
             return _json([None])  # the first dex (null) is Hyperliquid's own; no HIP-3 dexes
         if kind == "l2Book":
@@ -203,9 +222,26 @@ class HyperliquidVenue:
 
     # -- REST bodies --
 
+    def _perps(self) -> list[_Coin]:
+        return [coin for coin in self._coins.values() if coin.spot is None]
+
+    def _spot_meta(self) -> dict[str, Any]:
+        listed = [c.spot for c in self._coins.values() if c.spot is not None and not c.delisted]
+        return {"universe": listed, "tokens": self._tokens}
+
+    def _spot_contexts(self) -> list[dict[str, Any]]:
+        """Indexed by pair index, as Hyperliquid (and ccxt reading them) index them."""
+        contexts: list[dict[str, Any]] = []
+        for coin in self._coins.values():
+            if coin.spot is not None:
+                index = int(coin.spot["index"])
+                contexts += [{}] * (index + 1 - len(contexts))
+                contexts[index] = {"coin": coin.name, **self._context(coin)}
+        return contexts
+
     def _meta(self) -> dict[str, Any]:
         universe = []
-        for coin in self._coins.values():
+        for coin in self._perps():
             entry: dict[str, Any] = {
                 "szDecimals": coin.sz_decimals,
                 "name": coin.name,
@@ -231,6 +267,15 @@ class HyperliquidVenue:
             "impactPxs": [mid, mid] if mid else None,
             "dayBaseVlm": "0.0",
         }
+
+
+def _code(token: dict[str, Any]) -> str:
+    """A spot token's ccxt code: Hyperliquid's wrapped "Unit" tokens (UBTC: "Unit
+    Bitcoin") are the coin itself, as ccxt's `spotCurrencyMapping` has it."""
+    name = str(token["name"])
+    if str(token.get("fullName") or "").startswith("Unit ") and name.startswith("U"):
+        return name[1:]
+    return name
 
 
 def _json(body: Any) -> RestReply:
