@@ -248,7 +248,9 @@ def test_stall_is_replaced_and_delisting_stops_with_reason(tmp_path: Path) -> No
     btc, eth, spot = outcome.verdicts
     assert outcome.stats["hyperliquid"]["connections"] >= 2  # the stalled one, a new one
     for verdict in (btc, spot):
-        assert verdict.slots - 8 <= verdict.ws < verdict.slots, verdict
+        # ccxt's missed pongs (2 s here) or the watchdog (3 s), then a backoff and a new
+        # connection: 2 to 7 slots measured on this shared host
+        assert verdict.slots - 12 <= verdict.ws < verdict.slots, verdict
         assert "disconnected" in outcome.down("hyperliquid", verdict.symbol)
     not_listed = eth.gaps.get("not_listed", 0)
     # noticed at the next listing reload (markets_ttl_s 2 s, then ~2 s of requests)
