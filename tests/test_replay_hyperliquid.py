@@ -113,7 +113,7 @@ def test_venue_websocket_dialogue() -> None:
 
 
 def test_every_ccxt_url_points_at_the_emulator() -> None:
-    import ccxt.pro
+    import ccxt.pro  # type: ignore[import-untyped]
 
     config = _venue().exchanges_config("http://127.0.0.1:9")
     client = ccxt.pro.hyperliquid({"urls": config["urls"]})

@@ -189,7 +189,8 @@ def _spot_meta(first: dict[str, str]) -> str:
     tokens: list[dict[str, Any]] = [
         {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "fullName": None}
     ]
-    universe, ctxs = [], []
+    universe: list[dict[str, Any]] = []
+    ctxs: list[dict[str, Any]] = []
     for coin, base in SPOT_TOKENS.items():
         index = int(coin[1:])
         full = {"UBTC": "Unit Bitcoin"}.get(base)
