@@ -7,6 +7,7 @@ for bit against what the book truly was: at its slot for a websocket snapshot; a
 some instant between the slot and its `received_ts` for a REST snapshot.
 """
 
+import asyncio
 import json
 import signal
 import socket
@@ -403,3 +404,47 @@ def test_binance_books_are_watched_deeper_than_stored(exchange_id: str) -> None:
         snapshot = plugin.books.edges(kept(book_limit, removed=-1), book_limit)
         assert guard.covers(kept(book_limit, removed=-1), snapshot, 50, book_limit)
         assert guard.covers(kept(book_limit, removed=990.0), snapshot, 50, book_limit) is covered
+
+
+class _SlowListing:
+    """A ccxt exchange whose listing reload takes `reload_s` (queued behind a rate
+    limiter, or a big exchangeInfo to fetch and parse)."""
+
+    def __init__(self, reload_s: float) -> None:
+        self.markets: dict[str, Any] = {"BTC/USDT:USDT": {"active": True}}
+        self.clients: dict[str, Any] = {}
+        self.reload_s, self.reloads = reload_s, 0
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Any]:
+        self.reloads += 1
+        await asyncio.sleep(self.reload_s)
+        return self.markets
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_listing_reload_never_holds_up_the_books() -> None:
+    """The watch loop looks at the listing once a tick; awaiting a due reload there
+    kept the books from being yielded meanwhile (a resync's REST call ahead in ccxt's
+    rate limiter made it ~0.5 s on Binance USD-M, so slots got books that old). The
+    listing is read as it stands and reloaded in the background."""
+    from obd.errors import NotFound
+
+    plugin = _plugin()
+    exchange = plugin.CcxtExchange("binanceusdm", plugin.CcxtOptions(markets_ttl_s=1))
+    listing = _SlowListing(reload_s=5.0)
+    exchange._exchange = listing
+
+    async def inspect() -> None:
+        await asyncio.wait_for(exchange._inspect(listing, "BTC/USDT:USDT"), 0.5)
+        await asyncio.sleep(0.05)
+        assert listing.reloads == 1  # under way, in the background
+        await exchange._inspect(listing, "BTC/USDT:USDT")
+        assert listing.reloads == 1  # one reload at a time
+        listing.markets["BTC/USDT:USDT"]["active"] = False  # delisted: seen at once
+        with pytest.raises(NotFound, match="not trading"):
+            await exchange._inspect(listing, "BTC/USDT:USDT")
+        await exchange.close()
+
+    asyncio.run(inspect())

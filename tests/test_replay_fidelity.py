@@ -21,7 +21,7 @@ DELISTED_S = 8  # the second symbols are delisted this long before the window cl
 # Never a frame sent after the slot. How late books really were is printed and
 # bounded below (`AT_T`).
 TOLERANCE_MS = 1000
-AT_T = 0.8  # of websocket slots whose book still stood at T (measured: ~0.95-1.0)
+AT_T = 0.9  # of websocket slots whose book still stood at T (measured: 0.97-1.0)
 FAULTS = (
     Step(12, "drop", {"n": 1}),  # a lost diff: the next one does not chain
     Step(27, "fault", {"kind": "sequence"}),  # a skipped update id

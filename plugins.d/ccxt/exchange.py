@@ -115,7 +115,7 @@ class CcxtExchange:
                 watcher.wake.clear()
                 if watcher.ticked:
                     watcher.ticked = False
-                    self._inspect(exchange, symbol)
+                    await self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
             self._unwatch_later(exchange, symbol)
             raise
@@ -209,23 +209,29 @@ class CcxtExchange:
 
     # -- the websocket --
 
-    def _inspect(self, exchange: Any, symbol: str) -> None:
+    async def _inspect(self, exchange: Any, symbol: str) -> None:
         """Once a tick: a silent connection is dead; a delisted symbol's stream just goes
-        quiet, so the listing says why. The listing is reloaded in the background and
-        read as it stands: this runs inside the frame loop, and a reload awaited here
-        (several rate-limited requests: ~2 s on hyperliquid) held back every book ccxt
-        applied meanwhile, so the slots in between stored the book from before it."""
+        quiet, so the listing says why."""
         silent_s = internals.silence_s(exchange, symbol)
         if silent_s > self.options.stale_after_s:
             for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        age_s = time.monotonic() - self._markets_at
-        if age_s >= self.options.markets_ttl_s and not self._loading.locked():
-            self._background(self._markets())
+        # The listing is read as it stands and reloaded in the background. A watch that
+        # awaited the reload yielded no book meanwhile, so its slots got a stale one:
+        # the reload queues in ccxt's rate limiter behind a resync's depth call (~0.5 s
+        # after a weight-10 snapshot on Binance USD-M), and a big exchangeInfo takes
+        # seconds to fetch and parse.
+        self._reload_markets_later()
         listed = self._availability(exchange.markets or {}, symbol)
         if not listed.available:
             raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
+
+    def _reload_markets_later(self) -> None:
+        """Start reloading the listing if it is due and no reload is under way."""
+        due = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if due and not self._loading.locked():
+            self._background(self._markets())
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
