@@ -5,13 +5,17 @@ into gaps with reasons, never a wrong book."""
 
 import asyncio
 import bisect
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import websockets
 
 from tests.conftest import wait_for, write_config
+from tests.emulator.replay.okx_wire import WireBook
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
 from tests.replay_support import (
@@ -29,6 +33,84 @@ SPEED = 1.6  # the 115 s recording in ~72 s: 60+ one-second slots after start-up
 DEPTH = 50
 SLOTS = 62
 TOLERANCE_MS = 250  # a frame sent this long before a slot may still be on its way
+
+
+def test_the_venue_speaks_okx_v5() -> None:
+    """What a raw client sees: text pings, subscribe acks, a snapshot whose checksum and
+    seqId the recorded updates chain onto, no second snapshot for a live channel, OKX's
+    error codes, the listings ccxt asks for, the REST book, a delisting."""
+    with ReplayEmulator("okx", RECORDING, speed=4) as emu:
+        assert emu.symbols() == ["BTC/USDT", "ETH/USDT"]
+        assert emu.exchanges_config()["urls"]["api"]["ws"] == f"ws://127.0.0.1:{emu.port}/ws/v5"
+        frames = asyncio.run(_dialogue(f"ws://127.0.0.1:{emu.port}/ws/v5/public"))
+        with httpx.Client(base_url=emu.url + "/api/v5") as http:
+            spot = http.get("/public/instruments", params={"instType": "SPOT"}).json()["data"]
+            swap = http.get("/public/instruments", params={"instType": "SWAP"}).json()
+            book = http.get("/market/books", params={"instId": "ETH-USDT", "sz": 5}).json()
+            emu.delist("ETH/USDT")
+            gone = http.get("/market/books", params={"instId": "ETH-USDT", "sz": 5})
+            after = http.get("/public/instruments", params={"instType": "SPOT"}).json()["data"]
+    pong, ack, snapshot, *updates = frames["btc"]
+    assert (pong, json.loads(ack)["event"]) == ("pong", "subscribe")
+    book_now = WireBook()  # the snapshot and every update after it check out
+    for frame in [snapshot, *updates]:
+        message = json.loads(frame)
+        data = message["data"][0]
+        if message["action"] == "update":
+            assert data["prevSeqId"] == book_now.seq
+        book_now.apply(data, snapshot=message["action"] == "snapshot")
+        assert book_now.checksum() == data["checksum"]
+    assert json.loads(snapshot)["data"][0]["prevSeqId"] == -1
+    assert len(json.loads(snapshot)["data"][0]["bids"]) == 400
+    assert [json.loads(f)["event"] for f in frames["acks"]] == [
+        "unsubscribe",
+        "subscribe",
+        "subscribe",
+    ]
+    assert len(frames["snapshots"]) == 1  # for the new subscription, not the repeat
+    assert '"action":"snapshot"' in frames["snapshots"][0]
+    assert [json.loads(f).get("code") for f in frames["errors"]] == ["60018", "60018", "60012"]
+    assert [row["instId"] for row in spot] == ["BTC-USDT", "ETH-USDT"]
+    assert swap == {"code": "0", "msg": "", "data": []}
+    assert len(book["data"][0]["bids"]) == 5
+    assert gone.json()["code"] == "51001"
+    assert [row["state"] for row in after] == ["live", "suspend"]
+
+
+async def _dialogue(url: str) -> dict[str, list[str]]:
+    def request(op: str, channel: str, inst_id: str) -> str:
+        return json.dumps({"op": op, "args": [{"channel": channel, "instId": inst_id}]})
+
+    async with websockets.connect(url) as ws:
+
+        async def until_event() -> list[str]:
+            """Frames up to and including the next event (ack or error)."""
+            frames = [str(await asyncio.wait_for(ws.recv(), 10))]
+            while '"event"' not in frames[-1]:
+                frames.append(str(await asyncio.wait_for(ws.recv(), 10)))
+            return frames
+
+        await ws.send("ping")
+        await ws.send(request("subscribe", "books", "BTC-USDT"))
+        btc = [str(await asyncio.wait_for(ws.recv(), 10)) for _ in range(13)]
+        await ws.send(request("unsubscribe", "books", "BTC-USDT"))
+        acks = [(await until_event())[-1]]
+        await ws.send(request("subscribe", "books", "BTC-USDT"))  # anew: a new snapshot
+        acks.append((await until_event())[-1])
+        snapshot = str(await asyncio.wait_for(ws.recv(), 10))
+        await ws.send(request("subscribe", "books", "BTC-USDT"))  # again: none
+        between = await until_event()
+        acks.append(between[-1])
+        snapshots = [snapshot, *[f for f in between if '"action":"snapshot"' in f]]
+        errors = []
+        for sent in (
+            request("subscribe", "books", "DOGE-USDT"),
+            request("subscribe", "books5", "BTC-USDT"),
+            "hello",
+        ):
+            await ws.send(sent)
+            errors.append((await until_event())[-1])
+    return {"btc": btc, "acks": acks, "snapshots": snapshots, "errors": errors}
 
 
 @pytest.mark.slow
