@@ -212,7 +212,9 @@ def test_okx_fidelity_on_recorded_traffic(tmp_path: Path) -> None:
     # Each fault was noticed (obd fills the slots of a resync with REST captures, so
     # they are `rest` snapshots or gaps), and the live book came back after each:
     reasons = [event["reason"] for event in downs if event["symbol"] == eth]
-    assert reasons == ["not_synced", "checksum", "not_synced"], downs
+    assert reasons.count("checksum") == 1, downs
+    assert reasons.count("not_synced") >= 2, downs  # the drop and the skipped sequence
+    assert not [event for event in downs if event["symbol"] == btc], downs
     assert faulted.ws >= faulted.slots - 9, faulted
     assert (stats["frames_dropped"], stats["fault_checksum"], stats["fault_sequence"]) == (1, 1, 1)
     assert stats["unexpected"] == []
