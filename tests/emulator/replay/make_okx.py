@@ -53,8 +53,7 @@ CONN_ID = "6f1c2a0b"
 
 def text(value: Decimal) -> str:
     """A decimal as OKX writes it: plain digits, no trailing zeros."""
-    plain = format(value.normalize(), "f")
-    return plain
+    return format(value.normalize(), "f")
 
 
 class Source:
