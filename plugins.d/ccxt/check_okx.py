@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 from zlib import crc32
 
-from obd.errors import ChecksumFailed
+from obd.plugin import ChecksumFailed
 
 _LEVELS = 25  # per side, in OKX's checksum
 _KEPT = 1000  # strings remembered a side, at most (the channel keeps 400 levels)
