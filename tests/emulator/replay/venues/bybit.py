@@ -114,6 +114,7 @@ class BybitVenue:
         private = f"{ws}/v5/private"
         rest = {name: base_url for name in ("spot", "futures", "v2", "public", "private")}
         return {
+            "options": {},  # every market type is asked for; the ones not served are empty
             "urls": {
                 "api": {
                     **rest,
@@ -127,7 +128,7 @@ class BybitVenue:
                         },
                     },
                 }
-            }
+            },
         }
 
     def rest(self, request: RestRequest) -> RestReply | None:

@@ -1,0 +1,189 @@
+"""Bybit v5 spot on recorded traffic (derived from the Binance sessions: see
+tests/data/README.md): the venue's dialogue, unmodified ccxt.pro keeping the true
+book through the replay emulator, and what ccxt does not notice."""
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import wait_for, write_config
+from tests.emulator.replay.server import ReplayEmulator
+from tests.emulator.replay.truth import Truth
+from tests.replay_support import (
+    GAP_REASONS,
+    RECORDINGS,
+    LoggedDaemon,
+    ReplayProcess,
+    coins_toml,
+    exchanges_toml,
+    fidelity,
+)
+
+RECORDING = RECORDINGS / "bybit_spot.jsonl.zst"
+TOPIC = "orderbook.200.BTCUSDT"
+
+
+async def _raw(port: int, requests: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Send `requests` on one spot connection and read `count` frames back."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/v5/public/spot") as ws:
+        for request in requests:
+            await ws.send(json.dumps(request))
+        return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(count)]
+
+
+def test_the_spot_dialogue() -> None:
+    """Subscribe ack, a snapshot, deltas numbered u + 1; a second subscribe to the
+    same topic is refused (as Bybit does); unsubscribe, subscribe: a fresh snapshot
+    whose u the next delta follows; an app-level ping gets a pong."""
+    sub = {"op": "subscribe", "req_id": "1", "args": [TOPIC]}
+    again = {**sub, "req_id": "2"}
+    with ReplayEmulator("bybit", RECORDING, speed=4) as emu:
+        frames = asyncio.run(_raw(emu.port, [sub, again, {"op": "ping", "req_id": "3"}], 10))
+        first = [frame for frame in frames if frame.get("op") is not None]
+        book = [frame for frame in frames if "topic" in frame]
+        unsub = {"op": "unsubscribe", "req_id": "4", "args": [TOPIC]}
+        replies = asyncio.run(_raw(emu.port, [sub, unsub, {**sub, "req_id": "5"}], 6))
+    assert first[0] == {**first[0], "success": True, "op": "subscribe", "req_id": "1"}
+    assert first[1]["success"] is False
+    assert first[1]["ret_msg"] == f"error:already subscribed,topic:{TOPIC}"
+    assert first[2]["ret_msg"] == "pong"
+    assert first[2]["req_id"] == "3"
+    assert book[0]["type"] == "snapshot"
+    assert len(book[0]["data"]["b"]) == 200
+    assert all(frame["type"] == "delta" for frame in book[1:])
+    us = [frame["data"]["u"] for frame in book]
+    assert us == list(range(us[0], us[0] + len(us)))
+    ops = [(f.get("op"), f.get("type")) for f in replies]
+    resubscribed = ops.index(("subscribe", None), ops.index(("unsubscribe", None)))
+    snapshot = replies[resubscribed + 1]
+    assert snapshot["type"] == "snapshot"
+    follows = [f for f in replies[resubscribed + 2 :] if f.get("type") == "delta"]
+    assert all(f["data"]["u"] == snapshot["data"]["u"] + 1 + i for i, f in enumerate(follows))
+
+
+def test_rest_answers_what_ccxt_asks() -> None:
+    import httpx
+
+    with ReplayEmulator("bybit", RECORDING, speed=4) as emu, httpx.Client(base_url=emu.url) as http:
+        spot = http.get("/v5/market/instruments-info", params={"category": "spot"}).json()
+        linear = http.get("/v5/market/instruments-info", params={"category": "linear"}).json()
+        asked = {"category": "spot", "symbol": "ETHUSDT", "limit": 5}
+        book = http.get("/v5/market/orderbook", params=asked).json()["result"]
+        true = emu.book("ETH/USDT", 5)
+        emu.delist("ETH/USDT")
+        gone = http.get("/v5/market/orderbook", params=asked).json()
+        listed = http.get("/v5/market/instruments-info", params={"category": "spot"}).json()
+    assert [m["symbol"] for m in spot["result"]["list"]] == ["BTCUSDT", "ETHUSDT"]
+    assert linear["result"]["list"] == []
+    assert (book["b"], book["a"]) == ([list(x) for x in true.bids], [list(x) for x in true.asks])
+    assert book["u"] == true.seq
+    assert gone["retCode"] == 10001
+    assert listed["result"]["list"][1]["status"] == "Closed"
+
+
+@pytest.mark.slow
+def test_ccxt_keeps_the_true_book_and_misses_a_lost_delta() -> None:
+    """Unmodified ccxt.pro through the replay: every book it returns is the true book
+    of the frame it last applied (ccxt keeps Bybit's `ts` as the book's timestamp).
+    Then one delta is dropped: ccxt raises nothing and goes on returning a book that
+    is no longer true (it checks neither `u` nor anything else), which is why obd
+    checks `u` itself (plugins.d/ccxt/check_bybit.py)."""
+    with ReplayEmulator("bybit", RECORDING, speed=4) as emu:
+        clean, dropped = asyncio.run(_watch(emu, "BTC/USDT"))
+        truth = Truth("bybit", emu.recording, emu.applied)
+        by_ts = {book.ts_ms: book.floats(200) for _, book in truth.changes("BTC/USDT", 200)}
+        assert emu.unexpected == []
+    assert len(clean) == 40
+    for ts, levels in clean:
+        assert levels == by_ts[ts], ts
+    assert any(levels != by_ts[ts] for ts, levels in dropped)  # wrong, and not noticed
+
+
+async def _watch(emu: ReplayEmulator, symbol: str) -> tuple[list[Any], list[Any]]:
+    import ccxt.pro
+
+    config = emu.exchanges_config()
+    client = ccxt.pro.bybit({"urls": config["urls"], "options": config["options"]})
+
+    async def watch(n: int) -> list[tuple[int, Any]]:
+        books = []
+        for _ in range(n):
+            book = await client.watch_order_book(symbol, 200)
+            levels = {side: [level[:2] for level in book[side]] for side in ("bids", "asks")}
+            books.append((book["timestamp"], levels))
+        return books
+
+    try:
+        clean = await watch(40)
+        emu.drop(symbol, 1)
+        dropped = await watch(30)
+    finally:
+        await client.close()
+    return clean, dropped
+
+
+SPEED = 1.6  # the 115 s recording in ~72 s: room for 60+ one-second slots after start-up
+DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
+SLOTS = 62
+TOLERANCE_MS = 250  # a frame sent this long before a slot may still be on its way
+
+
+def _first_ts(daemon: LoggedDaemon, coins: int) -> int | None:
+    items = daemon.http.get("/v1/coins").json()["items"]
+    firsts = [coin["first_ts"] for coin in items]
+    return max(firsts) if len(items) == coins and None not in firsts else None
+
+
+@pytest.mark.slow
+def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> None:
+    """A real daemon collects BTC/USDT and ETH/USDT at 1 s through unmodified ccxt
+    from the replay. ETH/USDT loses a delta, then gets one whose `u` skips, and a
+    429 on its next REST book: each is noticed (`u` checked by obd), the topic is
+    unsubscribed and subscribed again for a fresh snapshot, and a slot that falls in
+    between is a gap with a reason (or a REST capture true for its moment). Every
+    stored book is true; BTC/USDT is served from the websocket at every slot."""
+    replay = ReplayProcess("bybit", RECORDING, tmp_path / "bybit.sent", SPEED)
+    coins = [("bybit", symbol) for symbol in replay.symbols]
+    config = write_config(tmp_path, exchanges_toml([replay]), coins=coins_toml(coins, DEPTH))
+    daemon = LoggedDaemon(config)
+    try:
+        start = wait_for(lambda: _first_ts(daemon, len(coins)), timeout_s=30)
+        time.sleep(12)
+        replay.control("drop", symbol=replay.symbols[1], n=1)
+        time.sleep(15)
+        replay.control("fault", kind="sequence", symbol=replay.symbols[1])
+        replay.control("rest-errors", status=429, n=1, path="orderbook")
+        time.sleep(max(0.0, start / 1000 + SLOTS + 1.5 - time.time()))
+        end = start + SLOTS * 1000
+        truth = replay.truth()
+        clean, faulty = (
+            fidelity(daemon.http, "bybit", symbol, truth, DEPTH, (start, end), TOLERANCE_MS)
+            for symbol in replay.symbols
+        )
+        stats = replay.stats()
+        downs = daemon.events("stream_down")
+    finally:
+        code = daemon.stop()
+        replay.stop()
+    print(clean, faulty, stats, downs, sep="\n")
+    assert code == 0
+    assert stats["done"] is False
+    assert stats["unexpected"] == []
+    assert stats["frames_dropped"] == 1
+    assert stats["fault_sequence"] == 1
+    for verdict in (clean, faulty):
+        assert verdict.slots >= 60, verdict
+        assert verdict.exact, verdict
+    assert clean.ws == clean.slots, clean
+    assert set(faulty.gaps) <= GAP_REASONS, faulty  # a resync takes well under a
+    # second, so a slot falls in it or not: gaps (or REST captures) are few or none
+    lost = [e for e in downs if e["symbol"] == "ETH/USDT"]
+    assert len(lost) == 2, downs  # the drop and the skipped u, each noticed once
+    assert all(e["reason"] == "not_synced" for e in lost), lost
+    assert all("1 update(s) lost" in e["error"] for e in lost), lost
+    assert not [e for e in downs if e["symbol"] == "BTC/USDT"], downs
