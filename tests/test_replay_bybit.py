@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import wait_for, write_config
+from tests.conftest import load_plugin, wait_for, write_config
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
 from tests.replay_support import (
@@ -187,3 +187,30 @@ def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> 
     assert all(e["reason"] == "not_synced" for e in lost), lost
     assert all("1 update(s) lost" in e["error"] for e in lost), lost
     assert not [e for e in downs if e["symbol"] == "BTC/USDT"], downs
+
+
+def test_a_coin_dropped_and_watched_again_gets_its_book() -> None:
+    """obd's unsubscribe of a coin it stops collecting names the topic it subscribed
+    (`orderbook.200`, not ccxt's default 50): else Bybit keeps it subscribed and the
+    next watch of that coin is refused for good (`error:already subscribed`)."""
+    with ReplayEmulator("bybit", RECORDING, speed=4) as emu:
+        books = asyncio.run(_watch_twice(emu))
+    assert len(books) == 2
+    assert all(len(book.bids) == 100 for book in books)
+
+
+async def _watch_twice(emu: ReplayEmulator) -> list[Any]:
+    plugin = load_plugin("ccxt")
+    config = emu.exchanges_config()
+    options = plugin.CcxtOptions(urls=config["urls"], options=config["options"], timeout_s=2)
+    exchange = plugin.create("bybit", options)
+    books = []
+    try:
+        for _ in range(2):
+            watching = exchange.watch("BTC/USDT", 100)
+            books.append(await asyncio.wait_for(anext(watching), 10))
+            await watching.aclose()  # the coin is no longer collected: unsubscribe
+            await asyncio.sleep(0.5)  # (in the background) until Bybit acked it
+    finally:
+        await exchange.close()
+    return books
