@@ -12,6 +12,7 @@ import pytest
 import websockets
 
 from tests.conftest import load_plugin, wait_for, write_config
+from tests.emulator.replay import recording as rec
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
 from tests.replay_support import (
@@ -34,6 +35,15 @@ async def _raw(port: int, requests: list[dict[str, Any]], count: int) -> list[di
         for request in requests:
             await ws.send(json.dumps(request))
         return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(count)]
+
+
+def test_the_recording_reads_whole() -> None:
+    recording = rec.load(RECORDING)
+    assert recording.header.meta["derived"] is True
+    assert recording.header.config == {"l2_book": ["BTCUSDT", "ETHUSDT"]}
+    frames = recording.recv
+    assert 100 < frames[-1].ts - frames[0].ts < 130  # the ~2 minutes fidelity needs
+    assert RECORDING.stat().st_size < 1_000_000
 
 
 def test_the_spot_dialogue() -> None:
@@ -127,7 +137,7 @@ async def _watch(emu: ReplayEmulator, symbol: str) -> tuple[list[Any], list[Any]
     return clean, dropped
 
 
-SPEED = 1.6  # the 115 s recording in ~72 s: room for 60+ one-second slots after start-up
+SPEED = 1.6  # the 125 s recording in ~78 s: room for 60+ one-second slots after start-up
 DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
 SLOTS = 62
 TOLERANCE_MS = 250  # a frame sent this long before a slot may still be on its way

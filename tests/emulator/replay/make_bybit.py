@@ -3,7 +3,7 @@ from the recorded Binance spot sessions (nkaz001/hftbacktest examples, MIT; see
 /work/shared/data/binance/README.md). No Bybit recording exists here, so the frames
 are what Bybit's `orderbook.200.{symbol}` topic would have sent for the same market:
 
-    python -m tests.emulator.replay.make_bybit RAW_DIR [--seconds 115] [--out FILE]
+    python -m tests.emulator.replay.make_bybit RAW_DIR [--seconds 125] [--out FILE]
 
 - the full Binance book is rebuilt from each session's REST `/depth?limit=1000`
   answer and its `@depth@100ms` diffs (Binance's own sequencing rules);
@@ -271,7 +271,7 @@ def _entries(raw: Path, seconds: float) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulator.replay.make_bybit")
     parser.add_argument("raw", type=Path, help="the raw/ directory of the Binance sessions")
-    parser.add_argument("--seconds", type=float, default=115.0)
+    parser.add_argument("--seconds", type=float, default=125.0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     header = {
