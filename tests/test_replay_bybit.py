@@ -140,7 +140,11 @@ async def _watch(emu: ReplayEmulator, symbol: str) -> tuple[list[Any], list[Any]
 SPEED = 1.6  # the 125 s recording in ~78 s: room for 60+ one-second slots after start-up
 DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
 SLOTS = 62
-TOLERANCE_MS = 250  # a frame sent this long before a slot may still be on its way
+# A frame sent this long before a slot may still be on its way to obd on this shared
+# host (as in test_replay_fidelity.py); never one sent after the slot. How late the
+# books really were is printed and bounded (`AT_T`).
+TOLERANCE_MS = 1000
+AT_T = 0.8  # of websocket slots whose book still stood at T
 
 
 def _first_ts(daemon: LoggedDaemon, coins: int) -> int | None:
@@ -162,7 +166,8 @@ def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> 
     config = write_config(tmp_path, exchanges_toml([replay]), coins=coins_toml(coins, DEPTH))
     daemon = LoggedDaemon(config)
     try:
-        start = wait_for(lambda: _first_ts(daemon, len(coins)), timeout_s=30)
+        # from the slot after both coins' first snapshots (the first may be a REST one)
+        start = wait_for(lambda: _first_ts(daemon, len(coins)), timeout_s=30) + 1000
         time.sleep(12)
         replay.control("drop", symbol=replay.symbols[1], n=1)
         time.sleep(15)
@@ -180,7 +185,15 @@ def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> 
     finally:
         code = daemon.stop()
         replay.stop()
-    print(clean, faulty, stats, downs, sep="\n")
+    for verdict in (clean, faulty):  # shown with -s: what was measured
+        late, transit = sorted(verdict.late_ms), sorted(verdict.transit_ms)
+        print(
+            f"{verdict.symbol}: {verdict.slots} slots, {verdict.ws} ws, {verdict.rest} rest,"
+            f" gaps {verdict.gaps}, wrong {verdict.wrong}; superseded before T:"
+            f" {sum(x > 0 for x in late)} slots, max {late[-1]} ms; transit median"
+            f" {transit[len(transit) // 2]} ms, max {transit[-1]} ms"
+        )
+    print(stats, downs, sep="\n")
     assert code == 0
     assert stats["done"] is False
     assert stats["unexpected"] == []
@@ -189,7 +202,10 @@ def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> 
     for verdict in (clean, faulty):
         assert verdict.slots >= 60, verdict
         assert verdict.exact, verdict
-    assert clean.ws == clean.slots, clean
+    assert clean.ws == clean.slots, clean  # the live book carries every slot
+    assert faulty.ws >= faulty.slots - 6, faulty  # a few slots to resync, at most
+    late = clean.late_ms + faulty.late_ms
+    assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
     assert set(faulty.gaps) <= GAP_REASONS, faulty  # a resync takes well under a
     # second, so a slot falls in it or not: gaps (or REST captures) are few or none
     lost = [e for e in downs if e["symbol"] == "ETH/USDT"]
