@@ -122,7 +122,9 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _mcp(config: Config, args: argparse.Namespace) -> int:
-    from obd import mcp_server  # the SDK takes ~1.2 s to import: only this command pays
+    from obd.mcp import (
+        server as mcp_server,  # the SDK takes ~1.2 s to import: only this command pays
+    )
 
     mcp_server.run_stdio(config, collect=args.collect)
     return 0
@@ -192,7 +194,7 @@ def _backup(config: Config, args: argparse.Namespace) -> int:
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from obd import export
+    from obd.research import export
     from obd.times import parse_time
 
     start = None if args.start is None else parse_time(args.start, "start")
@@ -260,8 +262,7 @@ def _client_remove(config: Config, args: argparse.Namespace) -> int:
 
 def _token(config: Config, args: argparse.Namespace) -> int:
     """Signs with the daemon's key directly: whoever can read the key file could anyway."""
-    from obd import tokens
-    from obd.auth import narrow
+    from obd.auth import narrow, tokens
     from obd.errors import NotFound
     from obd.storage import clients
 
@@ -298,7 +299,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         Exchanges(registry, config.exchanges).check_options()
         check_bind_allowed(config)
         if config.auth.enabled and config.signing_key_path.exists():
-            from obd.tokens import signing_key
+            from obd.auth.tokens import signing_key
 
             signing_key(config)  # readable, private, an EC key: or a finding
         for index, coin in enumerate(config.coins):

@@ -6,10 +6,10 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from obd.collector import Collector
+from obd.collect import Collector
 from obd.config import Config
-from obd.discovery import Registry, discover
 from obd.exchanges import Exchanges
+from obd.exchanges.discovery import Registry, discover
 from obd.service import Service
 from obd.storage.reader import Reader
 from obd.storage.writer import Writer

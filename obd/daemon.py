@@ -16,15 +16,15 @@ import structlog
 import uvicorn
 
 from obd.auth import Authenticator, OpenAccess
+from obd.collect.lock import CollectorLock
 from obd.config import Config
 from obd.context import open_service
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError
-from obd.http import ws
 from obd.http.app import create_app
-from obd.hub import Hub
+from obd.http.ws import route as ws
+from obd.http.ws.hub import Hub
 from obd.notify import keep_watchdog_fed, notify, watchdog_interval_s
 from obd.service import Service
-from obd.storage.lock import CollectorLock
 from obd.times import now_ms
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ async def run(config: Config) -> None:
     async with lock, open_service(config, collector_started_ms=started) as service:
         await add_config_coins(service, config)
         sock = bind(config.server.host, config.server.port)
-        from obd.mcp_server import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
+        from obd.mcp.server import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)
         mcp = McpHttp(service, authenticator, config.server.host)
@@ -120,9 +120,10 @@ def _auth(config: Config, service: Service) -> "tuple[Authenticator, TokenEndpoi
     (the signing key is made on first start, beside the database)."""
     if not config.auth.enabled:
         return OpenAccess(), None
-    from obd import token_auth, tokens
+    from obd.auth import bearer as token_auth
+    from obd.auth import tokens
+    from obd.auth.ratelimit import FailureLimit
     from obd.http.oauth import TokenEndpoint
-    from obd.ratelimit import FailureLimit
     from obd.storage import clients
 
     key = tokens.signing_key(config)

@@ -26,6 +26,7 @@ class Book(msgspec.Struct, frozen=True, gc=False):
     asks: list[Level]
     exchange_ts: int | None = None  # the source's own book time, ms
     received_ts: int | None = None  # when it reached obd, ms; the kernel stamps it if None
+    seq: int | None = None  # the exchange's own update id / sequence of this book, if any
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -39,6 +40,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     bids: list[Level]
     asks: list[Level]
     capture: str  # "ws", "rest", "synthetic" or "backfill:<plugin>"
+    seq: int | None = None  # the exchange's update id / sequence of the book (null if none)
 
 
 class Coin(msgspec.Struct, frozen=True):

@@ -41,9 +41,7 @@ def test_layers(path: Path) -> None:
     imports = _imports(path)
     relative = path.relative_to(REPO / "obd").as_posix()
     if relative.startswith("storage/"):
-        assert not {
-            n for n in imports if n.startswith(("obd.http", "obd.service", "obd.collector"))
-        }
+        assert not {n for n in imports if n.startswith(("obd.http", "obd.service", "obd.collect"))}
     if not relative.startswith(("http/", "daemon.py", "cli.py")):
         assert not {n for n in imports if n.startswith("obd.http")}
 

@@ -114,6 +114,7 @@ def _assert_true(emu: Emulator, item: dict[str, Any], symbol: str = "BTCUSDT") -
     """A websocket snapshot is the book at its slot; a REST one is the book at some
     instant between its slot and when it was received (point in time, honestly)."""
     truth = emu.book_at(symbol, item["ts"], DEPTH)
+    assert isinstance(item["seq"], int), item  # binance's update id: lastUpdateId, then u
     if item["capture"] == "ws":
         assert item["received_ts"] <= item["ts"]
         assert item["exchange_ts"] is None or item["exchange_ts"] <= item["ts"]

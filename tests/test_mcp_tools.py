@@ -12,16 +12,17 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
-from obd import download
 from obd.auth import Authenticator, Principal
+from obd.collect import lock
+from obd.collect.lock import CollectorLock, collecting
 from obd.config import load
 from obd.context import open_service
-from obd.mcp_server import build
-from obd.mcp_shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
-from obd.mcp_tools import NAMES, Tools
+from obd.mcp.server import build
+from obd.mcp.shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
+from obd.mcp.tools import NAMES, Tools
+from obd.research import sinks as download
 from obd.service import Service
-from obd.storage import lock, reader
-from obd.storage.lock import CollectorLock, collecting
+from obd.storage import reader
 from obd.storage.writer import GapIn, SnapshotIn
 from tests.conftest import write_config
 
@@ -313,7 +314,7 @@ def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str)
         rows = target.read_text().splitlines()
         assert rows[0] == ",".join(download.CSV_HEADER)
         first_bid = rows[1].split(",")
-        assert float(first_bid[5]) == stored_books[0]["bids"][0][0]
+        assert float(first_bid[6]) == stored_books[0]["bids"][0][0]
         assert len(rows) - 1 == sum(len(b["bids"]) + len(b["asks"]) for b in stored_books)
     else:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]

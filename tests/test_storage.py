@@ -164,3 +164,36 @@ def test_checkpoint_puts_committed_rows_in_the_main_file(tmp_path: Path) -> None
     asyncio.run(scenario())
     copy = open_reader(tmp_path / "main-only.sqlite")
     assert copy.execute("SELECT count(*) FROM snapshots").fetchall() == [(10,)]
+
+
+def test_seq_round_trips_and_reads_as_null_in_files_from_before_it(tmp_path: Path) -> None:
+    """The exchange's update id is kept with each book; a schema-2 file (no `seq`
+    column: a research copy that cannot be migrated) still reads, with seq null."""
+    from obd.storage.writer import insert_snapshot
+
+    conn = open_writer(tmp_path / "obd.sqlite")
+    schema.migrate(conn, 0)
+    coin, _ = coins.add_coin(conn, _request(), now=0)
+    with conn:
+        for ts, seq in ((1000, 2**62), (2000, None)):
+            book = msgspec.structs.replace(BOOK, seq=seq)
+            insert_snapshot(conn, SnapshotIn(coin, ts, book, ts - 1, "ws"))
+    assert [s.seq for s in reader.books(conn, coin, 0, 3000, 10)] == [2**62, None]
+
+    legacy = open_writer(tmp_path / "old.sqlite")
+    for step in schema.MIGRATIONS[:2]:
+        legacy.execute(step)
+    legacy.execute("PRAGMA user_version = 2")
+    old_coin, _ = coins.add_coin(legacy, _request(), now=0)
+    legacy.execute(f"ATTACH '{tmp_path / 'obd.sqlite'}' AS new")
+    columns = "ts, exchange_ts, received_ts, capture, bid_levels, ask_levels, crossed, codec, book"
+    legacy.execute(
+        f"INSERT INTO main.snapshots (series, {columns}) "
+        f"SELECT ?, {columns} FROM new.snapshots WHERE ts = 1000",
+        (old_coin.id,),
+    )
+    legacy.close()
+    copy = open_reader(tmp_path / "old.sqlite", read_only=True)
+    [old] = reader.books(copy, old_coin, 0, 3000, 10)
+    assert old.seq is None
+    assert (old.bids, old.asks) == (BOOK.bids, BOOK.asks)

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from obd.auth import SCOPES, Principal, Unauthorized
 from obd.config import load
 from obd.context import open_service
-from obd.http import ws
 from obd.http.app import create_app
+from obd.http.ws import route as ws
 from tests.ws_support import SIM, answer, ask, config
 
 

@@ -14,14 +14,14 @@ from litestar.types import Message, Receive, Scope, Send
 from obd.auth import Authenticator, require
 from obd.errors import ObdError
 from obd.http import routes
-from obd.http.ws import ws
-from obd.hub import Hub
+from obd.http.ws.hub import Hub
+from obd.http.ws.route import ws
 from obd.metrics import METRICS
 from obd.service import Service
 
 if TYPE_CHECKING:
     from obd.http.oauth import TokenEndpoint
-    from obd.mcp_server import McpHttp
+    from obd.mcp.server import McpHttp
 
 log = structlog.get_logger("obd.http")
 _json = msgspec.json.Encoder()

@@ -15,10 +15,10 @@ import structlog
 from litestar import Request, Response, get, post
 
 from obd.auth import SCOPES, ScopeError, narrow
-from obd.ratelimit import FailureLimit
+from obd.auth.ratelimit import FailureLimit
+from obd.auth.tokens import Issuer
 from obd.storage import clients
 from obd.storage.clients import Client
-from obd.tokens import Issuer
 
 log = structlog.get_logger("obd.auth")
 _json = msgspec.json.Encoder()

@@ -9,7 +9,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
 from obd.errors import BadRequest
-from obd.metrics import render
+from obd.http.metrics import render
 from obd.model import Snapshot
 from obd.service import Service
 

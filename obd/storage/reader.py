@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,10 +109,26 @@ def last_ts(conn: apsw.Connection, series: int) -> int | None:
     return None if row is None else row[0]
 
 
+_SNAPSHOT_COLUMNS: "weakref.WeakKeyDictionary[apsw.Connection, str]" = weakref.WeakKeyDictionary()
+
+
+def _snapshot_columns(conn: apsw.Connection) -> str:
+    """The columns a Snapshot is read from. Files written before schema 3 (read-only
+    copies, which cannot be migrated) have no `seq`: it reads as NULL there."""
+    columns = _SNAPSHOT_COLUMNS.get(conn)
+    if columns is None:
+        names = {row[1] for row in conn.execute("PRAGMA table_info(snapshots)")}
+        seq = "seq" if "seq" in names else "NULL AS seq"
+        columns = _SNAPSHOT_COLUMNS[conn] = (
+            f"ts, exchange_ts, received_ts, capture, {seq}, codec, book"
+        )
+    return columns
+
+
 def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
     """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
     rows = conn.execute(
-        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        f"SELECT {_snapshot_columns(conn)} FROM snapshots "
         "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
         (coin.id, start, end, limit),
     )
@@ -120,7 +137,7 @@ def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -
 
 def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
     row = conn.execute(
-        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        f"SELECT {_snapshot_columns(conn)} FROM snapshots "
         "WHERE series = ? ORDER BY ts DESC LIMIT 1",
         (coin.id,),
     ).fetchone()
@@ -128,7 +145,7 @@ def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
 
 
 def _snapshot(coin: Coin, row: Any) -> Snapshot:
-    ts, exchange_ts, received_ts, capture, codec_id, blob = row
+    ts, exchange_ts, received_ts, capture, seq, codec_id, blob = row
     bids, asks = codec.decode(codec_id, blob)
     return Snapshot(
         exchange=coin.exchange,
@@ -139,6 +156,7 @@ def _snapshot(coin: Coin, row: Any) -> Snapshot:
         bids=bids,
         asks=asks,
         capture=capture,
+        seq=seq,
     )
 
 

@@ -81,7 +81,13 @@ CREATE TABLE clients (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)  # MIGRATIONS[i] takes user_version i to i + 1
+# The exchange's own update id or sequence number of each stored book (ccxt's `nonce`),
+# so users can check a series for exchange-side gaps; NULL where the source has none.
+_V3 = """
+ALTER TABLE snapshots ADD COLUMN seq INTEGER;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)  # MIGRATIONS[i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

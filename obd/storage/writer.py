@@ -187,8 +187,12 @@ def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
     for row in rows:
         if isinstance(row, GapIn):
             # Gap rows carry the series id only; ms missing is what a scraper can sum.
-            METRICS.inc("obd_gap_ms_total", "Time recorded as gaps, by reason.",
-                        row.end - row.start, reason=row.reason)
+            METRICS.inc(
+                "obd_gap_ms_total",
+                "Time recorded as gaps, by reason.",
+                row.end - row.start,
+                reason=row.reason,
+            )
 
 
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
@@ -216,8 +220,8 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     conn.execute(
         "INSERT OR IGNORE INTO snapshots (series, ts, exchange_ts, received_ts, capture, "
         "bid_levels, ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, "
-        "ask_size_10, imbalance_10, crossed, codec, book) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "ask_size_10, imbalance_10, crossed, codec, book, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             row.coin.id,
             row.ts,
@@ -227,6 +231,7 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             *msgspec.structs.astuple(summary),
             codec_id,
             blob,
+            row.book.seq,
         ),
     )
     return conn.changes() == 1
@@ -280,6 +285,7 @@ def as_snapshot(row: SnapshotIn) -> Snapshot:
         bids=row.book.bids,
         asks=row.book.asks,
         capture=row.capture,
+        seq=row.book.seq,
     )
 
 

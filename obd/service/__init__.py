@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 
 from obd.auth import Forbidden
-from obd.collector import Collector
+from obd.collect import Collector
 from obd.config import MAX_DEPTH
 from obd.errors import BadRequest, NotFound
 from obd.exchanges import Exchanges
-from obd.history import DEFAULT_CHUNK, MAX_CHUNK, History
 from obd.model import Coin, Gap, Snapshot
 from obd.plugin import Availability
+from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, History
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
@@ -253,7 +253,7 @@ class Service:
         *,
         may_add: bool = True,
     ) -> History:
-        """[start, end) of a coin, stored and back-filled (see `obd.history`): makes sure
+        """[start, end) of a coin, stored and back-filled (see `obd.service.history`): makes sure
         the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         for name, value in (("start", start), ("end", end)):

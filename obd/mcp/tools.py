@@ -1,7 +1,7 @@
 """The MCP tool set, the same over stdio (`obd mcp`) and HTTP (`/mcp`).
 
 Each tool is one call into the service layer; its docstring is the description an
-agent reads. Argument and result shapes live in `obd.mcp_shapes`.
+agent reads. Argument and result shapes live in `obd.mcp.shapes`.
 """
 
 import math
@@ -14,10 +14,9 @@ import msgspec
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
-from obd import download
 from obd.auth import Authenticator, require
 from obd.errors import BadRequest, Conflict, NotFound, ObdError, Unavailable
-from obd.mcp_shapes import (
+from obd.mcp.shapes import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_LATEST_LEVELS,
     HISTORY_BUDGET_BYTES,
@@ -47,6 +46,7 @@ from obd.mcp_shapes import (
 )
 from obd.model import Snapshot
 from obd.plugin import Availability
+from obd.research import sinks as download
 from obd.service import BookCount, Service
 from obd.storage.reader import SummaryRow
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from joserfc.jwk import Key
 
 from obd.auth import Principal, Unauthorized
+from obd.auth.jwks import RemoteKeys
+from obd.auth.tokens import Verified, Verifier, token_header
 from obd.config import Config
-from obd.jwks import RemoteKeys
 from obd.storage import clients
 from obd.storage.clients import Client
-from obd.tokens import Verified, Verifier, token_header
 
 CLIENT_CACHE_S = 1.0  # a removed client's tokens fail within this (other processes too)
 CLIENT_CACHE_ENTRIES = 10_000  # only verified subjects get in; cleared when full

@@ -5,8 +5,8 @@ from typing import Any
 import msgspec
 
 from obd.config import key_path_message
-from obd.discovery import Registry
 from obd.errors import ConfigError
+from obd.exchanges.discovery import Registry
 from obd.plugin import Exchange, PluginSpec
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import msgspec
 
 from obd.errors import BadRequest
-from obd.history import MAX_CHUNK
 from obd.model import Gap, Snapshot
+from obd.service.history import MAX_CHUNK
 
 __all__ = [
     "Cancel",

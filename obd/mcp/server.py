@@ -32,14 +32,13 @@ from pydantic import ValidationError
 
 from obd import __version__
 from obd.auth import Authenticator
-from obd.collector import Collector
+from obd.collect import Collector, lock
 from obd.config import Config
 from obd.context import open_service
 from obd.errors import NotFound, ObdError
-from obd.mcp_shapes import MAX_COINS, MAX_LATEST_LEVELS
-from obd.mcp_tools import ANNOTATIONS, NAMES, Tools, explain
+from obd.mcp.shapes import MAX_COINS, MAX_LATEST_LEVELS
+from obd.mcp.tools import ANNOTATIONS, NAMES, Tools, explain
 from obd.service import Service
-from obd.storage import lock
 from obd.times import now_ms
 
 __all__ = ["McpHttp", "build", "run_stdio"]

@@ -1,7 +1,7 @@
 """Who may do what: the authentication seam every transport checks in one place.
 
 Scopes: `read` for data, `write` for adding/removing coins, `admin` for clients.
-`obd.token_auth.TokenAuth` (bearer JWTs, docs/AUTH.md) implements the seam beside
+`obd.auth.bearer.TokenAuth` (bearer JWTs, docs/AUTH.md) implements the seam beside
 `OpenAccess`, which serves a daemon bound to loopback with auth disabled.
 """
 

@@ -26,8 +26,9 @@ from urllib.parse import quote
 
 import msgspec
 
-from obd import download, research
+from obd import research
 from obd.errors import NotFound
+from obd.research import sinks as download
 from obd.times import now_ms
 
 __all__ = ["DAY_MS", "Partition", "Result", "partitions", "run"]

@@ -19,8 +19,8 @@ from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketRespo
 
 from obd.auth import Authenticator, Principal, require
 from obd.errors import BadRequest, Conflict, NotFound, ObdError, TooLarge
-from obd.http import ws_messages as msg
-from obd.hub import Feed, Hub, Wire, encode
+from obd.http.ws import messages as msg
+from obd.http.ws.hub import Feed, Hub, Wire, encode
 from obd.service import Service
 
 log = structlog.get_logger("obd.ws")

@@ -265,7 +265,7 @@ class Dataset:
         levels: int | None = None,
     ) -> Any:
         """polars DataFrame, one row per level: ts, side, level, price, size."""
-        from obd import frames  # polars/pandas only when asked for
+        from obd.research import frames  # polars/pandas only when asked for
 
         return frames.levels(self.chunks(exchange, symbol, start, end), levels, "polars")
 
@@ -278,7 +278,7 @@ class Dataset:
         levels: int | None = None,
     ) -> Any:
         """pandas DataFrame in the layout of `to_polars`."""
-        from obd import frames
+        from obd.research import frames
 
         return frames.levels(self.chunks(exchange, symbol, start, end), levels, "pandas")
 
@@ -291,7 +291,7 @@ class Dataset:
         frame: Frame = "polars",
     ) -> Any:
         """The plain summary columns of the range as a DataFrame; no blob is decoded."""
-        from obd import frames
+        from obd.research import frames
 
         low, high = _bounds(start, end)
         streams = [

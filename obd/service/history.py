@@ -31,7 +31,7 @@ from obd.times import now_ms, slot_at_or_after
 
 __all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "History"]
 
-log = structlog.get_logger("obd.history")
+log = structlog.get_logger("obd.service.history")
 
 DEFAULT_CHUNK = 500  # snapshots per chunk unless asked otherwise
 MAX_CHUNK = 5_000  # at most: a chunk is held in memory whole (x depth x 2 sides)

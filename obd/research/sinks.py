@@ -20,7 +20,7 @@ from obd.errors import BadRequest, Conflict
 from obd.model import Snapshot
 
 FORMATS = ("parquet", "csv", "ndjson")
-CSV_HEADER = ("ts", "exchange_ts", "received_ts", "side", "level", "price", "size")
+CSV_HEADER = ("ts", "exchange_ts", "received_ts", "seq", "side", "level", "price", "size")
 
 
 def parquet_available() -> bool:
@@ -112,7 +112,7 @@ class _Csv:
 
     def write(self, chunk: list[Snapshot]) -> None:
         self._writer.writerows(
-            (snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, side, index, price, size)
+            (*_stamps(snapshot), side, index, price, size)
             for snapshot in chunk
             for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks))
             for index, (price, size) in enumerate(levels)
@@ -120,6 +120,10 @@ class _Csv:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None]:
+    return snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, snapshot.seq
 
 
 class _Parquet:
@@ -139,6 +143,7 @@ class _Parquet:
                 ("exchange_ts", pa.int64()),
                 ("received_ts", pa.int64()),
                 ("capture", pa.string()),
+                ("seq", pa.int64()),
                 ("bid_price", prices),
                 ("bid_size", prices),
                 ("ask_price", prices),
