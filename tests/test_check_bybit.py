@@ -117,6 +117,16 @@ def test_a_skipped_update_id_and_a_delta_before_any_snapshot(bybit: Any) -> None
     assert "before any snapshot" in str(said[0]["BTC/USDT"])
 
 
+def test_a_restart_snapshot_with_u_1_starts_the_count_again(bybit: Any) -> None:
+    """Bybit restarts a topic with a snapshot whose `u` is 1; deltas follow from 2."""
+    bybit.orderbooks.clear()
+    frames = _frames("BTCUSDT", 5)
+    restart = {**frames[0], "data": {**frames[0]["data"], "u": 1}}
+    after = [{**f, "data": {**f["data"], "u": 2 + i}} for i, f in enumerate(frames[1:3])]
+    assert _run(bybit, [*frames[:3], restart, *after]) == [{}] * 6
+    assert bybit.orderbooks["BTC/USDT"]["nonce"] == 3
+
+
 def test_frames_that_are_no_book_are_ignored(bybit: Any) -> None:
     check = _check_module().check
     others = [json.loads(e.data) for e in RECORDING.recv if "topic" not in e.data]
