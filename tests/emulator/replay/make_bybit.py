@@ -225,7 +225,7 @@ def _entries(raw: Path, seconds: float) -> list[dict[str, Any]]:
     ms = round(start * 1000)
     time_result = {"timeSecond": str(ms // 1000), "timeNano": str(ms * 1_000_000)}
     subscribe = {"op": "subscribe", "args": [f"orderbook.{DEPTH}.{s}" for s in MARKETS]}
-    ack = {"success": True, "ret_msg": "subscribe", "conn_id": CONN_ID, "req_id": "1"}
+    ack = {"success": True, "ret_msg": "", "conn_id": CONN_ID, "req_id": "1"}
     entries: list[dict[str, Any]] = [
         {
             "t": "http",
