@@ -49,6 +49,7 @@ class CcxtExchange:
         self._cool_until = 0.0  # monotonic: no REST before this (after a 429)
         self._closing: set[asyncio.Task[Any]] = set()
         self._watchers: set[Watcher] = set()
+        self._confirming: set[str] = set()  # symbols whose listing check is under way
         self._ticker: asyncio.Future[None] | None = None
 
     # -- the contract --
@@ -223,7 +224,9 @@ class CcxtExchange:
             for closing in internals.drop_connection(exchange, watcher.symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        self._background(self._confirm_listed(watcher))
+        if watcher.symbol not in self._confirming:  # one at a time: a reload can be slow
+            self._confirming.add(watcher.symbol)
+            self._background(self._confirm_listed(watcher))
 
     async def _confirm_listed(self, watcher: Watcher) -> None:
         """The listing check, off the watch loop: reloading the listing can take seconds
@@ -234,6 +237,8 @@ class CcxtExchange:
             await self._require_listed(watcher.symbol)
         except NotFound as exc:
             watcher.fail(exc)
+        finally:
+            self._confirming.discard(watcher.symbol)
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
