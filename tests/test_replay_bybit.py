@@ -4,26 +4,17 @@ book through the replay emulator, and what ccxt does not notice."""
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 
-from tests.conftest import load_plugin, wait_for, write_config
+from tests.conftest import load_plugin
 from tests.emulator.replay import recording as rec
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
-from tests.replay_support import (
-    GAP_REASONS,
-    RECORDINGS,
-    LoggedDaemon,
-    ReplayProcess,
-    coins_toml,
-    exchanges_toml,
-    fidelity,
-)
+from tests.replay_support import GAP_REASONS, RECORDINGS, Run, Step, run_fidelity
 
 RECORDING = RECORDINGS / "bybit_spot.jsonl.zst"
 TOPIC = "orderbook.200.BTCUSDT"
@@ -137,88 +128,6 @@ async def _watch(emu: ReplayEmulator, symbol: str) -> tuple[list[Any], list[Any]
     return clean, dropped
 
 
-SPEED = 1.4  # the 125 s recording in ~89 s: room for 62 one-second slots after a slow start-up
-DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
-SLOTS = 62
-# A frame sent this long before a slot may still be on its way to obd on this shared
-# host (as in test_replay_fidelity.py); never one sent after the slot. How late the
-# books really were is printed and bounded (`AT_T`).
-TOLERANCE_MS = 1000
-AT_T = 0.8  # of websocket slots whose book still stood at T
-
-
-def _first_ts(daemon: LoggedDaemon, coins: int) -> int | None:
-    items = daemon.http.get("/v1/coins").json()["items"]
-    firsts = [coin["first_ts"] for coin in items]
-    return max(firsts) if len(items) == coins and None not in firsts else None
-
-
-@pytest.mark.slow
-def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> None:
-    """A real daemon collects BTC/USDT and ETH/USDT at 1 s through unmodified ccxt
-    from the replay. ETH/USDT loses a delta, then gets one whose `u` skips, and a
-    429 on its next REST book: each is noticed (`u` checked by obd), the topic is
-    unsubscribed and subscribed again for a fresh snapshot, and a slot that falls in
-    between is a gap with a reason (or a REST capture true for its moment). Every
-    stored book is true; BTC/USDT is served from the websocket at every slot."""
-    replay = ReplayProcess("bybit", RECORDING, tmp_path / "bybit.sent", SPEED)
-    coins = [("bybit", symbol) for symbol in replay.symbols]
-    config = write_config(tmp_path, exchanges_toml([replay]), coins=coins_toml(coins, DEPTH))
-    daemon = LoggedDaemon(config)
-    try:
-        # from the slot after both coins' first snapshots (the first may be a REST one)
-        start = wait_for(lambda: _first_ts(daemon, len(coins)), timeout_s=30) + 1000
-        time.sleep(12)
-        replay.control("drop", symbol=replay.symbols[1], n=1)
-        time.sleep(15)
-        replay.control("fault", kind="sequence", symbol=replay.symbols[1])
-        replay.control("rest-errors", status=429, n=1, path="orderbook")
-        time.sleep(max(0.0, start / 1000 + SLOTS + 1.5 - time.time()))
-        end = start + SLOTS * 1000
-        truth = replay.truth()
-        clean, faulty = (
-            fidelity(daemon.http, "bybit", symbol, truth, DEPTH, (start, end), TOLERANCE_MS)
-            for symbol in replay.symbols
-        )
-        unsequenced = [
-            _unsequenced(daemon, symbol, truth, (start, end)) for symbol in replay.symbols
-        ]
-        stats = replay.stats()
-        downs = daemon.events("stream_down")
-    finally:
-        code = daemon.stop()
-        replay.stop()
-    for verdict in (clean, faulty):  # shown with -s: what was measured
-        late, transit = sorted(verdict.late_ms), sorted(verdict.transit_ms)
-        print(
-            f"{verdict.symbol}: {verdict.slots} slots, {verdict.ws} ws, {verdict.rest} rest,"
-            f" gaps {verdict.gaps}, wrong {verdict.wrong}; superseded before T:"
-            f" {sum(x > 0 for x in late)} slots, max {late[-1]} ms; transit median"
-            f" {transit[len(transit) // 2]} ms, max {transit[-1]} ms"
-        )
-    print(stats, downs, sep="\n")
-    assert code == 0
-    assert stats["done"] is False
-    assert stats["unexpected"] == []
-    assert stats["frames_dropped"] == 1
-    assert stats["fault_sequence"] == 1
-    for verdict in (clean, faulty):
-        assert verdict.slots >= 60, verdict
-        assert verdict.exact, verdict
-    assert unsequenced == [[], []]  # each websocket book is the true book at its seq (u)
-    assert clean.ws == clean.slots, clean  # the live book carries every slot
-    assert faulty.ws >= faulty.slots - 6, faulty  # a few slots to resync, at most
-    late = clean.late_ms + faulty.late_ms
-    assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
-    assert set(faulty.gaps) <= GAP_REASONS, faulty  # a resync takes well under a
-    # second, so a slot falls in it or not: gaps (or REST captures) are few or none
-    lost = [e for e in downs if e["symbol"] == "ETH/USDT"]
-    assert len(lost) == 2, downs  # the drop and the skipped u, each noticed once
-    assert all(e["reason"] == "not_synced" for e in lost), lost
-    assert all("1 update(s) lost" in e["error"] for e in lost), lost
-    assert not [e for e in downs if e["symbol"] == "BTC/USDT"], downs
-
-
 def test_a_coin_dropped_and_watched_again_gets_its_book() -> None:
     """obd's unsubscribe of a coin it stops collecting names the topic it subscribed
     (`orderbook.200`, not ccxt's default 50): else Bybit keeps it subscribed and the
@@ -246,17 +155,85 @@ async def _watch_twice(emu: ReplayEmulator) -> list[Any]:
     return books
 
 
-def _unsequenced(
-    daemon: LoggedDaemon, symbol: str, truth: Truth, window: tuple[int, int]
-) -> list[int]:
+SPEED = 1.5  # the 125 s recording in ~83 s: room for 62 one-second slots after start-up
+DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
+SLOTS = 62
+DELISTED_S = 8  # ETH/USDT is delisted this long before the window closes
+# A frame sent this long before a slot may still be on its way to obd on this shared
+# host (as in test_replay_fidelity.py); never one sent after the slot. How late the
+# books really were is printed and bounded (`AT_T`).
+TOLERANCE_MS = 1000
+AT_T = 0.8  # of websocket slots whose book still stood at T
+FAULTS = (  # on the second symbol, ETH/USDT
+    Step(12, "drop", {"n": 1}),  # a lost delta: the next one's u skips
+    Step(27, "fault", {"kind": "sequence"}),  # a delta whose u skips one
+    Step(27, "rest-errors", {"status": 429, "n": 1, "path": "orderbook"}),
+    Step(SLOTS - DELISTED_S, "delist"),
+)
+
+
+@pytest.mark.slow
+def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> None:
+    """A real daemon collects BTC/USDT and ETH/USDT at 1 s through unmodified ccxt
+    from the replay (the generic fidelity harness). ETH/USDT loses a delta, then gets
+    one whose `u` skips, a 429 on its next REST book, and is delisted near the end:
+    each lost update is noticed (`u` checked by obd), the topic is unsubscribed and
+    subscribed again for a fresh snapshot, and a slot that falls in between is a gap
+    with a reason (or a REST capture true for its moment). Every stored book is true,
+    each websocket one the true book at its `seq` (Bybit's `u`); BTC/USDT is served
+    from the websocket at every slot."""
+    outcome = run_fidelity(
+        tmp_path,
+        [Run("bybit", RECORDING.name, FAULTS)],
+        speed=SPEED,
+        depth=DEPTH,
+        slots=SLOTS,
+        tolerance_ms=TOLERANCE_MS,
+    )
+    print(outcome.report())  # what was measured (pytest -s)
+    clean, faulty = outcome.verdicts
+    stats = outcome.stats["bybit"]
+    assert outcome.exit_code == 0
+    for verdict in (clean, faulty):
+        assert verdict.slots >= 60, verdict
+        assert verdict.exact, verdict  # no wrong book, every slot accounted
+        assert set(verdict.gaps) <= GAP_REASONS, verdict
+    late = clean.late_ms + faulty.late_ms
+    assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
+    assert clean.ws == clean.slots, clean  # the live book carries every slot
+    not_listed = faulty.gaps.get("not_listed", 0)
+    # noticed within 6 s: a listing reload is 11 requests ccxt spaces ~100 ms apart
+    # (~1.1 s), one may have just begun when the delisting came, and the next is due
+    # `markets_ttl_s` (2 s) after it, at a 1 s tick
+    assert DELISTED_S - 6 <= not_listed <= DELISTED_S, faulty
+    assert faulty.ws >= faulty.slots - not_listed - 6, faulty  # a few slots to resync
+    assert outcome.down("bybit", clean.symbol) == []
+    lost = [
+        e["error"]
+        for e in outcome.log
+        if e.get("event") == "stream_down" and e.get("reason") == "not_synced"
+    ]
+    assert len(lost) == 2, lost  # the drop and the skipped u, each noticed once
+    assert all("ETH/USDT" in error and "1 update(s) lost" in error for error in lost), lost
+    assert stats["done"] is False, stats  # still replaying when the window closed
+    assert stats["unexpected"] == []
+    assert stats["frames_dropped"] == stats["fault_sequence"] == 1
+    truth = Truth.from_sent_log("bybit", RECORDING, tmp_path / "bybit.sent")
+    for symbol in (clean.symbol, faulty.symbol):
+        assert _unsequenced(tmp_path / "obd.sqlite", symbol, truth) == [], symbol
+
+
+def _unsequenced(database: Path, symbol: str, truth: Truth) -> list[int]:
     """Websocket slots whose `seq` is not Bybit's `u` of the true book stored: obd keeps
     ccxt's nonce, which ccxt leaves empty for Bybit and obd's check fills with `u`."""
+    from obd import research
+
     at_u = {book.seq: book.floats(DEPTH) for _, book in truth.changes(symbol, 200)}
-    params = {"exchange": "bybit", "symbol": symbol, "start": window[0], "end": window[1] - 1}
-    items = daemon.http.get("/v1/books", params={**params, "limit": 1000}).json()["items"]
-    return [
-        item["ts"]
-        for item in items
-        if item["capture"] == "ws"
-        and at_u.get(item["seq"]) != {"bids": item["bids"], "asks": item["asks"]}
-    ]
+    with research.open(database) as stored:
+        return [
+            snapshot.ts
+            for snapshot in stored.snapshots("bybit", symbol)
+            if snapshot.capture == "ws"
+            and at_u.get(snapshot.seq)
+            != {"bids": [list(x) for x in snapshot.bids], "asks": [list(x) for x in snapshot.asks]}
+        ]
