@@ -139,6 +139,7 @@ class Verdict(msgspec.Struct):
     ws: int = 0  # websocket snapshots, each a true book of [T - tolerance, T]
     rest: int = 0  # REST snapshots, each a true book of [T, received_ts]
     wrong: list[int] = []  # slots whose stored book was never true when it should be
+    wrong_seq: list[int] = []  # slots whose `seq` is not the update id of the stored book
     gaps: dict[str, int] = {}  # slots in gaps, by reason
     unaccounted: int = 0  # slots neither stored nor in a gap
     late_ms: list[int] = []  # per websocket slot: how long before T its book was superseded
@@ -146,7 +147,7 @@ class Verdict(msgspec.Struct):
 
     @property
     def exact(self) -> bool:
-        return not self.wrong and self.unaccounted == 0
+        return not self.wrong and not self.wrong_seq and self.unaccounted == 0
 
 
 def fidelity(
@@ -187,6 +188,10 @@ def fidelity(
             ok = received >= slot and _matches(stored, books, depth)
         if not ok:
             verdict.wrong.append(slot)
+        if item.get("seq") is not None:
+            at_seq = truth.book_at_seq(symbol, depth, item["seq"])
+            if at_seq is not None and at_seq.floats(depth) != stored:
+                verdict.wrong_seq.append(slot)
     return verdict
 
 
@@ -229,6 +234,7 @@ class Outcome(msgspec.Struct):
     stats: dict[str, dict[str, Any]]  # each emulator's /__emulator__/stats at the end
     log: list[dict[str, Any]]  # the daemon's log
     exit_code: int  # the daemon's, after SIGTERM
+    moving: dict[str, int]  # per exchange: slots of the window its recording still played
 
     def report(self) -> str:
         """One line a coin: what was measured (print it; pytest -s shows it)."""
@@ -238,6 +244,7 @@ class Outcome(msgspec.Struct):
             lines.append(
                 f"{verdict.exchange} {verdict.symbol}: {verdict.slots} slots, {verdict.ws} ws,"
                 f" {verdict.rest} rest, gaps {verdict.gaps}, wrong {verdict.wrong},"
+                f" wrong seq {verdict.wrong_seq},"
                 f" unaccounted {verdict.unaccounted}; book superseded before T in"
                 f" {sum(ms > 0 for ms in late)} slots (max {late[-1]} ms); transit median"
                 f" {transit[len(transit) // 2]} ms, max {transit[-1]} ms"
@@ -296,7 +303,11 @@ def run_fidelity(
     finally:
         for replay in replays:
             replay.stop()
-    return Outcome(verdicts, stats, list(daemon.log), code)
+    moving = {  # after its last frame a book stands still: true, but a weaker test
+        r.exchange_id: min(slots, max(0, (r.truth().last_applied_ms() - start) // 1000))
+        for r in replays
+    }
+    return Outcome(verdicts, stats, list(daemon.log), code, moving)
 
 
 def _all_started(daemon: LoggedDaemon, count: int) -> int | None:

@@ -2,7 +2,6 @@
 unmodified ccxt.pro keeping Binance books through it (spot, USD-M, COIN-M)."""
 
 import asyncio
-import bisect
 import json
 import signal
 import subprocess
@@ -155,11 +154,11 @@ def test_ccxt_keeps_the_true_book(exchange_id: str) -> None:
     with ReplayEmulator(exchange_id, RECORDINGS / name, speed=10) as emu:
         checked = asyncio.run(_watch(emu, exchange_id, symbol))
         truth = Truth(exchange_id, emu.recording, emu.applied)
-        books = [book for _, book in truth.changes(symbol, 20)]
-        seqs = [book.seq or 0 for book in books]  # increasing; a book stands until the next
         assert checked
         for nonce, book in checked:
-            assert book == books[bisect.bisect_right(seqs, nonce) - 1].floats(20), nonce
+            at_nonce = truth.book_at_seq(symbol, 20, nonce)
+            assert at_nonce is not None
+            assert book == at_nonce.floats(20), nonce
         assert emu.stats["fault_sequence"] == 1
         assert emu.unexpected == []
 

@@ -12,7 +12,7 @@ from tests.replay_support import GAP_REASONS, Run, Step, run_fidelity
 
 pytestmark = pytest.mark.slow
 
-SPEED = 1.5  # 125 s recordings in ~83 s: room for 62 one-second slots after start-up
+SPEED = 1.4  # 125 s recordings in ~89 s: 62 one-second slots fit after a slow start-up
 DEPTH = 50
 SLOTS = 62
 DELISTED_S = 8  # the second symbols are delisted this long before the window closes
@@ -21,7 +21,7 @@ DELISTED_S = 8  # the second symbols are delisted this long before the window cl
 # Never a frame sent after the slot. How late books really were is printed and
 # bounded below (`AT_T`).
 TOLERANCE_MS = 1000
-AT_T = 0.8  # of websocket slots whose book still stood at T (measured: ~0.95-1.0)
+AT_T = 0.9  # of websocket slots whose book still stood at T (measured: 0.97-1.0)
 FAULTS = (
     Step(12, "drop", {"n": 1}),  # a lost diff: the next one does not chain
     Step(27, "fault", {"kind": "sequence"}),  # a skipped update id
@@ -39,7 +39,7 @@ def test_binance_family_on_recorded_traffic(tmp_path: Path) -> None:
     outcome = run_fidelity(
         tmp_path, RUNS, speed=SPEED, depth=DEPTH, slots=SLOTS, tolerance_ms=TOLERANCE_MS
     )
-    print(outcome.report())  # what was measured (pytest -s)
+    print(outcome.report(), outcome.moving)  # what was measured (pytest -s)
     assert outcome.exit_code == 0
     for verdict in outcome.verdicts:
         assert verdict.slots >= 60, verdict
@@ -57,6 +57,6 @@ def test_binance_family_on_recorded_traffic(tmp_path: Path) -> None:
         downs = outcome.down(verdict.exchange, verdict.symbol)
         assert downs.count("not_synced") >= 2, downs  # the dropped frame, the skipped id
     for exchange, stat in outcome.stats.items():
-        assert stat["done"] is False, stat  # still replaying when the window closed
+        assert outcome.moving[exchange] >= 55, outcome.moving  # books moved, not stood still
         assert stat["unexpected"] == [], exchange
         assert stat["frames_dropped"] == stat["fault_sequence"] == stat["rest_429"] == 1

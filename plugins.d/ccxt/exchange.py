@@ -6,18 +6,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from obd.errors import (
+from obd.plugin import (
+    Availability,
+    Book,
     Disconnected,
     ExchangeError,
-    HistoryNotAvailable,
     NoLiveStream,
     NotFound,
     NotSynced,
     ObdError,
     RateLimited,
 )
-from obd.model import Book
-from obd.plugin import Availability
 
 from . import internals
 from .books import Range, now_ms, to_book, version
@@ -33,7 +32,10 @@ _REARM_S = 0.5
 
 
 class CcxtExchange:
-    """One exchange id served through one shared ccxt instance, whatever the coin count."""
+    """One exchange id served through one shared ccxt instance, whatever the coin count.
+
+    It has `fetch_book` (REST) but no `fetch_history`: exchanges keep no order-book
+    history, and obd never synthesises one (or uses candles); the kernel says so."""
 
     synthetic = False
 
@@ -49,13 +51,14 @@ class CcxtExchange:
         self._cool_until = 0.0  # monotonic: no REST before this (after a 429)
         self._closing: set[asyncio.Task[Any]] = set()
         self._watchers: set[Watcher] = set()
-        self._confirming: set[str] = set()  # symbols whose listing check is under way
         self._ticker: asyncio.Future[None] | None = None
 
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        markets = await self._markets()
+        return self._availability(await self._markets(), symbol)
+
+    def _availability(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -115,7 +118,7 @@ class CcxtExchange:
                 watcher.wake.clear()
                 if watcher.ticked:
                     watcher.ticked = False
-                    self._inspect(exchange, watcher)
+                    await self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
             self._unwatch_later(exchange, symbol, limit)
             raise
@@ -144,13 +147,6 @@ class CcxtExchange:
         limit = accepted(self._depths.rest, depth)
         raw = await self._call(exchange.fetch_order_book(symbol, limit))
         return to_book(raw, depth, now_ms())
-
-    async def fetch_history(
-        self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
-    ) -> AsyncIterator[tuple[int, Book]]:
-        """Exchanges keep no order-book history; obd never synthesises one (or uses candles)."""
-        raise HistoryNotAvailable(f"history not available from {self.exchange_id}")
-        yield  # an async generator, like the contract says  # pragma: no cover
 
     async def close(self) -> None:
         if self._exchange is not None:
@@ -216,29 +212,29 @@ class CcxtExchange:
 
     # -- the websocket --
 
-    def _inspect(self, exchange: Any, watcher: Watcher) -> None:
+    async def _inspect(self, exchange: Any, symbol: str) -> None:
         """Once a tick: a silent connection is dead; a delisted symbol's stream just goes
         quiet, so the listing says why."""
-        silent_s = internals.silence_s(exchange, watcher.symbol)
+        silent_s = internals.silence_s(exchange, symbol)
         if silent_s > self.options.stale_after_s:
-            for closing in internals.drop_connection(exchange, watcher.symbol):
+            for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        if watcher.symbol not in self._confirming:  # one at a time: a reload can be slow
-            self._confirming.add(watcher.symbol)
-            self._background(self._confirm_listed(watcher))
+        # The listing is read as it stands and reloaded in the background. A watch that
+        # awaited the reload yielded no book meanwhile, so its slots got a stale one:
+        # the reload queues in ccxt's rate limiter behind a resync's depth call (~0.5 s
+        # after a weight-10 snapshot on Binance USD-M), and a big exchangeInfo takes
+        # seconds to fetch and parse.
+        self._reload_markets_later()
+        listed = self._availability(exchange.markets or {}, symbol)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
 
-    async def _confirm_listed(self, watcher: Watcher) -> None:
-        """The listing check, off the watch loop: reloading the listing can take seconds
-        (bybit asks 11 endpoints, which ccxt's rate limiter spaces ~100 ms apart), and
-        a watch waiting on it yields no change meanwhile, so the slots of that time
-        would be stored from a book already superseded. A delisting fails the watch."""
-        try:
-            await self._require_listed(watcher.symbol)
-        except NotFound as exc:
-            watcher.fail(exc)
-        finally:
-            self._confirming.discard(watcher.symbol)
+    def _reload_markets_later(self) -> None:
+        """Start reloading the listing if it is due and no reload is under way."""
+        due = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if due and not self._loading.locked():
+            self._background(self._markets())
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
