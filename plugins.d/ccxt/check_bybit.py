@@ -22,7 +22,7 @@ taken, and none is checked if that still leaves more than one.
 from collections.abc import Mapping
 from typing import Any
 
-from obd.errors import NotSynced
+from obd.plugin import NotSynced
 
 __all__ = ["check"]
 
