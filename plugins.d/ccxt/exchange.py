@@ -21,7 +21,7 @@ from obd.plugin import (
 from . import internals
 from .books import Range, now_ms, to_book, version
 from .errors import is_rate_limit, mapped
-from .options import CcxtOptions, accepted, depths
+from .options import UNSUBSCRIBE_TO_RESYNC, CcxtOptions, accepted, depths, unwatch_params
 from .watcher import Watcher
 
 T = TypeVar("T")
@@ -101,7 +101,10 @@ class CcxtExchange:
                 if not internals.attach(exchange, self.exchange_id, watcher):
                     raise Disconnected(f"{self.exchange_id} connection closed; reconnecting")
                 if watcher.failure is not None:  # a frame proved the book wrong
-                    internals.forget(exchange, symbol)
+                    if pending is not None:  # the unsubscribe below would reject it
+                        pending.cancel()
+                        pending = None
+                    await self._resync(exchange, symbol, limit)
                     raise watcher.failure
                 current = internals.book(exchange, symbol)
                 if watcher.source is not None and current is watcher.source:  # in sync
@@ -117,7 +120,7 @@ class CcxtExchange:
                     watcher.ticked = False
                     await self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
-            self._unwatch_later(exchange, symbol)
+            self._unwatch_later(exchange, symbol, limit)
             raise
         finally:
             if pending is not None:
@@ -245,12 +248,27 @@ class CcxtExchange:
             for watcher in list(self._watchers):
                 watcher.tick()
 
-    def _unwatch_later(self, exchange: Any, symbol: str) -> None:
+    def _unwatch_later(self, exchange: Any, symbol: str, limit: int) -> None:
         """Unsubscribe in the background (where ccxt can): the caller is being cancelled."""
         if not exchange.has.get("unWatchOrderBook") or not internals.connections(exchange, symbol):
             return
-        unwatch = exchange.un_watch_order_book(symbol)
+        unwatch = exchange.un_watch_order_book(symbol, unwatch_params(self.exchange_id, limit))
         self._background(asyncio.wait_for(unwatch, self.options.timeout_s))
+
+    async def _resync(self, exchange: Any, symbol: str, limit: int) -> None:
+        """Throw the book away, so that the next watch starts from a fresh snapshot.
+        Where only a new subscription brings one (`UNSUBSCRIBE_TO_RESYNC`), unsubscribe
+        first; ccxt resolves that on the exchange's ack, after which no frame of the
+        old subscription can follow. If the exchange does not answer, the connection
+        is dropped (its other books resubscribe on a new one)."""
+        if self.exchange_id in UNSUBSCRIBE_TO_RESYNC and internals.connections(exchange, symbol):
+            unwatch = exchange.un_watch_order_book(symbol, unwatch_params(self.exchange_id, limit))
+            try:
+                await asyncio.wait_for(unwatch, self.options.timeout_s)
+            except (TimeoutError, OSError, self._ccxt.BaseError):  # start over, connected anew
+                for closing in internals.drop_connection(exchange, symbol):
+                    self._background(closing)
+        internals.forget(exchange, symbol)
 
     def _background(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)

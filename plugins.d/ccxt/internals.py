@@ -3,8 +3,9 @@
 ccxt.pro gives a caller one book per `watch_order_book` await and neither reports
 frames nor reconnects, so obd looks underneath: the exchange's `orderbooks` and
 websocket `clients`, each client's `subscriptions`, `handle_message`,
-`on_message_callback`, `last_message_at`, `connectionEstablished`, and the
-`fetch` / `fetch_rest_order_book_safe` methods it wraps. docs/EXCHANGES.md lists
+`last_message_at`, `connectionEstablished`, and the exchange's `fetch`,
+`fetch_rest_order_book_safe` and `handle_message` (each client's decoded-frame
+callback) methods it wraps. docs/EXCHANGES.md lists
 the ccxt versions these were checked against; a ccxt upgrade is checked here first.
 """
 
@@ -41,9 +42,10 @@ def open_exchange(
 
 @functools.cache
 def _instrumented(cls: Any) -> Any:
-    """`cls` with two hooks: every HTTP request first asks obd (which refuses while the
-    exchange has told it to back off), and the edges of each REST snapshot a websocket
-    book is built from are noted (for the range guard)."""
+    """`cls` with three hooks: every HTTP request first asks obd (which refuses while the
+    exchange has told it to back off), the edges of each REST snapshot a websocket
+    book is built from are noted (for the range guard), and each decoded frame, once
+    ccxt applied it, goes through the exchange's integrity check (`checks`)."""
 
     async def fetch(
         self: Any, url: str, method: str = "GET", headers: Any = None, body: Any = None
@@ -64,7 +66,24 @@ def _instrumented(cls: Any) -> Any:
         self._obd_snapshots[symbol] = edges(book, limit)
         return book
 
-    hooks = {"fetch": fetch, "fetch_rest_order_book_safe": fetch_rest_order_book_safe}
+    def handle_message(self: Any, client: Any, message: Any) -> Any:
+        # Every decoded frame of every client, from its first: a check that follows a
+        # sequence must see the snapshot, which arrives before any watcher attaches.
+        handled = cls.handle_message(self, client, message)
+        check = CHECKS.get(self.id)
+        if check is not None:
+            watchers = getattr(client, "_obd_watchers", None) or {}
+            for symbol, error in check(message, self.orderbooks).items():
+                watcher = watchers.get(symbol)
+                if watcher is not None:  # else the check fails the book's next frame too
+                    watcher.fail(error)
+        return handled
+
+    hooks = {
+        "fetch": fetch,
+        "fetch_rest_order_book_safe": fetch_rest_order_book_safe,
+        "handle_message": handle_message,
+    }
     return type(cls.__name__, (cls,), hooks)
 
 
@@ -114,11 +133,6 @@ def attach(exchange: Any, exchange_id: str, watcher: Watcher) -> bool:
         if watchers is None:
             watchers = client._obd_watchers = {}
             client.handle_message = _woken(client.handle_message, watchers, exchange)
-            check = CHECKS.get(exchange_id)
-            if check is not None:
-                client.on_message_callback = _checked(
-                    client.on_message_callback, watchers, exchange, check
-                )
         watchers[watcher.symbol] = watcher
         watcher.client = client
     return True
@@ -142,25 +156,6 @@ def _woken(
             watcher.on_frame(exchange.orderbooks)
 
     return handle_message
-
-
-def _checked(
-    callback: Callable[[Any, Any], None],
-    watchers: dict[str, Watcher],
-    exchange: Any,
-    check: Callable[[Any, Any], dict[str, Exception]],
-) -> Callable[[Any, Any], None]:
-    """A client's decoded-message callback that, after ccxt applied the frame, checks
-    the books it touched and fails the watchers of those it proves wrong."""
-
-    def on_message(client: Any, message: Any) -> None:
-        callback(client, message)
-        for symbol, error in check(message, exchange.orderbooks).items():
-            watcher = watchers.get(symbol)
-            if watcher is not None:
-                watcher.fail(error)
-
-    return on_message
 
 
 def silence_s(exchange: Any, symbol: str) -> float:
