@@ -1,0 +1,194 @@
+"""Fidelity through the replay emulator: real obd, unmodified ccxt, recorded traffic.
+
+`ReplayProcess` runs `python -m tests.emulator replay` as a subprocess (as a user or
+a benchmark would) with a sent log; `fidelity` compares what a daemon stored for a
+coin with the truth (`tests/emulator/replay/truth.py`) slot by slot:
+
+- a websocket snapshot for slot T is a true book that stood within [T - tolerance, T]
+  (a frame sent just before T may reach obd after T; never one sent after T);
+- a REST snapshot is a true book that stood between T and its `received_ts`;
+- every slot is a snapshot or a gap with a reason.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from tests.conftest import REPO, Daemon
+from tests.emulator.config import toml_value
+from tests.emulator.replay.truth import Truth
+
+RECORDINGS = REPO / "tests" / "data" / "recordings"
+GAP_REASONS = {"not_synced", "disconnected", "rate_limited", "exchange_error", "not_listed"}
+
+
+class ReplayProcess:
+    """One replay emulator subprocess; its truth is read from its sent log."""
+
+    def __init__(self, exchange_id: str, recording: Path, sent_log: Path, speed: float) -> None:
+        self.exchange_id, self.recording, self.sent_log = exchange_id, recording, sent_log
+        command = [
+            sys.executable, "-m", "tests.emulator", "replay", "--exchange", exchange_id,
+            "--recording", str(recording), "--speed", str(speed), "--sent-log", str(sent_log),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"replay {exchange_id} failed: {self.process.communicate()[1]}")
+        self.info: dict[str, Any] = json.loads(line)
+        self.url = f"http://127.0.0.1:{self.info['port']}"
+        self.symbols: list[str] = self.info["symbols"]
+
+    def control(self, name: str, **params: Any) -> Any:
+        """A fault control (`drop`, `stall`, `close`, `rest-errors`, `fault`, `delist`)."""
+        answer = httpx.post(f"{self.url}/__emulator__/{name}", params=params, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/__emulator__/stats", timeout=10).json())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.communicate(timeout=30)
+        return self.process.returncode
+
+    def truth(self) -> Truth:
+        return Truth.from_sent_log(self.exchange_id, self.recording, self.sent_log)
+
+
+def exchanges_toml(replays: list[ReplayProcess], **overrides: Any) -> str:
+    """`[exchanges.<id>]` for each replay, pointing ccxt at it (with `overrides`)."""
+    tables = []
+    for replay in replays:
+        table = {**replay.info["exchanges_config"], **overrides}
+        lines = [f"{json.dumps(key)} = {toml_value(value)}" for key, value in table.items()]
+        tables.append(f"[exchanges.{replay.exchange_id}]\n" + "\n".join(lines) + "\n")
+    return "\n".join(tables)
+
+
+def coins_toml(coins: list[tuple[str, str]], depth: int, interval: str = "1s") -> str:
+    return "".join(
+        f"[[coins]]\nexchange = {json.dumps(exchange)}\nsymbol = {json.dumps(symbol)}\n"
+        f'interval = "{interval}"\ndepth = {depth}\n'
+        for exchange, symbol in coins
+    )
+
+
+class LoggedDaemon(Daemon):
+    """The daemon, its JSON log read as it runs (so the pipe never fills)."""
+
+    def __init__(self, config: Path) -> None:
+        super().__init__(config)
+        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                self.log.append(json.loads(line))
+            except ValueError:
+                self.log.append({"raw": line})
+
+    def stop(self) -> int:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(10)
+        if self.process.stderr:
+            self.process.stderr.close()
+        return code
+
+    def events(self, name: str, symbol: str | None = None) -> list[dict[str, Any]]:
+        return [
+            event
+            for event in list(self.log)
+            if event.get("event") == name and (symbol is None or event.get("symbol") == symbol)
+        ]
+
+
+class Verdict(msgspec.Struct):
+    """How one coin's stored slots compare with the truth."""
+
+    exchange: str
+    symbol: str
+    slots: int = 0  # slots in the window checked
+    ws: int = 0  # websocket snapshots, each a true book of [T - tolerance, T]
+    rest: int = 0  # REST snapshots, each a true book of [T, received_ts]
+    wrong: list[int] = []  # slots whose stored book was never true when it should be
+    gaps: dict[str, int] = {}  # slots in gaps, by reason
+    unaccounted: int = 0  # slots neither stored nor in a gap
+    late_ms: int = 0  # the most a matched websocket book had been superseded by T
+
+    @property
+    def exact(self) -> bool:
+        return not self.wrong and self.unaccounted == 0
+
+
+def fidelity(
+    http: httpx.Client,
+    exchange: str,
+    symbol: str,
+    truth: Truth,
+    depth: int,
+    window: tuple[int, int],
+    tolerance_ms: int,
+) -> Verdict:
+    """Compare every slot in [start, end) (ms) of a coin with the truth."""
+    start, end = window
+    coin = {"exchange": exchange, "symbol": symbol}
+    verdict = Verdict(exchange, symbol)
+    coverage = http.get("/v1/coverage", params={**coin, "start": start, "end": end}).json()
+    gaps: Counter[str] = Counter()
+    for gap_start, gap_end, reason in coverage["gaps"]:
+        gaps[reason] += (gap_end - gap_start) // coverage["interval_ms"]
+    verdict.gaps = dict(gaps)
+    verdict.slots = coverage["expected"]
+    verdict.unaccounted = coverage["expected"] - coverage["present"] - sum(gaps.values())
+    params = {**coin, "start": start, "end": end - 1, "limit": 1000}
+    for item in http.get("/v1/books", params=params).json()["items"]:
+        stored = {"bids": item["bids"], "asks": item["asks"]}
+        slot, received = item["ts"], item["received_ts"]
+        if item["capture"] == "ws":
+            verdict.ws += 1
+            books = truth.books_within(symbol, depth, slot - tolerance_ms, slot)
+            ok = received <= slot and _matches(stored, books, depth)
+            if ok:
+                late_ms = _superseded(truth, symbol, depth, slot, stored, books)
+                verdict.late_ms = max(verdict.late_ms, late_ms)
+        else:
+            verdict.rest += 1
+            books = truth.books_within(symbol, depth, slot, received)
+            ok = received >= slot and _matches(stored, books, depth)
+        if not ok:
+            verdict.wrong.append(slot)
+    return verdict
+
+
+def _matches(stored: dict[str, Any], books: list[Any], depth: int) -> bool:
+    return any(book.floats(depth) == stored for book in books)
+
+
+def _superseded(
+    truth: Truth, symbol: str, depth: int, slot: int, stored: dict[str, Any], books: list[Any]
+) -> int:
+    """How long before `slot` the stored book had been replaced (0: it stood at T)."""
+    matched = max(i for i, book in enumerate(books) if book.floats(depth) == stored)
+    if matched == len(books) - 1:
+        return 0
+    successor = books[matched + 1]
+    return slot - next(t for t, book in truth.changes(symbol, depth) if book is successor)
