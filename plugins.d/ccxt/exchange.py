@@ -1,6 +1,7 @@
 """`CcxtExchange`: one exchange id served through one shared ccxt instance."""
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -88,7 +89,8 @@ class CcxtExchange:
             while True:
                 if pending is None and time.monotonic() - armed_s >= _REARM_S:
                     update = exchange.watch_order_book(symbol, limit)  # (re)subscribes
-                    pending, armed_s = asyncio.ensure_future(self._call(update)), time.monotonic()
+                    shielded = _shielded(update)
+                    pending, armed_s = asyncio.ensure_future(self._call(shielded)), time.monotonic()
                     pending.add_done_callback(lambda _: watcher.wake.set())
                 if pending is not None and pending.done():
                     if pending.cancelled():  # ccxt closed the connection under it
@@ -111,7 +113,7 @@ class CcxtExchange:
                 watcher.wake.clear()
                 if watcher.ticked:
                     watcher.ticked = False
-                    await self._inspect(exchange, symbol)
+                    self._inspect(exchange, watcher)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
             self._unwatch_later(exchange, symbol)
             raise
@@ -212,15 +214,22 @@ class CcxtExchange:
 
     # -- the websocket --
 
-    async def _inspect(self, exchange: Any, symbol: str) -> None:
+    def _inspect(self, exchange: Any, watcher: Watcher) -> None:
         """Once a tick: a silent connection is dead; a delisted symbol's stream just goes
-        quiet, so the listing says why."""
-        silent_s = internals.silence_s(exchange, symbol)
+        quiet, so the listing says why. The listing is checked in the background: a
+        reload can take seconds (kraken's rate limit spaces its two listing requests a
+        second apart), and a watch that stopped reading frames meanwhile would have obd
+        serve, as current, a book that had already changed."""
+        silent_s = internals.silence_s(exchange, watcher.symbol)
         if silent_s > self.options.stale_after_s:
-            for closing in internals.drop_connection(exchange, symbol):
+            for closing in internals.drop_connection(exchange, watcher.symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        await self._require_listed(symbol)
+        if watcher.listing is None or watcher.listing.done():
+            # never cancelled: it may be awaiting ccxt's shared `markets_loading`, and
+            # cancelling that would cancel every other coin's pending watch with it
+            watcher.listing = asyncio.ensure_future(self._require_listed(watcher.symbol))
+            watcher.listing.add_done_callback(functools.partial(_listing_checked, watcher))
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
@@ -269,3 +278,19 @@ class CcxtExchange:
             wait_s = internals.retry_after_s(self._exchange) or self.options.cooldown_s
             self._cool_until = max(self._cool_until, time.monotonic() + wait_s)
         return mapped(self._ccxt, exc, self.exchange_id, wait_s)
+
+
+def _listing_checked(watcher: Watcher, done: asyncio.Future[None]) -> None:
+    """A listing check that failed (delisted, halted) fails the watch, as if awaited."""
+    if not done.cancelled() and (error := done.exception()) is not None:
+        watcher.fail(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+
+
+def _shielded(update: Awaitable[T]) -> Awaitable[T]:
+    """ccxt's watch call, safe to abandon: it may be awaiting a task every coin of the
+    exchange awaits (ccxt's shared `markets_loading`, during a listing reload), and
+    cancelling it there would cancel all their watches with it (each then reads as a
+    closed connection). Abandoned, it ends at the book's next frame."""
+    inner = asyncio.ensure_future(update)
+    inner.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return asyncio.shield(inner)

@@ -8,16 +8,24 @@ websocket `clients`, each client's `subscriptions`, `handle_message`,
 the ccxt versions these were checked against; a ccxt upgrade is checked here first.
 """
 
+import asyncio
 import functools
 import importlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import check_kraken
 from .books import Edges, edges
 from .checks import CHECKS
 from .options import CcxtOptions, ccxt_config
 from .watcher import Watcher
+
+# Exchanges whose socket refuses a second subscribe to a book it already streams, and
+# for which ccxt has no un_watch_order_book: the frame that unsubscribes one book.
+_UNSUBSCRIBE: dict[str, Callable[[str, int | None], Any]] = {
+    "kraken": check_kraken.unsubscribe,
+}
 
 
 def open_exchange(
@@ -88,9 +96,10 @@ def snapshot_edges(exchange: Any, symbol: str) -> Edges | None:
 
 @functools.lru_cache(maxsize=4096)
 def _names(key: object, symbol: str) -> bool:
-    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT")
+    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT",
+    kraken's "orderbook@BTC/USD")
     is about `symbol`, and not merely about a longer one ("BTC/USDT:USDT")."""
-    return re.search(rf"(^|[:,]){re.escape(symbol)}($|,)", str(key)) is not None
+    return re.search(rf"(^|[:,@]){re.escape(symbol)}($|,)", str(key)) is not None
 
 
 def connections(exchange: Any, symbol: str) -> list[Any]:
@@ -154,7 +163,17 @@ def _checked(
     the books it touched and fails the watchers of those it proves wrong."""
 
     def on_message(client: Any, message: Any) -> None:
-        callback(client, message)
+        try:
+            callback(client, message)
+        except KeyError as exc:
+            # ccxt looks up the book of every update it gets; one obd threw away to
+            # resync has none until its new snapshot, and the raise would end the
+            # socket's receive loop (every symbol on it). Only that case is dropped.
+            forgotten = getattr(client, "_obd_forgotten", ())
+            symbol = exc.args[0] if exc.args else None
+            if symbol not in forgotten or symbol in exchange.orderbooks:
+                raise
+            return
         for symbol, error in check(message, exchange.orderbooks).items():
             watcher = watchers.get(symbol)
             if watcher is not None:
@@ -187,10 +206,21 @@ def drop_connection(exchange: Any, symbol: str) -> list[Awaitable[Any]]:
 
 def forget(exchange: Any, symbol: str) -> None:
     """Make ccxt resubscribe and take a new snapshot at the next watch (what ccxt
-    itself does after a sequence gap)."""
+    itself does after a sequence gap). Where the socket refuses a second subscribe to
+    a book it streams (kraken), the book is unsubscribed first; until the new snapshot,
+    its frames are kept from ccxt (see `_checked`)."""
     exchange.orderbooks.pop(symbol, None)
+    unsubscribe = _UNSUBSCRIBE.get(exchange.id)
     for client in connections(exchange, symbol):
-        for key in [key for key in list(client.subscriptions) if _names(key, symbol)]:
+        keys = [key for key in list(client.subscriptions) if _names(key, symbol)]
+        if unsubscribe is not None:
+            limits = [(client.subscriptions[key] or {}).get("limit") for key in keys]
+            message = unsubscribe(symbol, next((x for x in limits if x is not None), None))
+            sending = asyncio.ensure_future(client.send(message))
+            sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+            forgotten: set[str] = client.__dict__.setdefault("_obd_forgotten", set())
+            forgotten.add(symbol)
+        for key in keys:
             del client.subscriptions[key]
 
 
