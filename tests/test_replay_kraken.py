@@ -112,10 +112,8 @@ def test_check_catches_a_lost_frame_and_a_bad_checksum() -> None:
     assert failed, "a lost frame went unnoticed"
     _first, verdict = failed[0]
     assert set(verdict) == {symbol}
-    errors = load_plugin("ccxt")
     assert type(verdict[symbol]).__name__ == "ChecksumFailed"
     assert verdict[symbol].gap_reason == "checksum"
-    assert errors is not None
 
     corrupted = json.loads(frames[30].data)
     corrupted["data"][0]["checksum"] = (corrupted["data"][0]["checksum"] + 1) % 2**32
@@ -141,6 +139,21 @@ def test_ccxt_own_checksum_option_cannot_be_used() -> None:
             await exchange.close()
 
     asyncio.run(run())
+
+
+def test_obd_finds_krakens_subscriptions_and_can_unsubscribe() -> None:
+    """ccxt keys kraken's book subscriptions `orderbook@BTC/USD`: obd must see them as
+    the symbol's (to hear its frames and run the check), and resyncs by unsubscribing."""
+    import sys
+
+    load_plugin("ccxt")
+    internals = sys.modules["obd_test_plugins_ccxt.internals"]
+    assert internals._names("orderbook@BTC/USD", "BTC/USD")
+    assert not internals._names("orderbook@BTC/USDT", "BTC/USD")
+    assert _check().unsubscribe("ETH/USD", 10) == {
+        "method": "unsubscribe",
+        "params": {"channel": "book", "symbol": ["ETH/USD"], "depth": 10},
+    }
 
 
 @pytest.mark.slow
