@@ -28,7 +28,7 @@ from tests.replay_support import (
 
 RECORDING = RECORDINGS / "kraken.jsonl.zst"
 DEPTH = 10  # the depth the recording was made at (and what the checksum covers)
-SPEED = 1.6  # 115 s of recording in ~72 s: 60+ one-second slots after start-up
+SPEED = 1.6  # 125 s of recording in ~78 s: 60+ one-second slots after start-up
 SLOTS = 62
 TOLERANCE_MS = 250  # a frame sent this long before a slot may still be on its way
 KRAKEN_GAPS = {"checksum", "not_synced", "disconnected"}
@@ -154,6 +154,60 @@ def test_obd_finds_krakens_subscriptions_and_can_unsubscribe() -> None:
         "method": "unsubscribe",
         "params": {"channel": "book", "symbol": ["ETH/USD"], "depth": 10},
     }
+
+
+def test_venue_dialogue_rest_and_faults() -> None:
+    """The v2 dialogue (status, ping, subscribe ack + snapshot, refusals), the REST
+    answers, a bad checksum and a delisting, as a raw client sees them."""
+    import httpx
+
+    with ReplayEmulator("kraken", RECORDING, speed=4) as emu:
+        frames = asyncio.run(_dialogue(emu))
+        with httpx.Client(base_url=emu.url) as http:
+            depth = http.get("/0/public/Depth", params={"pair": "XXBTZUSD", "count": 5}).json()
+            assert len(depth["result"]["XXBTZUSD"]["bids"]) == 5
+            emu.rest_errors(429)
+            assert http.get("/0/public/Time").status_code == 429
+            emu.delist("ETH/USD")
+            pairs = http.get("/0/public/AssetPairs").json()["result"]
+            assert list(pairs) == ["XXBTZUSD"]
+            gone = http.get("/0/public/Depth", params={"pair": "XETHZUSD"}).json()
+            assert gone["error"] == ["EQuery:Unknown asset pair"]
+        assert emu.unexpected == []
+    status, pong, ack, snapshot, again, deeper, update = frames
+    assert status["channel"] == "status"
+    assert pong["method"] == "pong"
+    assert pong["req_id"] == 7
+    assert ack["success"] is True
+    assert ack["result"]["symbol"] == "BTC/USD"
+    assert snapshot["type"] == "snapshot"
+    assert len(snapshot["data"][0]["bids"]) == DEPTH
+    assert again["error"] == "Already subscribed"
+    assert deeper["success"] is False
+    assert update["type"] == "update"
+    assert emu.stats["fault_checksum"] == 1
+
+
+async def _dialogue(emu: ReplayEmulator) -> list[Any]:
+    import websockets
+
+    def subscribe(depth: int) -> str:
+        params = {"channel": "book", "symbol": ["BTC/USD"], "depth": depth}
+        return json.dumps({"method": "subscribe", "params": params, "req_id": 1})
+
+    async with websockets.connect(f"ws://127.0.0.1:{emu.port}/v2") as ws:
+        frames = [json.loads(await ws.recv())]
+        await ws.send(json.dumps({"method": "ping", "req_id": 7}))
+        frames.append(json.loads(await ws.recv()))
+        await ws.send(subscribe(DEPTH))
+        frames += [json.loads(await ws.recv()) for _ in range(2)]
+        emu.fault("checksum", "BTC/USD")
+        await ws.send(subscribe(DEPTH))
+        await ws.send(subscribe(25))
+        replies = [json.loads(await ws.recv()) for _ in range(12)]
+        frames += [r for r in replies if "error" in r][:2]
+        frames.append(next(r for r in replies if r.get("type") == "update"))
+    return frames
 
 
 @pytest.mark.slow

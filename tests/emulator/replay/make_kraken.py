@@ -2,7 +2,7 @@
 DERIVED from the recorded Binance spot sessions (nkaz001/hftbacktest examples, MIT;
 see /work/shared/data/binance/README.md), since no Kraken recording exists.
 
-    python -m tests.emulator.replay.make_kraken RAW_DIR [--seconds 115] [--out FILE]
+    python -m tests.emulator.replay.make_kraken RAW_DIR [--seconds 125] [--out FILE]
 
 For BTCUSDT and ETHUSDT (2024-08-08 23:54 UTC) the full Binance book is rebuilt from
 the session's REST snapshot and every diff after it (Binance's own sequencing). Each
@@ -277,7 +277,7 @@ def write(path: Path, header: dict[str, Any], entries: list[dict[str, Any]]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.emulator.replay.make_kraken")
     parser.add_argument("raw", type=Path, help="the raw/ directory of the Binance sessions")
-    parser.add_argument("--seconds", type=float, default=115.0)
+    parser.add_argument("--seconds", type=float, default=125.0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
