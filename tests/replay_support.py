@@ -132,7 +132,8 @@ class Verdict(msgspec.Struct):
     wrong: list[int] = []  # slots whose stored book was never true when it should be
     gaps: dict[str, int] = {}  # slots in gaps, by reason
     unaccounted: int = 0  # slots neither stored nor in a gap
-    late_ms: int = 0  # the most a matched websocket book had been superseded by T
+    late_ms: list[int] = []  # per websocket slot: how long before T its book was superseded
+    transit_ms: list[int] = []  # per websocket slot: received_ts - when the emulator made it
 
     @property
     def exact(self) -> bool:
@@ -168,8 +169,9 @@ def fidelity(
             books = truth.books_within(symbol, depth, slot - tolerance_ms, slot)
             ok = received <= slot and _matches(stored, books, depth)
             if ok:
-                late_ms = _superseded(truth, symbol, depth, slot, stored, books)
-                verdict.late_ms = max(verdict.late_ms, late_ms)
+                made_ms, late_ms = _timing(truth, symbol, depth, slot, stored, books)
+                verdict.late_ms.append(late_ms)
+                verdict.transit_ms.append(received - made_ms)
         else:
             verdict.rest += 1
             books = truth.books_within(symbol, depth, slot, received)
@@ -183,12 +185,13 @@ def _matches(stored: dict[str, Any], books: list[Any], depth: int) -> bool:
     return any(book.floats(depth) == stored for book in books)
 
 
-def _superseded(
+def _timing(
     truth: Truth, symbol: str, depth: int, slot: int, stored: dict[str, Any], books: list[Any]
-) -> int:
-    """How long before `slot` the stored book had been replaced (0: it stood at T)."""
+) -> tuple[int, int]:
+    """(when the stored book came to be, how long before `slot` it was superseded)."""
     matched = max(i for i, book in enumerate(books) if book.floats(depth) == stored)
+    times = {id(book): t for t, book in truth.changes(symbol, depth)}
+    made_ms = times[id(books[matched])]
     if matched == len(books) - 1:
-        return 0
-    successor = books[matched + 1]
-    return slot - next(t for t, book in truth.changes(symbol, depth) if book is successor)
+        return made_ms, 0
+    return made_ms, slot - times[id(books[matched + 1])]

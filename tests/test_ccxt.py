@@ -382,3 +382,28 @@ def test_range_guard_refuses_a_book_that_walked_past_its_snapshot() -> None:
     assert not covered.covers(thin, snapshot, depth=2, limit=100)  # level 2 unknown
     assert covered.covers(thin, plugin.books.Edges(low=None, high=None), depth=2, limit=100)
     assert covered.covers(walked, None, depth=2, limit=100)  # exchange-kept depth
+
+
+@pytest.mark.parametrize("exchange_id", ["binance", "binanceus", "binanceusdm", "binancecoinm"])
+def test_binance_books_are_watched_deeper_than_stored(exchange_id: str) -> None:
+    """Every Binance market keeps its book from a REST snapshot plus diffs, trimmed by
+    ccxt to the watched limit. Watched at exactly the depth stored, one level removed
+    inside it leaves the book short and the range guard resyncs: on USD-M and COIN-M
+    at depth 50 that was every few hundred ms (REST at nearly every slot)."""
+    plugin = _plugin()
+    known = plugin.options.depths(exchange_id, plugin.CcxtOptions())
+    limit = plugin.options.accepted(known.ws, 50 * known.ws_margin)
+    assert limit >= 200
+    assert limit in known.rest  # ccxt takes its REST snapshot at this limit
+    assert max(known.rest) == (5000 if exchange_id in ("binance", "binanceus") else 1000)
+
+    def kept(book_limit: int, removed: float) -> dict[str, list[list[float]]]:
+        """ccxt's book, trimmed to `book_limit`, after the bid at `removed` went."""
+        bids = [[1000.0 - i, 1.0] for i in range(book_limit) if 1000.0 - i != removed]
+        return {"bids": bids, "asks": [[1001.0 + i, 1.0] for i in range(book_limit)]}
+
+    for book_limit, covered in ((50, False), (limit, True)):
+        guard = plugin.books.Range()
+        snapshot = plugin.books.edges(kept(book_limit, removed=-1), book_limit)
+        assert guard.covers(kept(book_limit, removed=-1), snapshot, 50, book_limit)
+        assert guard.covers(kept(book_limit, removed=990.0), snapshot, 50, book_limit) is covered

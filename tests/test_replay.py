@@ -21,7 +21,7 @@ from tests.emulator.replay.truth import Truth, applied_from_sent_log
 
 RECORDINGS = REPO / "tests" / "data" / "recordings"
 VENUES = {  # ccxt id -> (recording, a symbol it serves)
-    "binance": ("binance_spot.jsonl.zst", "BTC/USDT"),
+    "binance": ("binance.jsonl.zst", "BTC/USDT"),
     "binanceusdm": ("binanceusdm.jsonl.zst", "ETH/USDT:USDT"),
     "binancecoinm": ("binancecoinm.jsonl.zst", "BTC/USD:BTC"),
 }
@@ -60,7 +60,7 @@ def test_an_empty_recording_is_refused(tmp_path: Path) -> None:
 
 
 def test_recordings_read_whole() -> None:
-    recording = rec.load(RECORDINGS / "binance_spot.jsonl.zst")
+    recording = rec.load(RECORDINGS / "binance.jsonl.zst")
     assert recording.header.config == {"l2_book": ["BTCUSDT", "ETHUSDT"]}
     assert [h.url.split("symbol=")[1] for h in recording.http] == [
         "BTCUSDT&limit=1000",
@@ -88,7 +88,7 @@ def test_cli_refuses_a_malformed_recording_naming_the_line() -> None:
 
 def test_cli_serves_logs_what_it_sends_and_stops_on_sigterm(tmp_path: Path) -> None:
     sent_log = tmp_path / "sent.jsonl"
-    recording = RECORDINGS / "binance_spot.jsonl.zst"
+    recording = RECORDINGS / "binance.jsonl.zst"
     process = _cli(
         "--exchange", "binance", "--recording", str(recording), "--speed", "4",
         "--sent-log", str(sent_log),
@@ -192,7 +192,7 @@ async def _watch(emu: ReplayEmulator, exchange_id: str, symbol: str) -> list[tup
 
 
 def test_speed_paces_the_replay() -> None:
-    recording = rec.load(RECORDINGS / "binance_spot.jsonl.zst")
+    recording = rec.load(RECORDINGS / "binance.jsonl.zst")
     with ReplayEmulator("binance", recording, speed=10) as emu:
         time.sleep(1.0)
         applied = dict(emu.applied)
@@ -204,3 +204,39 @@ def test_speed_paces_the_replay() -> None:
     ]
     assert 80 < len(applied) < len(recording.recv)  # ~10 s of recording in ~1 s
     assert max(abs(x) for x in late) < 1.0  # within 100 ms of wall time of its pace
+
+
+def test_close_and_stall_controls() -> None:
+    with ReplayEmulator("binance", RECORDINGS / "binance.jsonl.zst", speed=4) as emu:
+        asyncio.run(_close_then_stall(emu))
+        assert emu.stats["connections"] == 2
+
+
+async def _close_then_stall(emu: ReplayEmulator) -> None:
+    url = emu.url.replace("http://", "ws://") + "/stream/ws/0"
+    subscribe = json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@depth@100ms"], "id": 7})
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send(subscribe)
+        assert json.loads(await ws.recv()) == {"result": None, "id": 7}
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["s"] == "ETHUSDT"
+        await asyncio.to_thread(emu.close_sockets)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await _drain(ws, 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send(subscribe)
+        await ws.recv()
+        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.to_thread(emu.stall)
+        with pytest.raises(TimeoutError):
+            await _drain(ws, 0.5)  # what was already on its way, then nothing
+        pong = await ws.ping()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pong, 1)  # not even a pong
+
+
+async def _drain(ws: Any, quiet_s: float) -> None:
+    """Read until the socket closes or stays quiet for `quiet_s` (raising either way)."""
+    while True:
+        await asyncio.wait_for(ws.recv(), quiet_s)

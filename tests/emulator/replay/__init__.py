@@ -16,7 +16,9 @@ stops on SIGTERM. The sent log has one JSON line per websocket frame sent,
 frame the venue made up: a reply, a pong, a synthesised snapshot), and one line
 `{"wall_ms", "line", "conn": null}` for each recorded frame applied to the true
 books but sent to no one (no subscriber, or dropped by a fault), so that every
-`recv` line appears, first at the instant it was applied.
+`recv` line appears, first at the instant it was applied. A delisting is logged
+as `{"wall_ms", "line": null, "conn": null, "delisted": "<symbol>"}`: from then on
+the symbol's frames stop and its true book is frozen (a halted market).
 
 Fault controls, loopback HTTP on the same port (symbols are ccxt symbols,
 URL-encoded; each answers `{"ok": true}` or 400 with `{"error"}`):

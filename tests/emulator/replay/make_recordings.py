@@ -10,7 +10,7 @@ entries, one `connect` per symbol's stream, then every frame received in the fir
 `--seconds` after the later snapshot, as `recv`, byte for byte (frames wholly older
 than their symbol's snapshot are left out: the snapshot already holds them).
 
-- `binance_spot.jsonl.zst`: Binance spot, 2024-08-08 23:54 UTC, `@depth@100ms`;
+- `binance.jsonl.zst`: Binance spot, 2024-08-08 23:54 UTC, `@depth@100ms`;
 - `binanceusdm.jsonl.zst`: Binance USD-M, 2024-07-18 23:57 UTC, `@depth@0ms`;
 - `binancecoinm.jsonl.zst`: DERIVED from the USD-M session (no COIN-M recording
   exists): ids BTCUSD_PERP/ETHUSD_PERP, sizes converted to contracts of 100 USD
@@ -191,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     spot = _market(args.raw, "spot", "20240808", args.seconds)
-    _write(args.out / "binance_spot.jsonl.zst", *spot)
+    _write(args.out / "binance.jsonl.zst", *spot)
     usdm = _market(args.raw, "usdm", "20240718", args.seconds)
     _write(args.out / "binanceusdm.jsonl.zst", *usdm)
     _write(args.out / "binancecoinm.jsonl.zst", *_coinm(*usdm))

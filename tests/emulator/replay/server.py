@@ -76,7 +76,7 @@ class ReplayEmulator:
         self._conn_count = 0
         self._drops: Counter[str] = Counter()  # symbol -> frames still to drop
         self._faults: dict[str, list[Fault]] = {}  # symbol -> pending frame faults
-        self._delisted: set[str] = set()
+        self.delisted: dict[str, int] = {}  # symbol -> wall ms it was delisted
         self._errors: list[tuple[int, int, str]] = []  # (status, retry_after_s, path part)
         self._log: IO[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,11 +153,17 @@ class ReplayEmulator:
         self._run(lambda: self._faults.setdefault(self._known(symbol), []).append(kind))
 
     def delist(self, symbol: str) -> None:
-        def delist() -> None:
-            self._delisted.add(self._known(symbol))
-            self.venue.delist(symbol)
+        self._run(lambda: self._delist(self._known(symbol)))
 
-        self._run(delist)
+    def _delist(self, symbol: str) -> None:
+        """Halt `symbol`: its frames stop and its true book freezes from now (logged,
+        so the truth read from the sent log freezes it too)."""
+        if symbol not in self.delisted:
+            self.delisted[symbol] = wall_ms = _now_ms()
+            self.venue.delist(symbol)
+            if self._log is not None:
+                entry = {"wall_ms": wall_ms, "line": None, "conn": None, "delisted": symbol}
+                self._log.write(json.dumps(entry) + "\n")
 
     def book(self, symbol: str, depth: int | None = None) -> Book:
         """The true book now (as of the last applied frame)."""
@@ -228,7 +234,7 @@ class ReplayEmulator:
         concerned = self.venue.apply(entry)
         wall_ms = _now_ms()
         self.applied[entry.line] = wall_ms
-        symbols = [s for s in concerned if s not in self._delisted and not self._dropping(s)]
+        symbols = [s for s in concerned if s not in self.delisted and not self._dropping(s)]
         out: list[tuple[_Client, Frame]] = []
         if concerned and not symbols:
             self._write(wall_ms, entry.line, None)
@@ -376,9 +382,7 @@ class ReplayEmulator:
                 raise ValueError(f"{self.exchange_id} cannot make a {kind!r} fault")
             self._faults.setdefault(self._known(query["symbol"]), []).append(kind)
         elif name == "delist":
-            symbol = self._known(query["symbol"])
-            self._delisted.add(symbol)
-            self.venue.delist(symbol)
+            self._delist(self._known(query["symbol"]))
         elif name != "close":
             raise ValueError("unknown control")
 

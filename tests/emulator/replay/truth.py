@@ -10,40 +10,59 @@ the client after T; one sent after T never belongs to slot T).
 
 import bisect
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.emulator.replay import recording as rec
 from tests.emulator.replay.venue import Book, create_venue
 
-__all__ = ["Truth", "applied_from_sent_log"]
+__all__ = ["Truth", "applied_from_sent_log", "delisted_from_sent_log"]
 
 
 def applied_from_sent_log(path: Path | str) -> dict[int, int]:
     """Recording line -> wall ms it was applied: its first entry in a sent log."""
     applied: dict[int, int] = {}
+    for entry in _entries(path):
+        if entry["line"] is not None:
+            applied.setdefault(entry["line"], entry["wall_ms"])
+    return applied
+
+
+def delisted_from_sent_log(path: Path | str) -> dict[str, int]:
+    """Symbol -> wall ms it was delisted (its true book froze then)."""
+    return {e["delisted"]: e["wall_ms"] for e in _entries(path) if "delisted" in e}
+
+
+def _entries(path: Path | str) -> Iterator[dict[str, Any]]:
     with Path(path).open() as log:
         for text in log:
             if not text.endswith("\n"):
-                break  # a line still being written
-            entry = json.loads(text)
-            if entry["line"] is not None:
-                applied.setdefault(entry["line"], entry["wall_ms"])
-    return applied
+                return  # a line still being written
+            yield json.loads(text)
 
 
 class Truth:
     """The true books of one replay, as (wall ms, book) changes per symbol."""
 
-    def __init__(self, exchange_id: str, recording: rec.Recording, applied: dict[int, int]) -> None:
+    def __init__(
+        self,
+        exchange_id: str,
+        recording: rec.Recording,
+        applied: dict[int, int],
+        delisted: dict[str, int] | None = None,
+    ) -> None:
         self.exchange_id, self.recording = exchange_id, recording
         self._applied = dict(applied)
+        self._delisted = dict(delisted or {})
         self._cache: dict[tuple[str, int], tuple[list[int], list[Book]]] = {}
 
     @classmethod
     def from_sent_log(
         cls, exchange_id: str, recording: Path | str, sent_log: Path | str
     ) -> "Truth":
-        return cls(exchange_id, rec.load(recording), applied_from_sent_log(sent_log))
+        applied, delisted = applied_from_sent_log(sent_log), delisted_from_sent_log(sent_log)
+        return cls(exchange_id, rec.load(recording), applied, delisted)
 
     def changes(self, symbol: str, depth: int) -> list[tuple[int, Book]]:
         """Each time the top `depth` levels of `symbol` changed: (wall ms, the book
@@ -81,6 +100,8 @@ class Truth:
                 break  # the replay never got this far
             if symbol not in venue.apply(entry):
                 continue
+            if wall_ms >= self._delisted.get(symbol, wall_ms + 1):
+                continue  # halted: the book froze at the delisting
             book = venue.book(symbol, depth)
             if (book.bids, book.asks) != (books[-1].bids, books[-1].asks):
                 times.append(wall_ms)
