@@ -186,7 +186,7 @@ class CcxtExchange:
             if exchange.markets and age_s < self.options.markets_ttl_s:
                 return exchange.markets  # type: ignore[no-any-return]
             try:
-                await self._call(exchange.load_markets(reload=bool(exchange.markets)))
+                await self._call(_shielded(exchange.load_markets(reload=bool(exchange.markets))))
                 self._markets_at = time.monotonic()
             except ObdError:
                 if not exchange.markets:
@@ -244,8 +244,14 @@ class CcxtExchange:
                 watcher.tick()
 
     def _unwatch_later(self, exchange: Any, symbol: str) -> None:
-        """Unsubscribe in the background (where ccxt can): the caller is being cancelled."""
-        if not exchange.has.get("unWatchOrderBook") or not internals.connections(exchange, symbol):
+        """Unsubscribe in the background (where ccxt can): the caller is being cancelled.
+        Where ccxt cannot but obd knows the exchange's unsubscribe frame (kraken), obd
+        sends it, or the socket would stream the book for as long as it stays open."""
+        if not internals.connections(exchange, symbol):
+            return
+        if not exchange.has.get("unWatchOrderBook"):
+            if internals.unsubscribes(exchange):
+                internals.forget(exchange, symbol)
             return
         unwatch = exchange.un_watch_order_book(symbol)
         self._background(asyncio.wait_for(unwatch, self.options.timeout_s))
@@ -286,11 +292,12 @@ def _listing_checked(watcher: Watcher, done: asyncio.Future[None]) -> None:
         watcher.fail(error if isinstance(error, Exception) else RuntimeError(repr(error)))
 
 
-def _shielded(update: Awaitable[T]) -> Awaitable[T]:
-    """ccxt's watch call, safe to abandon: it may be awaiting a task every coin of the
-    exchange awaits (ccxt's shared `markets_loading`, during a listing reload), and
-    cancelling it there would cancel all their watches with it (each then reads as a
-    closed connection). Abandoned, it ends at the book's next frame."""
-    inner = asyncio.ensure_future(update)
+def _shielded(work: Awaitable[T]) -> Awaitable[T]:
+    """A ccxt call, safe to abandon: it may be awaiting a task every coin of the exchange
+    awaits (ccxt's shared `markets_loading`: every watch call and listing check waits on
+    a reload under way), and cancelling it there would cancel all of theirs with it (a
+    watch then reads as a closed connection). Abandoned, it ends on its own: a watch at
+    the book's next frame, a reload when its requests are answered."""
+    inner = asyncio.ensure_future(work)
     inner.add_done_callback(lambda done: done.cancelled() or done.exception())
     return asyncio.shield(inner)

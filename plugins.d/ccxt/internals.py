@@ -204,6 +204,11 @@ def drop_connection(exchange: Any, symbol: str) -> list[Awaitable[Any]]:
     return closing
 
 
+def unsubscribes(exchange: Any) -> bool:
+    """Whether obd knows how to unsubscribe one book on this exchange's socket."""
+    return exchange.id in _UNSUBSCRIBE
+
+
 def forget(exchange: Any, symbol: str) -> None:
     """Make ccxt resubscribe and take a new snapshot at the next watch (what ccxt
     itself does after a sequence gap). Where the socket refuses a second subscribe to
