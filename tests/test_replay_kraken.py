@@ -314,9 +314,8 @@ def test_obd_stores_only_true_kraken_books(tmp_path: Path) -> None:
     try:
         start = wait_for(lambda: _first_ts(daemon), timeout_s=30) + 1000
         time.sleep(12)
-        replay.control("drop", symbol=eth, n=1)
-        wait_for(lambda: daemon.events("stream_down", eth), timeout_s=20)
-        time.sleep(12)
+        replay.control("drop", symbol=eth, n=1)  # caught by the next frame's CRC, unless
+        time.sleep(12)  # that frame happened to set the same levels again (no harm done)
         replay.control("fault", kind="checksum", symbol=eth)
         time.sleep(max(0.0, start / 1000 + SLOTS - DELISTED_S - time.time()))
         replay.control("delist", symbol=eth)
@@ -344,11 +343,11 @@ def test_obd_stores_only_true_kraken_books(tmp_path: Path) -> None:
     assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
     assert clean.ws == clean.slots, clean  # BTC/USD: a true websocket book at every slot
     assert set(faulted.gaps) <= KRAKEN_GAPS, faulted
-    assert faulted.gaps.get("checksum", 0) >= 2, faulted  # the lost frame, the bad CRC
+    assert faulted.gaps.get("checksum", 0) >= 1, faulted  # the bad CRC (and the lost frame)
     # noticed at a listing reload: two requests at kraken's 1 s rate limit, every 2 s here
     assert DELISTED_S - 6 <= faulted.gaps.get("not_listed", 0) <= DELISTED_S, faulted
     downs = [(e.get("symbol"), e.get("reason")) for e in events]
-    assert downs.count((eth, "checksum")) == 2, downs
+    assert 1 <= downs.count((eth, "checksum")) <= 2, downs
     assert all(symbol == eth for symbol, _ in downs), downs
     assert stats["frames_dropped"] == 1
     assert stats["fault_checksum"] == 1
