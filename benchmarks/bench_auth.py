@@ -11,10 +11,10 @@ import asyncio
 import tempfile
 import time
 
-from obd import tokens
+from obd.auth import tokens
+from obd.auth.bearer import ClientCache, TokenAuth
 from obd.config import Auth, Config
 from obd.storage.clients import Client
-from obd.token_auth import ClientCache, TokenAuth
 
 
 def _setup(config: Config, n: int) -> tuple[TokenAuth, list[str]]:

@@ -3,7 +3,7 @@
 Builds a file of N snapshots (the 198 real 100-level Binance books of tests/data,
 cycled, one a second over N seconds) with obd's own writer functions, then measures:
 
-- export throughput: snapshots/s written to Parquet by `obd.export.run` (read + decode +
+- export throughput: snapshots/s written to Parquet by `obd.research.export.run` (read + decode +
   Parquet zstd, one thread), and the same for gzip'd NDJSON;
 - bytes per snapshot on disk: the SQLite file (after VACUUM), the exported Parquet
   tree, and gzip'd (level 6) NDJSON of the same range;
@@ -24,7 +24,8 @@ import apsw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from obd import export, research
+from obd import research
+from obd.research import export
 from tests.research_support import build
 
 T0 = 1_764_547_200_000  # 2025-12-01T00:00Z

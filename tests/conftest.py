@@ -1,6 +1,7 @@
 """Shared fixtures: a config on tmp_path, and the real daemon as a subprocess on port 0."""
 
 import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 import httpx
@@ -17,6 +18,78 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "plugins.d"
+TESTS = Path(__file__).resolve().parent
+
+# What starting obd or another process looks like in a test's source, its fixtures' and
+# the test helpers it calls: such tests are marked `daemon`, so `pytest -m "not daemon"`
+# is the quick loop. The guard below fails any unmarked test that starts a process.
+_SPAWNS = (
+    "Daemon(",
+    "start_daemon",
+    "obd(",
+    "subprocess",
+    "Popen",
+    "create_subprocess",
+    "stdio_client",
+    "npx",
+)
+
+
+def _spawns(function: object, seen: set[int], depth: int = 0) -> bool:
+    """Whether `function` (a test, fixture or helper in tests/) can start a process."""
+    if not callable(function) or id(function) in seen or depth > 4:
+        return False
+    if getattr(function, "__name__", "") == "_quick_tests_start_no_process":
+        return False  # the guard names Popen; it starts nothing
+    seen.add(id(function))
+    function = inspect.unwrap(function)
+    if not isinstance(function, FunctionType):
+        return False
+    try:
+        if not Path(inspect.getfile(function)).resolve().is_relative_to(TESTS):
+            return False
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    if any(token in source for token in _SPAWNS):
+        return True
+    codes = [function.__code__]
+    codes += [c for c in function.__code__.co_consts if inspect.iscode(c)]
+    names = {name for code in codes for name in code.co_names}
+    called = []
+    for name in names:
+        found = function.__globals__.get(name)
+        if isinstance(found, ModuleType):  # a helper module: `ws_support.connect(...)`
+            called += [getattr(found, n) for n in names if hasattr(found, n)]
+        elif found is not None:
+            called.append(found)
+    return any(_spawns(c, seen, depth + 1) for c in called)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        fixtures = item._fixtureinfo.name2fixturedefs.values()
+        functions = [item.function, *(d[-1].func for d in fixtures if d)]
+        seen: set[int] = set()
+        if any(_spawns(function, seen) for function in functions):
+            item.add_marker(pytest.mark.daemon)
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked `daemon` must not start a process (the quick loop's promise)."""
+    if request.node.get_closest_marker("daemon") is not None:
+        return
+    name = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{name} starts a process but is not marked daemon: {args[:1]}")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 def load_plugin(name: str) -> ModuleType:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from tests.conftest import REPO, Daemon
+from tests.conftest import REPO, Daemon, wait_for, write_config
 from tests.emulator.config import toml_value
 from tests.emulator.replay.truth import Truth
 
@@ -33,11 +34,19 @@ GAP_REASONS = {"not_synced", "disconnected", "rate_limited", "exchange_error", "
 class ReplayProcess:
     """One replay emulator subprocess; its truth is read from its sent log."""
 
-    def __init__(self, exchange_id: str, recording: Path, sent_log: Path, speed: float) -> None:
+    def __init__(
+        self,
+        exchange_id: str,
+        recording: Path,
+        sent_log: Path,
+        speed: float,
+        start: str = "listen",
+    ) -> None:
         self.exchange_id, self.recording, self.sent_log = exchange_id, recording, sent_log
         command = [
             sys.executable, "-m", "tests.emulator", "replay", "--exchange", exchange_id,
             "--recording", str(recording), "--speed", str(speed), "--sent-log", str(sent_log),
+            "--start", start,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -130,6 +139,7 @@ class Verdict(msgspec.Struct):
     ws: int = 0  # websocket snapshots, each a true book of [T - tolerance, T]
     rest: int = 0  # REST snapshots, each a true book of [T, received_ts]
     wrong: list[int] = []  # slots whose stored book was never true when it should be
+    wrong_seq: list[int] = []  # slots whose `seq` is not the update id of the stored book
     gaps: dict[str, int] = {}  # slots in gaps, by reason
     unaccounted: int = 0  # slots neither stored nor in a gap
     late_ms: list[int] = []  # per websocket slot: how long before T its book was superseded
@@ -137,7 +147,7 @@ class Verdict(msgspec.Struct):
 
     @property
     def exact(self) -> bool:
-        return not self.wrong and self.unaccounted == 0
+        return not self.wrong and not self.wrong_seq and self.unaccounted == 0
 
 
 def fidelity(
@@ -160,7 +170,7 @@ def fidelity(
     verdict.gaps = dict(gaps)
     verdict.slots = coverage["expected"]
     verdict.unaccounted = coverage["expected"] - coverage["present"] - sum(gaps.values())
-    params = {**coin, "start": start, "end": end - 1, "limit": 1000}
+    params: dict[str, str | int] = {**coin, "start": start, "end": end - 1, "limit": 1000}
     for item in http.get("/v1/books", params=params).json()["items"]:
         stored = {"bids": item["bids"], "asks": item["asks"]}
         slot, received = item["ts"], item["received_ts"]
@@ -178,6 +188,10 @@ def fidelity(
             ok = received >= slot and _matches(stored, books, depth)
         if not ok:
             verdict.wrong.append(slot)
+        if item.get("seq") is not None:
+            at_seq = truth.book_at_seq(symbol, depth, item["seq"])
+            if at_seq is not None and at_seq.floats(depth) != stored:
+                verdict.wrong_seq.append(slot)
     return verdict
 
 
@@ -195,3 +209,122 @@ def _timing(
     if matched == len(books) - 1:
         return made_ms, 0
     return made_ms, slot - times[id(books[matched + 1])]
+
+
+class Step(msgspec.Struct, frozen=True):
+    """A fault control sent `at_s` seconds into the checked window. `drop`, `fault`
+    and `delist` are about the run's second symbol unless `params` names one."""
+
+    at_s: float
+    control: str  # drop, stall, close, rest-errors, fault, delist
+    params: dict[str, Any] = {}
+
+
+class Run(msgspec.Struct, frozen=True):
+    """One venue in a fidelity run: its recording (a file in tests/data/recordings)
+    and the faults it takes (on its second symbol; the first stays clean)."""
+
+    exchange_id: str
+    recording: str
+    faults: tuple[Step, ...] = ()
+
+
+class Outcome(msgspec.Struct):
+    verdicts: list[Verdict]  # each run's symbols in order: first (clean), second (faulted)
+    stats: dict[str, dict[str, Any]]  # each emulator's /__emulator__/stats at the end
+    log: list[dict[str, Any]]  # the daemon's log
+    exit_code: int  # the daemon's, after SIGTERM
+    moving: dict[str, int]  # per exchange: slots of the window its recording still played
+
+    def report(self) -> str:
+        """One line a coin: what was measured (print it; pytest -s shows it)."""
+        lines = []
+        for verdict in self.verdicts:
+            late, transit = sorted(verdict.late_ms) or [0], sorted(verdict.transit_ms) or [0]
+            lines.append(
+                f"{verdict.exchange} {verdict.symbol}: {verdict.slots} slots, {verdict.ws} ws,"
+                f" {verdict.rest} rest, gaps {verdict.gaps}, wrong {verdict.wrong},"
+                f" wrong seq {verdict.wrong_seq},"
+                f" unaccounted {verdict.unaccounted}; book superseded before T in"
+                f" {sum(ms > 0 for ms in late)} slots (max {late[-1]} ms); transit median"
+                f" {transit[len(transit) // 2]} ms, max {transit[-1]} ms"
+            )
+        return "\n".join(lines)
+
+    def down(self, exchange: str, symbol: str) -> list[str]:
+        """The reasons the daemon logged each time this coin's stream went down."""
+        return [
+            event["reason"]
+            for event in self.log
+            if event.get("event") == "stream_down"
+            and event.get("exchange") == exchange
+            and event.get("symbol") == symbol
+        ]
+
+
+def run_fidelity(
+    directory: Path,
+    runs: list[Run],
+    *,
+    speed: float,
+    depth: int,
+    slots: int,
+    tolerance_ms: int,
+) -> Outcome:
+    """Replay every run at once into one daemon (both symbols of each at 1 s slots and
+    `depth`), send each run's faults on schedule, and after `slots` slots from the
+    one after every coin's first snapshot, compare each coin with its truth."""
+    replays = [
+        ReplayProcess(
+            run.exchange_id,
+            RECORDINGS / run.recording,
+            directory / f"{run.exchange_id}.sent",
+            speed,
+        )
+        for run in runs
+    ]
+    try:
+        coins = [(replay.exchange_id, symbol) for replay in replays for symbol in replay.symbols]
+        config = write_config(directory, exchanges_toml(replays), coins=coins_toml(coins, depth))
+        daemon = LoggedDaemon(config)
+        try:
+            start = wait_for(lambda: _all_started(daemon, len(coins)), timeout_s=30) + 1000
+            _send_faults(replays, runs, start)
+            time.sleep(max(0.0, start / 1000 + slots + 1.5 - time.time()))
+            window = (start, start + slots * 1000)
+            verdicts = [
+                fidelity(daemon.http, r.exchange_id, s, r.truth(), depth, window, tolerance_ms)
+                for r in replays
+                for s in r.symbols
+            ]
+            stats = {replay.exchange_id: replay.stats() for replay in replays}
+        finally:
+            code = daemon.stop()
+    finally:
+        for replay in replays:
+            replay.stop()
+    moving = {  # after its last frame a book stands still: true, but a weaker test
+        r.exchange_id: min(slots, max(0, (r.truth().last_applied_ms() - start) // 1000))
+        for r in replays
+    }
+    return Outcome(verdicts, stats, list(daemon.log), code, moving)
+
+
+def _all_started(daemon: LoggedDaemon, count: int) -> int | None:
+    """The newest first slot among the coins, once every coin has one."""
+    coins = daemon.http.get("/v1/coins").json()["items"]
+    firsts = [coin["first_ts"] for coin in coins]
+    return max(firsts) if len(coins) == count and None not in firsts else None
+
+
+def _send_faults(replays: list[ReplayProcess], runs: list[Run], start_ms: int) -> None:
+    steps = sorted(
+        ((step.at_s, i, step) for i, run in enumerate(runs) for step in run.faults),
+        key=lambda item: item[:2],
+    )
+    for at_s, i, step in steps:
+        time.sleep(max(0.0, start_ms / 1000 + at_s - time.time()))
+        params = dict(step.params)
+        if step.control in ("drop", "fault", "delist"):
+            params.setdefault("symbol", replays[i].symbols[1])
+        replays[i].control(step.control, **params)

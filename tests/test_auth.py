@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from obd import tokens
+from obd.auth import tokens
 from obd.config import load
 from obd.storage import clients
 from obd.storage.connect import open_writer

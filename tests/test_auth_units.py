@@ -12,14 +12,13 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from obd import jwks, tokens
-from obd.auth import ScopeError, Unauthorized, narrow, parse_scopes
+from obd.auth import ScopeError, Unauthorized, jwks, narrow, parse_scopes, tokens
+from obd.auth.bearer import ClientCache, TokenAuth, bearer_token
+from obd.auth.ratelimit import FailureLimit
 from obd.config import Auth, Config, ExternalIssuer, Server, _checked
-from obd.daemon import check_bind_allowed
+from obd.context import check_bind_allowed
 from obd.errors import ConfigError
-from obd.ratelimit import FailureLimit
 from obd.storage import clients
-from obd.token_auth import ClientCache, TokenAuth, bearer_token
 
 SECRET = "s" * 32
 

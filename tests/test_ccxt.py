@@ -114,6 +114,7 @@ def _assert_true(emu: Emulator, item: dict[str, Any], symbol: str = "BTCUSDT") -
     """A websocket snapshot is the book at its slot; a REST one is the book at some
     instant between its slot and when it was received (point in time, honestly)."""
     truth = emu.book_at(symbol, item["ts"], DEPTH)
+    assert isinstance(item["seq"], int), item  # binance's update id: lastUpdateId, then u
     if item["capture"] == "ws":
         assert item["received_ts"] <= item["ts"]
         assert item["exchange_ts"] is None or item["exchange_ts"] <= item["ts"]
@@ -315,17 +316,16 @@ def test_sim_only_daemon_never_imports_ccxt(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
 from obd.config import load
-from obd.context import open_service
-from obd.daemon import add_config_coins
+from obd.context import add_config_coins, open_runtime
 from pathlib import Path
 
 async def main():
     config = load(Path({str(config)!r}))
-    async with open_service(config, collector_started_ms=0) as service:
-        await add_config_coins(service, config)
-        assert service.exchanges.registry.spec_for("binance").name == "ccxt"
-        assert "ccxt" in service.exchanges.registry.names
-        collecting = asyncio.create_task(service.collector.run())
+    async with open_runtime(config, collector_started_ms=0) as runtime:
+        await add_config_coins(runtime.service, config)
+        assert runtime.exchanges.plugins.spec_for("binance").name == "ccxt"
+        assert "ccxt" in runtime.exchanges.plugins.names
+        collecting = asyncio.create_task(runtime.collector.run())
         await asyncio.sleep(1.0)
         collecting.cancel()
     print(sorted(m for m in sys.modules if m == "ccxt" or m.startswith("ccxt.")))
@@ -344,16 +344,12 @@ def _plugin() -> Any:
 
 
 def test_history_is_not_available_and_never_made_up() -> None:
-    from obd.errors import HistoryNotAvailable
+    """No `fetch_history` at all: the kernel says "history not available from binance"."""
+    from obd.plugin import FetchesBooks, FetchesHistory
 
-    exchange = _plugin().PLUGIN.factory("binance", None)
-
-    async def drain() -> None:
-        async for _ in exchange.fetch_history("BTC/USDT", 0, 10_000, 1_000, 10):
-            pass
-
-    with pytest.raises(HistoryNotAvailable, match="history not available from binance"):
-        asyncio.run(drain())
+    exchange = _plugin().PLUGIN.build("binance")
+    assert isinstance(exchange, FetchesBooks)
+    assert not isinstance(exchange, FetchesHistory)
 
 
 def test_serves_ccxt_ids_only_and_hides_secrets() -> None:
@@ -407,3 +403,47 @@ def test_binance_books_are_watched_deeper_than_stored(exchange_id: str) -> None:
         snapshot = plugin.books.edges(kept(book_limit, removed=-1), book_limit)
         assert guard.covers(kept(book_limit, removed=-1), snapshot, 50, book_limit)
         assert guard.covers(kept(book_limit, removed=990.0), snapshot, 50, book_limit) is covered
+
+
+class _SlowListing:
+    """A ccxt exchange whose listing reload takes `reload_s` (queued behind a rate
+    limiter, or a big exchangeInfo to fetch and parse)."""
+
+    def __init__(self, reload_s: float) -> None:
+        self.markets: dict[str, Any] = {"BTC/USDT:USDT": {"active": True}}
+        self.clients: dict[str, Any] = {}
+        self.reload_s, self.reloads = reload_s, 0
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Any]:
+        self.reloads += 1
+        await asyncio.sleep(self.reload_s)
+        return self.markets
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_listing_reload_never_holds_up_the_books() -> None:
+    """The watch loop looks at the listing once a tick; awaiting a due reload there
+    kept the books from being yielded meanwhile (a resync's REST call ahead in ccxt's
+    rate limiter made it ~0.5 s on Binance USD-M, so slots got books that old). The
+    listing is read as it stands and reloaded in the background."""
+    from obd.errors import NotFound
+
+    plugin = _plugin()
+    exchange = plugin.CcxtExchange("binanceusdm", plugin.CcxtOptions(markets_ttl_s=1))
+    listing = _SlowListing(reload_s=5.0)
+    exchange._exchange = listing
+
+    async def inspect() -> None:
+        await asyncio.wait_for(exchange._inspect(listing, "BTC/USDT:USDT"), 0.5)
+        await asyncio.sleep(0.05)
+        assert listing.reloads == 1  # under way, in the background
+        await exchange._inspect(listing, "BTC/USDT:USDT")
+        assert listing.reloads == 1  # one reload at a time
+        listing.markets["BTC/USDT:USDT"]["active"] = False  # delisted: seen at once
+        with pytest.raises(NotFound, match="not trading"):
+            await exchange._inspect(listing, "BTC/USDT:USDT")
+        await exchange.close()
+
+    asyncio.run(inspect())

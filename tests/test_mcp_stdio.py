@@ -13,7 +13,7 @@ from typing import IO, Any, TypeVar
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from obd.mcp_tools import NAMES
+from obd.mcp.tools import NAMES
 from tests.conftest import REPO, obd, write_config
 from tests.test_mcp_tools import COIN, T0, error, filled_config, ok
 
@@ -104,7 +104,7 @@ def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
     assert len(results["get_history"]["rows"]) == 10 - 10 // 11
     assert results["coverage"]["gaps"][0] == [T0 + 10_000, T0 + 11_000, "disconnected"]
     assert results["download_history"]["path"] == str(target)
-    assert target.read_text().startswith("ts,exchange_ts,received_ts,side,level,price,size\n")
+    assert target.read_text().startswith("ts,exchange_ts,received_ts,seq,side,level,price,size\n")
     assert results["add_coin"]["collecting"] is False
     assert results["remove_coin"]["coin"]["status"] == "removed"
     for (name, _, mentions), result in zip(bad, errors, strict=True):

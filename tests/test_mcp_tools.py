@@ -12,16 +12,16 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
-from obd import download
 from obd.auth import Authenticator, Principal
+from obd.collect import lock
+from obd.collect.lock import CollectorLock, collecting
 from obd.config import load
-from obd.context import open_service
-from obd.mcp_server import build
-from obd.mcp_shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
-from obd.mcp_tools import NAMES, Tools
-from obd.service import Service
-from obd.storage import lock, reader
-from obd.storage.lock import CollectorLock, collecting
+from obd.context import Runtime, open_runtime, open_service
+from obd.mcp.server import build
+from obd.mcp.shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
+from obd.mcp.tools import NAMES, Tools
+from obd.research import sinks as download
+from obd.storage import reader
 from obd.storage.writer import GapIn, SnapshotIn
 from tests.conftest import write_config
 
@@ -32,22 +32,23 @@ COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
 MAX_RESULT_BYTES = 64 * 1024  # what any one tool result may weigh, as docs/MCP.md promises
 
 
-async def fill(service: Service, slots: int = SLOTS) -> None:
+async def fill(runtime: Runtime, slots: int = SLOTS) -> None:
     """Stored history of sim BTC/USDT, as if collected from T0 on (then removed)."""
+    service = runtime.service
     await service.add_coin("sim", "BTC/USDT", "1s", 100)
-    coin = await service.reader.run(reader.coin, "sim", "BTC/USDT")
+    coin = await runtime.reader.run(reader.coin, "sim", "BTC/USDT")
     assert coin is not None
-    await service.writer.call(
+    await runtime.writer.call(
         lambda conn: conn.execute("UPDATE series SET added_ts = ? WHERE id = ?", (T0 - 1, coin.id))
     )
-    sim = service.exchanges.get("sim")
+    sim = runtime.exchanges.get("sim")
     for index in range(slots):
         ts = T0 + index * 1000
         if index % 11 == 10:
-            await service.writer.put(GapIn(coin.id, ts, ts + 1000, "disconnected"))
+            await runtime.writer.put(GapIn(coin.id, ts, ts + 1000, "disconnected"))
         else:
             book = sim.book_at("BTC/USDT", ts - 50, 100)  # type: ignore[attr-defined]
-            await service.writer.put(SnapshotIn(coin, ts, book, ts - 40, "synthetic"))
+            await runtime.writer.put(SnapshotIn(coin, ts, book, ts - 40, "synthetic"))
     await service.remove_coin("sim", "BTC/USDT")  # a running daemon must not add to it
 
 
@@ -55,8 +56,8 @@ def filled_config(directory: Path) -> Path:
     config = write_config(directory)
 
     async def go() -> None:
-        async with open_service(load(config)) as service:
-            await fill(service)
+        async with open_runtime(load(config)) as runtime:
+            await fill(runtime)
 
     asyncio.run(go())
     return config
@@ -313,7 +314,7 @@ def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str)
         rows = target.read_text().splitlines()
         assert rows[0] == ",".join(download.CSV_HEADER)
         first_bid = rows[1].split(",")
-        assert float(first_bid[5]) == stored_books[0]["bids"][0][0]
+        assert float(first_bid[6]) == stored_books[0]["bids"][0][0]
         assert len(rows) - 1 == sum(len(b["bids"]) + len(b["asks"]) for b in stored_books)
     else:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]

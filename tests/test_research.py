@@ -13,8 +13,10 @@ import apsw
 import msgspec
 import pytest
 
-from obd import download, export, frames, research
+from obd import research
 from obd.errors import BadRequest, StoreError
+from obd.research import export, frames
+from obd.research import sinks as download
 from obd.storage import schema
 from tests.conftest import obd, wait_for, write_config
 from tests.research_support import build

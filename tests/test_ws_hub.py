@@ -6,7 +6,7 @@ import json
 import msgspec
 import pytest
 
-from obd.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
+from obd.http.ws.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
 from obd.model import Snapshot
 
 KEY = ("sim", "BTC/USDT")
@@ -47,6 +47,7 @@ def test_each_snapshot_is_encoded_once_per_wire_format_and_shared() -> None:
             "bids": [[1.5, 2.0]],
             "asks": [[1.6, 0.5]],
             "capture": "synthetic",
+            "seq": None,
         },
     }
     (binary,) = _drain(packed)

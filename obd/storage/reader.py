@@ -2,7 +2,8 @@
 
 import asyncio
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,8 +14,10 @@ import msgspec
 from obd.model import Coin, Gap, Level, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_reader
+from obd.storage.summary import COLUMNS
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 READ_THREADS = 4
 
@@ -46,16 +49,42 @@ class Reader:
                 conn.close()
             self._connections.clear()
 
+    def book_pages(
+        self, coin: Coin, start: int, end: int, size: int
+    ) -> AsyncGenerator[list[Snapshot], None]:
+        """`book_pages` on the worker threads, the next page read while the caller works
+        on this one. Close it (`contextlib.aclosing`) when stopping early."""
+        steps = pages(
+            lambda low: books(self._connection(), coin, low, end, size), start, end, size, _ts
+        )
+        return self._ahead(steps)
+
+    async def _ahead(self, steps: Iterator[T]) -> AsyncGenerator[T, None]:
+        # Each step runs on whichever worker is free, with that thread's connection; the
+        # next is asked for only once the previous one is done, so they never overlap.
+        loop = asyncio.get_running_loop()
+        ahead = loop.run_in_executor(self._pool, next, steps, None)
+        try:
+            while (item := await ahead) is not None:
+                ahead = loop.run_in_executor(self._pool, next, steps, None)
+                yield item
+        finally:
+            ahead.cancel()
+
     def _call(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return query(self._connection(), *args)
+
+    def _connection(self) -> apsw.Connection:
+        """This worker thread's connection, opened on its first query."""
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = open_reader(self._path)
             with self._lock:
                 self._connections.append(conn)
-        return query(conn, *args)
+        return conn
 
 
-class SeriesStats(msgspec.Struct, frozen=True):
+class CoinStats(msgspec.Struct, frozen=True):
     first_ts: int | None
     last_ts: int | None
     count: int
@@ -94,33 +123,76 @@ def _coin(row: Any) -> Coin:
     )
 
 
-def stats(conn: apsw.Connection, series: int) -> SeriesStats:
-    # min/max come from the primary key; count walks the series' key range (no blob reads).
+def stats(conn: apsw.Connection, coin_id: int) -> CoinStats:
+    # min/max come from the primary key; count walks the coin's key range (no blob reads).
     row = conn.execute(
-        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (series,)
+        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (coin_id,)
     ).fetchone()
     assert row is not None
-    return SeriesStats(first_ts=row[0], last_ts=row[1], count=row[2])
+    return CoinStats(first_ts=row[0], last_ts=row[1], count=row[2])
 
 
-def last_ts(conn: apsw.Connection, series: int) -> int | None:
-    row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (series,)).fetchone()
+def last_ts(conn: apsw.Connection, coin_id: int) -> int | None:
+    row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (coin_id,)).fetchone()
     return None if row is None else row[0]
+
+
+_SNAPSHOT_COLUMNS: "weakref.WeakKeyDictionary[apsw.Connection, str]" = weakref.WeakKeyDictionary()
+
+
+def _snapshot_columns(conn: apsw.Connection) -> str:
+    """The columns a Snapshot is read from. Files written before schema 3 (read-only
+    copies, which cannot be migrated) have no `seq`: it reads as NULL there."""
+    columns = _SNAPSHOT_COLUMNS.get(conn)
+    if columns is None:
+        names = {row[1] for row in conn.execute("PRAGMA table_info(snapshots)")}
+        seq = "seq" if "seq" in names else "NULL AS seq"
+        columns = _SNAPSHOT_COLUMNS[conn] = (
+            f"ts, exchange_ts, received_ts, capture, {seq}, codec, book"
+        )
+    return columns
 
 
 def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
     """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
     rows = conn.execute(
-        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        f"SELECT {_snapshot_columns(conn)} FROM snapshots "
         "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
         (coin.id, start, end, limit),
     )
     return [_snapshot(coin, row) for row in rows]
 
 
+def pages(
+    fetch: Callable[[int], list[R]], start: int, end: int, size: int, ts: Callable[[R], int]
+) -> Iterator[list[R]]:
+    """[start, end) in pages of at most `size` rows, oldest first: `fetch(low)` reads the
+    rows with low <= ts < end, and each page resumes just after the last ts seen (keyset
+    paging), so no query rescans what an earlier one read. The one range reader: the
+    service, history and research page through it."""
+    while start < end:
+        rows = fetch(start)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        start = ts(rows[-1]) + 1
+
+
+def book_pages(
+    conn: apsw.Connection, coin: Coin, start: int, end: int, size: int
+) -> Iterator[list[Snapshot]]:
+    """Snapshots of [start, end), `size` a query (`pages`)."""
+    return pages(lambda low: books(conn, coin, low, end, size), start, end, size, _ts)
+
+
+def _ts(snapshot: Snapshot) -> int:
+    return snapshot.ts
+
+
 def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
     row = conn.execute(
-        "SELECT ts, exchange_ts, received_ts, capture, codec, book FROM snapshots "
+        f"SELECT {_snapshot_columns(conn)} FROM snapshots "
         "WHERE series = ? ORDER BY ts DESC LIMIT 1",
         (coin.id,),
     ).fetchone()
@@ -128,7 +200,7 @@ def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
 
 
 def _snapshot(coin: Coin, row: Any) -> Snapshot:
-    ts, exchange_ts, received_ts, capture, codec_id, blob = row
+    ts, exchange_ts, received_ts, capture, seq, codec_id, blob = row
     bids, asks = codec.decode(codec_id, blob)
     return Snapshot(
         exchange=coin.exchange,
@@ -139,6 +211,7 @@ def _snapshot(coin: Coin, row: Any) -> Snapshot:
         bids=bids,
         asks=asks,
         capture=capture,
+        seq=seq,
     )
 
 
@@ -157,12 +230,16 @@ class SummaryRow(msgspec.Struct, frozen=True, omit_defaults=True):
     asks: list[Level] | None = None
 
 
-_SUMMARY_COLUMNS = "ts, best_bid, best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10"
+_SUMMARY_COLUMNS = ", ".join(
+    name for name in SummaryRow.__struct_fields__ if name not in ("bids", "asks")
+)
+# Every column of a snapshot but its blob: what research's summary frames show.
+PLAIN_COLUMNS = ("ts", "exchange_ts", "received_ts", "capture", *COLUMNS)
 
 
 def summaries(
     conn: apsw.Connection,
-    series: int,
+    coin_id: int,
     start: int,
     end: int,
     limit: int,
@@ -179,10 +256,10 @@ def summaries(
         "ORDER BY ts LIMIT ?"
     )
     if every_ms is None:
-        return [_summary(row, levels) for row in conn.execute(query, (series, start, end, limit))]
+        return [_summary(row, levels) for row in conn.execute(query, (coin_id, start, end, limit))]
     rows: list[SummaryRow] = []
     while len(rows) < limit and start < end:
-        found = conn.execute(query, (series, start, end, 1)).fetchone()
+        found = conn.execute(query, (coin_id, start, end, 1)).fetchone()
         if found is None:
             break
         rows.append(_summary(found, levels))
@@ -198,20 +275,35 @@ def _summary(row: Any, levels: int) -> SummaryRow:
     return msgspec.structs.replace(plain, bids=bids[:levels], asks=asks[:levels])
 
 
-def count(conn: apsw.Connection, series: int, start: int, end: int) -> int:
+def plain_pages(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows of PLAIN_COLUMNS with start <= ts < end, oldest first, `size` a query."""
+    query = (
+        f"SELECT {', '.join(PLAIN_COLUMNS)} FROM snapshots "
+        "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+    )
+
+    def fetch(low: int) -> list[tuple[Any, ...]]:
+        return conn.execute(query, (coin_id, low, end, size)).fetchall()
+
+    return pages(fetch, start, end, size, lambda row: int(row[0]))
+
+
+def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:
     row = conn.execute(
         "SELECT count(*) FROM snapshots WHERE series = ? AND ts >= ? AND ts < ?",
-        (series, start, end),
+        (coin_id, start, end),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def gaps(conn: apsw.Connection, series: int, start: int, end: int) -> list[Gap]:
+def gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> list[Gap]:
     """Recorded gaps overlapping [start, end), clipped to it, oldest first."""
     rows = conn.execute(
         "SELECT max(start_ts, ?), min(end_ts, ?), reason FROM gaps "
         "WHERE series = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
-        (start, end, series, end, start),
+        (start, end, coin_id, end, start),
     )
     return [Gap(start=row[0], end=row[1], reason=row[2]) for row in rows]
 

@@ -18,11 +18,11 @@ import msgspec
 import structlog
 
 from obd.metrics import METRICS
-from obd.model import Book, Coin, Snapshot
+from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
 from obd.storage.schema import migrate
-from obd.storage.summary import summarize
+from obd.storage.summary import COLUMNS, summarize
 from obd.times import now_ms
 
 T = TypeVar("T")
@@ -42,10 +42,10 @@ class SnapshotIn(msgspec.Struct, frozen=True):
 
 
 class GapIn(msgspec.Struct, frozen=True):
-    series: int
+    coin_id: int
     start: int
     end: int
-    reason: str
+    reason: GapReason
 
 
 class _Call(msgspec.Struct):
@@ -186,9 +186,13 @@ def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
         )
     for row in rows:
         if isinstance(row, GapIn):
-            # Gap rows carry the series id only; ms missing is what a scraper can sum.
-            METRICS.inc("obd_gap_ms_total", "Time recorded as gaps, by reason.",
-                        row.end - row.start, reason=row.reason)
+            # Gap rows carry the coin id only; ms missing is what a scraper can sum.
+            METRICS.inc(
+                "obd_gap_ms_total",
+                "Time recorded as gaps, by reason.",
+                row.end - row.start,
+                reason=row.reason,
+            )
 
 
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
@@ -202,10 +206,27 @@ def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[
     with conn:
         for row in rows:
             if isinstance(row, GapIn):
-                record_gap(conn, row.series, row.start, row.end, row.reason)
+                record_gap(conn, row.coin_id, row.start, row.end, row.reason)
             elif insert_snapshot(conn, row):
                 stored.append(as_snapshot(row))
     return stored
+
+
+_INSERT_COLUMNS = (
+    "series",
+    "ts",
+    "exchange_ts",
+    "received_ts",
+    "capture",
+    *COLUMNS,
+    "codec",
+    "book",
+    "seq",
+)
+_INSERT = (
+    f"INSERT OR IGNORE INTO snapshots ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+)
 
 
 def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
@@ -214,10 +235,7 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     codec_id, blob = codec.encode(bids, asks)
     summary = summarize(bids, asks)
     conn.execute(
-        "INSERT OR IGNORE INTO snapshots (series, ts, exchange_ts, received_ts, capture, "
-        "bid_levels, ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, "
-        "ask_size_10, imbalance_10, crossed, codec, book) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT,
         (
             row.coin.id,
             row.ts,
@@ -227,46 +245,49 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             *msgspec.structs.astuple(summary),
             codec_id,
             blob,
+            row.book.seq,
         ),
     )
     return conn.changes() == 1
 
 
-def record_gap(conn: apsw.Connection, series: int, start: int, end: int, reason: str) -> None:
+def record_gap(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, reason: GapReason
+) -> None:
     """Record [start, end) as missing, extending the previous gap if it touches with the
     same reason, so a long outage is one row, not one per slot."""
     if end <= start:
         return
     conn.execute(
         "UPDATE gaps SET end_ts = ? WHERE series = ? AND end_ts = ? AND reason = ?",
-        (end, series, start, reason),
+        (end, coin_id, start, reason),
     )
     if conn.changes() == 0:
         conn.execute(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
-            (series, start, end, reason),
+            (coin_id, start, end, reason),
         )
 
 
-def clear_gaps(conn: apsw.Connection, series: int, start: int, end: int) -> None:
+def clear_gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> None:
     """[start, end) now holds snapshots (back-filled): cut it out of the recorded gaps,
     keeping the parts of each gap on either side."""
     overlapping = conn.execute(
         "SELECT start_ts, end_ts, reason FROM gaps "
         "WHERE series = ? AND start_ts < ? AND end_ts > ?",
-        (series, end, start),
+        (coin_id, end, start),
     ).fetchall()
     for row in overlapping:
         gap_start, gap_end, reason = row[0], row[1], row[2]
         assert isinstance(gap_start, int)
         assert isinstance(gap_end, int)
-        conn.execute("DELETE FROM gaps WHERE series = ? AND start_ts = ?", (series, gap_start))
+        conn.execute("DELETE FROM gaps WHERE series = ? AND start_ts = ?", (coin_id, gap_start))
         for piece_start, piece_end in ((gap_start, start), (end, gap_end)):
             if piece_start < piece_end:
                 conn.execute(
                     "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) "
                     "VALUES (?, ?, ?, ?)",
-                    (series, piece_start, piece_end, reason),
+                    (coin_id, piece_start, piece_end, reason),
                 )
 
 
@@ -280,6 +301,7 @@ def as_snapshot(row: SnapshotIn) -> Snapshot:
         bids=row.book.bids,
         asks=row.book.asks,
         capture=row.capture,
+        seq=row.book.seq,
     )
 
 

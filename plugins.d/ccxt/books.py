@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from obd.model import Book, Level
+from obd.plugin import Book, Level
 
 
 class Edges(msgspec.Struct, frozen=True):
@@ -58,7 +58,9 @@ def to_book(raw: Any, depth: int, received_ts: int) -> Book:
     bids: list[Level] = [(level[0], level[1]) for level in raw["bids"][:depth]]
     asks: list[Level] = [(level[0], level[1]) for level in raw["asks"][:depth]]  # copies:
     # ccxt updates its levels in place
-    return Book(bids, asks, exchange_ts=raw.get("timestamp"), received_ts=received_ts)
+    nonce = raw.get("nonce")
+    seq = nonce if isinstance(nonce, int) else None  # the exchange's update id, if it has one
+    return Book(bids, asks, exchange_ts=raw.get("timestamp"), received_ts=received_ts, seq=seq)
 
 
 def version(book: Any) -> tuple[Any, Any]:

@@ -1,24 +1,22 @@
 """`CcxtExchange`: one exchange id served through one shared ccxt instance."""
 
 import asyncio
-import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from obd.errors import (
+from obd.plugin import (
+    Availability,
+    Book,
     Disconnected,
     ExchangeError,
-    HistoryNotAvailable,
     NoLiveStream,
     NotFound,
     NotSynced,
     ObdError,
     RateLimited,
 )
-from obd.model import Book
-from obd.plugin import Availability
 
 from . import internals
 from .books import Range, now_ms, to_book, version
@@ -34,7 +32,10 @@ _REARM_S = 0.5
 
 
 class CcxtExchange:
-    """One exchange id served through one shared ccxt instance, whatever the coin count."""
+    """One exchange id served through one shared ccxt instance, whatever the coin count.
+
+    It has `fetch_book` (REST) but no `fetch_history`: exchanges keep no order-book
+    history, and obd never synthesises one (or uses candles); the kernel says so."""
 
     synthetic = False
 
@@ -55,7 +56,9 @@ class CcxtExchange:
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        markets = await self._markets()
+        return self._availability(await self._markets(), symbol)
+
+    def _availability(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -113,7 +116,7 @@ class CcxtExchange:
                 watcher.wake.clear()
                 if watcher.ticked:
                     watcher.ticked = False
-                    self._inspect(exchange, watcher)
+                    await self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
             self._unwatch_later(exchange, symbol)
             raise
@@ -142,13 +145,6 @@ class CcxtExchange:
         limit = accepted(self._depths.rest, depth)
         raw = await self._call(exchange.fetch_order_book(symbol, limit))
         return to_book(raw, depth, now_ms())
-
-    async def fetch_history(
-        self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
-    ) -> AsyncIterator[tuple[int, Book]]:
-        """Exchanges keep no order-book history; obd never synthesises one (or uses candles)."""
-        raise HistoryNotAvailable(f"history not available from {self.exchange_id}")
-        yield  # an async generator, like the contract says  # pragma: no cover
 
     async def close(self) -> None:
         if self._exchange is not None:
@@ -214,22 +210,29 @@ class CcxtExchange:
 
     # -- the websocket --
 
-    def _inspect(self, exchange: Any, watcher: Watcher) -> None:
+    async def _inspect(self, exchange: Any, symbol: str) -> None:
         """Once a tick: a silent connection is dead; a delisted symbol's stream just goes
-        quiet, so the listing says why. The listing is checked in the background: a
-        reload can take seconds (kraken's rate limit spaces its two listing requests a
-        second apart), and a watch that stopped reading frames meanwhile would have obd
-        serve, as current, a book that had already changed."""
-        silent_s = internals.silence_s(exchange, watcher.symbol)
+        quiet, so the listing says why."""
+        silent_s = internals.silence_s(exchange, symbol)
         if silent_s > self.options.stale_after_s:
-            for closing in internals.drop_connection(exchange, watcher.symbol):
+            for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        if watcher.listing is None or watcher.listing.done():
-            # never cancelled: it may be awaiting ccxt's shared `markets_loading`, and
-            # cancelling that would cancel every other coin's pending watch with it
-            watcher.listing = asyncio.ensure_future(self._require_listed(watcher.symbol))
-            watcher.listing.add_done_callback(functools.partial(_listing_checked, watcher))
+        # The listing is read as it stands and reloaded in the background. A watch that
+        # awaited the reload yielded no book meanwhile, so its slots got a stale one:
+        # the reload queues in ccxt's rate limiter behind a resync's depth call (~0.5 s
+        # after a weight-10 snapshot on Binance USD-M), and a big exchangeInfo takes
+        # seconds to fetch and parse.
+        self._reload_markets_later()
+        listed = self._availability(exchange.markets or {}, symbol)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
+
+    def _reload_markets_later(self) -> None:
+        """Start reloading the listing if it is due and no reload is under way."""
+        due = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if due and not self._loading.locked():
+            self._background(self._markets())
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""
@@ -284,12 +287,6 @@ class CcxtExchange:
             wait_s = internals.retry_after_s(self._exchange) or self.options.cooldown_s
             self._cool_until = max(self._cool_until, time.monotonic() + wait_s)
         return mapped(self._ccxt, exc, self.exchange_id, wait_s)
-
-
-def _listing_checked(watcher: Watcher, done: asyncio.Future[None]) -> None:
-    """A listing check that failed (delisted, halted) fails the watch, as if awaited."""
-    if not done.cancelled() and (error := done.exception()) is not None:
-        watcher.fail(error if isinstance(error, Exception) else RuntimeError(repr(error)))
 
 
 def _shielded(work: Awaitable[T]) -> Awaitable[T]:

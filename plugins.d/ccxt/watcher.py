@@ -26,7 +26,6 @@ class Watcher:
         self.heard = False  # a frame arrived since the last yield
         self.ticked = False  # time to look at the connection and the listing
         self.failure: Exception | None = None
-        self.listing: asyncio.Future[None] | None = None  # the listing check under way
         self._woken_s = 0.0
 
     def tick(self) -> None:

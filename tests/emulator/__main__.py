@@ -3,10 +3,10 @@ interrupted and print `{"url": ..., "urls": {...}}` (the ccxt `urls` to point bi
 at it) on stdout.
 
 `python -m tests.emulator replay --exchange ID --recording FILE [--speed 1.0]
-[--port 0] [--sent-log FILE]`: replay a recording (tests/emulator/replay) until
-SIGTERM and print `{"port", "exchange", "symbols", "exchanges_config"}` once
-listening. A recording it cannot read is one line on stderr naming the file and
-line, and exit code 2, before anything listens.
+[--port 0] [--sent-log FILE] [--start listen|connect]`: replay a recording
+(tests/emulator/replay) until SIGTERM and print `{"port", "exchange", "symbols",
+"exchanges_config"}` once listening. A recording it cannot read is one line on
+stderr naming the file and line, and exit code 2, before anything listens.
 """
 
 import argparse
@@ -42,11 +42,22 @@ def replay(argv: list[str]) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="2.0: twice the recorded pace")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--sent-log", help="log every websocket frame sent here (JSON lines)")
+    parser.add_argument(
+        "--start",
+        choices=("listen", "connect"),
+        default="listen",
+        help="start the recording's clock once listening, or at the first websocket",
+    )
     args = parser.parse_args(argv)
     done = _until_signalled()
     try:
         emulator = ReplayEmulator(
-            args.exchange, args.recording, speed=args.speed, port=args.port, sent_log=args.sent_log
+            args.exchange,
+            args.recording,
+            speed=args.speed,
+            port=args.port,
+            sent_log=args.sent_log,
+            start_on=args.start,
         )
     except (RecordingError, ValueError, OSError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

@@ -57,12 +57,20 @@ class ReplayEmulator:
         speed: float = 1.0,
         port: int = 0,
         sent_log: Path | str | None = None,
+        start_on: str = "listen",
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.recording = recording if isinstance(recording, rec.Recording) else rec.load(recording)
         self.venue: Venue = create_venue(exchange_id, self.recording)
+        if start_on not in ("listen", "connect"):
+            raise ValueError("start_on is 'listen' or 'connect'")
         self.exchange_id, self.speed = exchange_id, speed
+        # "connect": the recording's clock starts at the first websocket connection, so
+        # a client that takes long to start (a daemon importing ccxt on a busy host)
+        # still gets the whole recording
+        self.start_on = start_on
+        self._connected: asyncio.Event | None = None
         self._recv = self.recording.recv
         if not self._recv:
             raise rec.RecordingError(self.recording.path, 1, "no recv entries to replay")
@@ -134,7 +142,11 @@ class ReplayEmulator:
 
     def stall(self) -> None:
         """Every open socket goes silent: no frames, no replies, no pongs."""
-        self._run(lambda: [setattr(c, "stalled", True) for c in self._clients.values()])
+        self._run(self._stall)
+
+    def _stall(self) -> None:
+        for client in self._clients.values():
+            client.stalled = True
 
     def close_sockets(self) -> None:
         """Close every websocket (code 1001), as an exchange does when it restarts."""
@@ -198,6 +210,7 @@ class ReplayEmulator:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", CONTROL + "/{control}", self._control)
         app.router.add_route("*", "/{tail:.*}", self._http)
@@ -220,6 +233,8 @@ class ReplayEmulator:
     async def _replay(self) -> None:
         """Apply each recorded frame at its recorded offset / speed, and send it."""
         loop = asyncio.get_running_loop()
+        if self.start_on == "connect" and self._connected is not None:
+            await self._connected.wait()
         start_s, first_ts = loop.time(), self._recv[0].ts
         for entry in self._recv:
             delay_s = start_s + (entry.ts - first_ts) / self.speed - loop.time()
@@ -294,12 +309,12 @@ class ReplayEmulator:
         if error is not None:
             self._errors.remove(error)
             status, retry_after_s, _ = error
-            reply = self.venue.rest_error(status, retry_after_s)
-            headers = dict(reply.headers)
+            refusal = self.venue.rest_error(status, retry_after_s)
+            headers = dict(refusal.headers)
             if status == 429:
                 headers.setdefault("Retry-After", str(retry_after_s))
             self.stats[f"rest_{status}"] += 1
-            return _response(reply.status, reply.body, reply.content_type, headers)
+            return _response(refusal.status, refusal.body, refusal.content_type, headers)
         body = await request.text() if request.can_read_body else ""
         asked = RestRequest(
             request.method, request.path, dict(request.query), body, dict(request.headers)
@@ -317,6 +332,8 @@ class ReplayEmulator:
         conn = Conn(f"c{self._conn_count}", request.path, dict(request.query))
         client = self._clients[conn.id] = _Client(conn, ws)
         self.stats["connections"] += 1
+        if self._connected is not None:
+            self._connected.set()
         try:
             await self._reply(client, self.venue.on_open(conn))
             async for message in ws:
@@ -367,8 +384,7 @@ class ReplayEmulator:
         if name == "drop":
             self._drops[self._known(query["symbol"])] += int(query.get("n", 1))
         elif name == "stall":
-            for client in self._clients.values():
-                client.stalled = True
+            self._stall()
         elif name == "rest-errors":
             status, retry_after_s = int(query["status"]), int(query.get("retry_after_s", 1))
             if status not in (429, 503):

@@ -82,6 +82,16 @@ class Truth:
         last = bisect.bisect_right(times, end_ms)
         return books[max(first, 0) : last]
 
+    def book_at_seq(self, symbol: str, depth: int, seq: int) -> Book | None:
+        """The book as of the exchange's update id / sequence `seq` (the last change at or
+        before it), for venues whose books carry an increasing `seq`; else None."""
+        _, books = self._history(symbol, depth)
+        seqs = [book.seq for book in books]
+        if any(s is None for s in seqs):
+            return None
+        index = bisect.bisect_right(seqs, seq) - 1  # type: ignore[type-var]
+        return books[index] if index >= 0 else None
+
     def last_applied_ms(self) -> int:
         return max(self._applied.values(), default=0)
 

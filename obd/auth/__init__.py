@@ -1,7 +1,7 @@
 """Who may do what: the authentication seam every transport checks in one place.
 
 Scopes: `read` for data, `write` for adding/removing coins, `admin` for clients.
-`obd.token_auth.TokenAuth` (bearer JWTs, docs/AUTH.md) implements the seam beside
+`obd.auth.bearer.TokenAuth` (bearer JWTs, docs/AUTH.md) implements the seam beside
 `OpenAccess`, which serves a daemon bound to loopback with auth disabled.
 """
 
@@ -9,25 +9,22 @@ from typing import Protocol
 
 import msgspec
 
-from obd.errors import BadRequest, ObdError
+from obd.errors import Forbidden, ScopeError, Unauthorized
+
+__all__ = [
+    "SCOPES",
+    "Authenticator",
+    "Forbidden",
+    "OpenAccess",
+    "Principal",
+    "ScopeError",
+    "Unauthorized",
+    "narrow",
+    "parse_scopes",
+    "require",
+]
 
 SCOPES = frozenset({"read", "write", "admin"})
-
-
-class Unauthorized(ObdError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(ObdError):
-    status = 403
-    code = "forbidden"
-
-
-class ScopeError(BadRequest):
-    """A requested scope is unknown, or none of them may be granted."""
-
-    code = "invalid_scope"
 
 
 class Principal(msgspec.Struct, frozen=True):

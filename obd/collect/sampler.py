@@ -1,4 +1,4 @@
-"""Collection: one sampler per coin, each storing the book as it stood at every slot.
+"""One coin's sampler: it stores the book as it stood at every slot (or a gap, and why).
 
 A coin with interval I owns the slots T = k*I (UTC ms). At T the sampler stores
 the newest consistent book received at or before T (point in time: nothing
@@ -21,37 +21,27 @@ honest `received_ts` (after T).
 
 import asyncio
 import collections
-import contextlib
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import structlog
 
-from obd.backoff import Backoff
+from obd.collect.backoff import Backoff
+from obd.collect.clock import WALL, Clock
 from obd.errors import FeedError, NoLiveStream, NotFound, ObdError, RateLimited
 from obd.exchanges import Exchanges
-from obd.model import Book, Coin
+from obd.model import Book, Coin, GapReason
 from obd.plugin import Exchange, FetchesBooks
-from obd.storage import reader
-from obd.storage.connect import open_reader
 from obd.storage.writer import GapIn, SnapshotIn, Writer
-from obd.times import now_ms, slot_at_or_after
+from obd.times import slot_at_or_after
 
-log = structlog.get_logger("obd.collector")
+log = structlog.get_logger("obd.collect")
 
 RING = 4_096  # entries kept per coin at most (normally a handful: see _Timeline)
 SETTLE_S = 60.0  # a slot waits this long for the feed to speak after it, then is "stale"
-POLL_S = 0.5  # how often the coins table is checked for changes by other processes
 # A REST answer belongs to slot T only if it arrives by T + min(interval, this): later
 # it describes a different moment. 30 s leaves room for a rate-limited exchange to
 # serve a few hundred coins one after another.
 REST_WINDOW_MS = 30_000
-_NO_REST = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1_000
+_NO_REST: tuple[GapReason, ...] = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
 
 
 class _Mark:
@@ -59,7 +49,7 @@ class _Mark:
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: GapReason) -> None:
         self.reason = reason
 
 
@@ -68,18 +58,19 @@ class _Timeline:
     saying it was down from then on. Keeps only what undecided slots can still need:
     the newest entry at or before the next slot, and everything after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = WALL) -> None:
         self._entries: collections.deque[tuple[int, Book | _Mark]] = collections.deque(maxlen=RING)
         self._changed = asyncio.Event()
         self._next_slot_us = 0
+        self._clock = clock
 
     def add(self, book: Book) -> None:
-        self._append(_now_us(), book)
+        self._append(self._clock.now_us(), book)
 
-    def mark(self, reason: str) -> None:
+    def mark(self, reason: GapReason) -> None:
         """The feed failed. When it died is unknown: from just after its last sign of
         life (if that was a book; a feed already down changes reason now)."""
-        at_us = _now_us()
+        at_us = self._clock.now_us()
         if self._entries and not isinstance(self._entries[-1][1], _Mark):
             at_us = min(at_us, self._entries[-1][0] + 1)
         self._append(at_us, _Mark(reason))
@@ -109,7 +100,7 @@ class _Timeline:
             return False
         return True
 
-    def at(self, at_us: int) -> tuple[int, Book] | str:
+    def at(self, at_us: int) -> tuple[int, Book] | GapReason:
         """The newest book received at or before `at_us`, or the reason there is none."""
         if not self._entries or self._entries[0][0] > at_us:
             return "late"  # everything as old as the slot has left the ring
@@ -128,7 +119,14 @@ class _Timeline:
 class Sampler:
     """Keeps one coin's live book and stores it (or a gap) at every slot."""
 
-    def __init__(self, coin: Coin, exchanges: Exchanges, writer: Writer, started_ms: int) -> None:
+    def __init__(
+        self,
+        coin: Coin,
+        exchanges: Exchanges,
+        writer: Writer,
+        started_ms: int,
+        clock: Clock = WALL,
+    ) -> None:
         self.coin = coin
         self.state = "starting"
         self.last_error: str | None = None
@@ -139,11 +137,12 @@ class Sampler:
         self._exchanges = exchanges
         self._writer = writer
         self._started_ms = started_ms
-        self._timeline = _Timeline()
+        self._clock = clock
+        self._timeline = _Timeline(clock)
         self._log = log.bind(exchange=coin.exchange, symbol=coin.symbol)
 
     async def run(self, accounted_until: int | None) -> None:
-        first = slot_at_or_after(now_ms() + 1, self.coin.interval_ms)
+        first = slot_at_or_after(self._now_ms() + 1, self.coin.interval_ms)
         await self._record_missed(accounted_until, first)
         self._timeline.mark("not_synced")
         async with asyncio.TaskGroup() as tasks:
@@ -158,15 +157,17 @@ class Sampler:
         interval = self.coin.interval_ms
         start = accounted_until or slot_at_or_after(self.coin.added_ts + 1, interval)
         boundary = min(max(slot_at_or_after(self._started_ms, interval), start), first)
-        for begin, end, reason in (
+        missed: tuple[tuple[int, int, GapReason], ...] = (
             (start, boundary, "daemon_down"),
             (boundary, first, "not_synced"),
-        ):
+        )
+        for begin, end, reason in missed:
             if begin < end:
                 await self._writer.put(GapIn(self.coin.id, begin, end, reason))
 
     async def _watch(self) -> None:
         backoff = Backoff()
+        reason: GapReason
         while True:
             try:
                 await self._follow(self._exchanges.get(self.coin.exchange), backoff)
@@ -198,7 +199,7 @@ class Sampler:
         slot = first
         while True:
             self._timeline.advance(slot * 1000)
-            await _sleep_until_us(slot * 1000)
+            await self._clock.sleep_until_us(slot * 1000)
             if await self._timeline.settle(slot * 1000, SETTLE_S):
                 await self._take(slot)
             else:  # the feed neither changed, nor proved alive, nor failed
@@ -208,7 +209,7 @@ class Sampler:
             slot += self.coin.interval_ms
 
     async def _take(self, slot: int) -> None:
-        self.last_lag_s = max(0.0, time.time() - slot / 1000)
+        self.last_lag_s = max(0.0, self._now_ms() / 1000 - slot / 1000)
         found = self._timeline.at(slot * 1000)
         if isinstance(found, tuple):
             received_us, book = found
@@ -219,11 +220,14 @@ class Sampler:
         else:
             await self._writer.put(GapIn(self.coin.id, slot, slot + self.coin.interval_ms, found))
 
+    def _now_ms(self) -> int:
+        return self._clock.now_us() // 1000
+
     async def _store(self, slot: int, book: Book, received_ts: int, capture: str) -> None:
         cut = _cut(book, self.coin.depth)
         await self._writer.put(SnapshotIn(self.coin, slot, cut, received_ts, capture))
 
-    def _rest_source(self, reason: str) -> FetchesBooks | None:
+    def _rest_source(self, reason: GapReason) -> FetchesBooks | None:
         """The plugin, if a REST snapshot can stand in for the live book at this slot."""
         if reason in _NO_REST:
             return None
@@ -233,13 +237,13 @@ class Sampler:
             return None
         return exchange if isinstance(exchange, FetchesBooks) else None
 
-    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: str) -> None:
+    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: GapReason) -> None:
         """Slot T from a REST snapshot: the first answer to a request sent at or after T
         that arrives by T + the REST window; errors are retried with backoff until then.
         It is the book a little after T, not at T: `received_ts` says when."""
         deadline_s = (slot + min(self.coin.interval_ms, REST_WINDOW_MS)) / 1000
         pauses = Backoff(base_s=0.1, cap_s=5.0)
-        while (left_s := deadline_s - time.time()) > 0:
+        while (left_s := deadline_s - self._now_ms() / 1000) > 0:
             try:
                 async with asyncio.timeout(left_s):
                     book = await exchange.fetch_book(self.coin.symbol, self.coin.depth)
@@ -252,18 +256,18 @@ class Sampler:
                 if reason in _NO_REST:
                     break
                 pause_s = max(pauses.next_pause_s(), floor_s)
-                await asyncio.sleep(max(0.0, min(pause_s, deadline_s - time.time())))
+                await asyncio.sleep(max(0.0, min(pause_s, deadline_s - self._now_ms() / 1000)))
                 continue
             if self._polling:
                 self.state, self.last_error = "polling", None
-            await self._store(slot, book, book.received_ts or now_ms(), "rest")
+            await self._store(slot, book, book.received_ts or self._now_ms(), "rest")
             return
         if self._polling:
             self.state = reason
         await self._writer.put(GapIn(self.coin.id, slot, slot + self.coin.interval_ms, reason))
 
 
-def _diagnose(exc: Exception) -> tuple[str, str, float]:
+def _diagnose(exc: Exception) -> tuple[GapReason, str, float]:
     """(gap reason, message, least pause before retrying in s) for a plugin's error."""
     if isinstance(exc, NotFound):  # delisted: the plugin says the symbol is gone
         return "not_listed", str(exc), 0.0
@@ -276,88 +280,7 @@ def _diagnose(exc: Exception) -> tuple[str, str, float]:
     return "disconnected", f"{type(exc).__name__}: {exc}", 0.0
 
 
-async def _sleep_until_us(at_us: int) -> None:
-    """Sleep until wall-clock time `at_us`; loop timers run on a coarser monotonic
-    clock and may fire a hair early, so check and top up."""
-    while (left_us := at_us - _now_us()) > 0:  # noqa: ASYNC110 (a deadline, not an event)
-        await asyncio.sleep(max(left_us / 1e6, 0.0005))
-
-
 def _cut(book: Book, depth: int) -> Book:
     if len(book.bids) <= depth and len(book.asks) <= depth:
         return book
-    return Book(book.bids[:depth], book.asks[:depth], book.exchange_ts, book.received_ts)
-
-
-class Collector:
-    """Runs a sampler for every active coin in the file, following changes to it."""
-
-    def __init__(self, exchanges: Exchanges, writer: Writer, started_ms: int) -> None:
-        self.exchanges = exchanges
-        self._writer = writer
-        self._started_ms = started_ms
-        self._samplers: dict[int, tuple[Sampler, asyncio.Task[None]]] = {}
-        self._wake = asyncio.Event()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="obd-coins")
-        self._conn: Any = None
-
-    def wake(self) -> None:
-        """Look at the coins table now (this process changed it)."""
-        self._wake.set()
-
-    def samplers(self) -> list[Sampler]:
-        return [sampler for sampler, _ in self._samplers.values()]
-
-    def sampler(self, series: int) -> Sampler | None:
-        entry = self._samplers.get(series)
-        return entry[0] if entry else None
-
-    async def run(self) -> None:
-        seen = -1
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                while True:
-                    version = await self._in_thread(self._data_version)
-                    if version != seen or self._wake.is_set():
-                        self._wake.clear()
-                        seen = version
-                        await self._reconcile(tasks)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_S)
-        finally:
-            self._thread.shutdown(wait=False)
-
-    async def _reconcile(self, tasks: asyncio.TaskGroup) -> None:
-        wanted = {coin.id: coin for coin in await self._in_thread(self._active_coins)}
-        for series, (sampler, task) in list(self._samplers.items()):
-            if wanted.get(series) != sampler.coin:
-                task.cancel()
-                del self._samplers[series]
-                log.info("coin_stopped", exchange=sampler.coin.exchange, symbol=sampler.coin.symbol)
-        for series, coin in wanted.items():
-            if series not in self._samplers:
-                until = await self._in_thread(reader.accounted_until, self._connection(), coin)
-                sampler = Sampler(coin, self.exchanges, self._writer, self._started_ms)
-                name = f"sampler {coin.exchange} {coin.symbol}"
-                self._samplers[series] = (sampler, tasks.create_task(sampler.run(until), name=name))
-                log.info(
-                    "coin_started",
-                    exchange=coin.exchange,
-                    symbol=coin.symbol,
-                    interval_ms=coin.interval_ms,
-                    depth=coin.depth,
-                )
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            self._conn = open_reader(self._writer.path)
-        return self._conn
-
-    def _data_version(self) -> int:
-        return reader.data_version(self._connection())
-
-    def _active_coins(self) -> list[Coin]:
-        return reader.coins(self._connection())
-
-    async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+    return Book(book.bids[:depth], book.asks[:depth], book.exchange_ts, book.received_ts, book.seq)

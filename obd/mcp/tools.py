@@ -1,23 +1,21 @@
 """The MCP tool set, the same over stdio (`obd mcp`) and HTTP (`/mcp`).
 
 Each tool is one call into the service layer; its docstring is the description an
-agent reads. Argument and result shapes live in `obd.mcp_shapes`.
+agent reads. Argument and result shapes live in `obd.mcp.shapes`.
 """
 
 import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
 
 import msgspec
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
-from obd import download
 from obd.auth import Authenticator, require
 from obd.errors import BadRequest, Conflict, NotFound, ObdError, Unavailable
-from obd.mcp_shapes import (
+from obd.mcp.shapes import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_LATEST_LEVELS,
     HISTORY_BUDGET_BYTES,
@@ -47,8 +45,8 @@ from obd.mcp_shapes import (
 )
 from obd.model import Snapshot
 from obd.plugin import Availability
-from obd.service import BookCount, Service
-from obd.storage.reader import SummaryRow
+from obd.research import sinks as download
+from obd.service import BookCount, Service, SummaryRow, books_link
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 ANNOTATIONS = {
@@ -104,7 +102,7 @@ class Tools:
         one interval: then call get_latest, get_history or coverage."""
         await self._require(ctx, "write")
         coin, created = await self.service.add_coin(exchange, symbol, interval, depth)
-        collecting = self.service.collector is not None or self._daemon_running()
+        collecting = self.service.collecting or self._daemon_running()
         note = _collection_note(created, collecting)
         return AddedCoin(coin=coin, created=created, collecting=collecting, note=note)
 
@@ -250,18 +248,10 @@ class Tools:
         form: str,
         path: str | None,
     ) -> Download:
-        query = urlencode(
-            {
-                "exchange": exchange,
-                "symbol": symbol,
-                "start": counted.start,
-                "end": counted.end,
-                "format": "ndjson",
-            }
-        )
+        link = books_link(exchange, symbol, counted.start, counted.end)
         # The Host the client reached us by (already checked against the allowed hosts).
         host = (ctx.headers or {}).get("host")
-        url = f"http://{host}/v1/books?{query}" if host else f"/v1/books?{query}"
+        url = f"http://{host}{link}" if host else link
         notes = []
         if form != "ndjson":
             notes.append(
