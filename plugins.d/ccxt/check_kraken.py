@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from obd.errors import ChecksumFailed
+from obd.plugin import ChecksumFailed
 
 __all__ = ["check", "crc", "unsubscribe"]
 
