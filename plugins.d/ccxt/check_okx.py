@@ -95,8 +95,8 @@ def _remember(
             else:
                 known[float(price)] = (price, size)
         if len(known) > _KEPT:  # levels OKX let fall out of its window without a delete
-            for price in sorted(known, reverse=best_first)[_KEPT // 2 :]:
-                del known[price]
+            for stale in sorted(known, reverse=best_first)[_KEPT // 2 :]:
+                del known[stale]
     return sides
 
 

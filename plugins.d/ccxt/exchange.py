@@ -92,7 +92,8 @@ class CcxtExchange:
             while True:
                 if pending is None and time.monotonic() - armed_s >= _REARM_S:
                     update = exchange.watch_order_book(symbol, limit)  # (re)subscribes
-                    pending, armed_s = asyncio.ensure_future(self._call(update)), time.monotonic()
+                    shielded = _shielded(update)
+                    pending, armed_s = asyncio.ensure_future(self._call(shielded)), time.monotonic()
                     pending.add_done_callback(lambda _: watcher.wake.set())
                 if pending is not None and pending.done():
                     if pending.cancelled():  # ccxt closed the connection under it
@@ -184,7 +185,7 @@ class CcxtExchange:
             if exchange.markets and age_s < self.options.markets_ttl_s:
                 return exchange.markets  # type: ignore[no-any-return]
             try:
-                await self._call(exchange.load_markets(reload=bool(exchange.markets)))
+                await self._call(_shielded(exchange.load_markets(reload=bool(exchange.markets))))
                 self._markets_at = time.monotonic()
             except ObdError:
                 if not exchange.markets:
@@ -249,8 +250,14 @@ class CcxtExchange:
                 watcher.tick()
 
     def _unwatch_later(self, exchange: Any, symbol: str, limit: int) -> None:
-        """Unsubscribe in the background (where ccxt can): the caller is being cancelled."""
-        if not exchange.has.get("unWatchOrderBook") or not internals.connections(exchange, symbol):
+        """Unsubscribe in the background (where ccxt can): the caller is being cancelled.
+        Where ccxt cannot but obd knows the exchange's unsubscribe frame (kraken), obd
+        sends it, or the socket would stream the book for as long as it stays open."""
+        if not internals.connections(exchange, symbol):
+            return
+        if not exchange.has.get("unWatchOrderBook"):
+            if internals.unsubscribes(exchange):
+                internals.forget(exchange, symbol)
             return
         unwatch = exchange.un_watch_order_book(symbol, unwatch_params(self.exchange_id, limit))
         self._background(asyncio.wait_for(unwatch, self.options.timeout_s))
@@ -298,3 +305,14 @@ class CcxtExchange:
             wait_s = internals.retry_after_s(self._exchange) or self.options.cooldown_s
             self._cool_until = max(self._cool_until, time.monotonic() + wait_s)
         return mapped(self._ccxt, exc, self.exchange_id, wait_s)
+
+
+def _shielded(work: Awaitable[T]) -> Awaitable[T]:
+    """A ccxt call, safe to abandon: it may be awaiting a task every coin of the exchange
+    awaits (ccxt's shared `markets_loading`: every watch call and listing check waits on
+    a reload under way), and cancelling it there would cancel all of theirs with it (a
+    watch then reads as a closed connection). Abandoned, it ends on its own: a watch at
+    the book's next frame, a reload when its requests are answered."""
+    inner = asyncio.ensure_future(work)
+    inner.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return asyncio.shield(inner)

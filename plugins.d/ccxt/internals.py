@@ -9,16 +9,24 @@ callback) methods it wraps. docs/EXCHANGES.md lists
 the ccxt versions these were checked against; a ccxt upgrade is checked here first.
 """
 
+import asyncio
 import functools
 import importlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import check_kraken
 from .books import Edges, edges
 from .checks import CHECKS
 from .options import CcxtOptions, ccxt_config
 from .watcher import Watcher
+
+# Exchanges whose socket refuses a second subscribe to a book it already streams, and
+# for which ccxt has no un_watch_order_book: the frame that unsubscribes one book.
+_UNSUBSCRIBE: dict[str, Callable[[str, int | None], Any]] = {
+    "kraken": check_kraken.unsubscribe,
+}
 
 
 def open_exchange(
@@ -69,7 +77,18 @@ def _instrumented(cls: Any) -> Any:
     def handle_message(self: Any, client: Any, message: Any) -> Any:
         # Every decoded frame of every client, from its first: a check that follows a
         # sequence must see the snapshot, which arrives before any watcher attaches.
-        handled = cls.handle_message(self, client, message)
+        try:
+            handled = cls.handle_message(self, client, message)
+        except KeyError as exc:
+            # ccxt looks up the book of every update it gets; one obd threw away to
+            # resync (and unsubscribed: kraken) has none until its new snapshot, and
+            # the raise would end the socket's receive loop (every symbol on it).
+            # Only that case is dropped.
+            forgotten = getattr(client, "_obd_forgotten", ())
+            symbol = exc.args[0] if exc.args else None
+            if symbol not in forgotten or symbol in self.orderbooks:
+                raise
+            return None
         check = CHECKS.get(self.id)
         if check is not None:
             watchers = getattr(client, "_obd_watchers", None) or {}
@@ -107,9 +126,10 @@ def snapshot_edges(exchange: Any, symbol: str) -> Edges | None:
 
 @functools.lru_cache(maxsize=4096)
 def _names(key: object, symbol: str) -> bool:
-    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT")
+    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT",
+    kraken's "orderbook@BTC/USD")
     is about `symbol`, and not merely about a longer one ("BTC/USDT:USDT")."""
-    return re.search(rf"(^|[:,]){re.escape(symbol)}($|,)", str(key)) is not None
+    return re.search(rf"(^|[:,@]){re.escape(symbol)}($|,)", str(key)) is not None
 
 
 def connections(exchange: Any, symbol: str) -> list[Any]:
@@ -180,6 +200,11 @@ def drop_connection(exchange: Any, symbol: str) -> list[Awaitable[Any]]:
     return closing
 
 
+def unsubscribes(exchange: Any) -> bool:
+    """Whether obd knows how to unsubscribe one book on this exchange's socket."""
+    return exchange.id in _UNSUBSCRIBE
+
+
 # ccxt ids whose exchange sends a book snapshot only for a new subscription: ccxt
 # (4.5.90, pro/okx.py) unsubscribes first a book channel it marked "resync". Forgetting
 # the subscription instead makes ccxt subscribe again on a live channel, which OKX
@@ -189,11 +214,22 @@ _RESYNC_MARKED = frozenset({"okx"})
 
 def forget(exchange: Any, symbol: str) -> None:
     """Make ccxt resubscribe and take a new snapshot at the next watch (what ccxt
-    itself does after a sequence gap)."""
+    itself does after a sequence gap). Where the socket refuses a second subscribe to
+    a book it streams (kraken), the book is unsubscribed first; until the new snapshot,
+    its frames are kept from ccxt (see `_instrumented`)."""
     exchange.orderbooks.pop(symbol, None)
     marks = exchange.id in _RESYNC_MARKED
+    unsubscribe = _UNSUBSCRIBE.get(exchange.id)
     for client in connections(exchange, symbol):
-        for key in [key for key in list(client.subscriptions) if _names(key, symbol)]:
+        keys = [key for key in list(client.subscriptions) if _names(key, symbol)]
+        if unsubscribe is not None:
+            limits = [(client.subscriptions[key] or {}).get("limit") for key in keys]
+            message = unsubscribe(symbol, next((x for x in limits if x is not None), None))
+            sending = asyncio.ensure_future(client.send(message))
+            sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+            forgotten: set[str] = client.__dict__.setdefault("_obd_forgotten", set())
+            forgotten.add(symbol)
+        for key in keys:
             if marks and str(key).startswith(("book", "bbo")):
                 client.subscriptions[key] = "resync"
             else:
