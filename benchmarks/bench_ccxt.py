@@ -2,6 +2,7 @@
 daemon on loopback. Prints markdown.
 
     python benchmarks/bench_ccxt.py [--coins 1,50,200] [--seconds 30] [--depth 100]
+    python benchmarks/bench_ccxt.py --replay [--seconds 30]
 
 Live books: the emulator (`tests/emulator`, in this process, on 127.0.0.1) lists the
 coins and changes every book every 100 ms (1-4 levels a change, as `<sym>@depth@100ms`
@@ -11,6 +12,13 @@ them), not of storing. Once every coin is live: the daemon's CPU (user+system, f
 /proc) over `--seconds`, per coin per second, and its RSS at the end. ccxt's rate limit
 is lowered to 5 ms a request for the start-up snapshots (the emulator has no limit;
 Binance's real weights would take ~50 s to sync 200 coins at depth 100).
+
+Replayed exchanges (`--replay`): each exchange proven in docs/EXCHANGES.md, its
+recording (tests/data/recordings) replayed at recorded pace by the replay emulator in
+a subprocess, the daemon keeping one coin's live book, then every coin the recording
+has (2; 3 for Hyperliquid): CPU per coin per second above an idle daemon, frames
+delivered, RSS. The recordings hold two or three symbols, so 100 coins a venue cannot
+be replayed; the synthetic Binance rows above are the many-coin figures.
 
 Start-up: wall time from spawning `obd run` to its `serving` line with a sim coin only,
 and with one binance coin (which imports ccxt and loads the markets first), then to that
@@ -36,6 +44,21 @@ sys.path.insert(0, str(REPO))
 
 from tests.emulator import Emulator  # noqa: E402
 from tests.emulator.config import binance_table  # noqa: E402
+from tests.replay_support import RECORDINGS, ReplayProcess, exchanges_toml  # noqa: E402
+
+REPLAYED = {  # ccxt id -> recording, as tests/test_replay_fidelity.py runs them
+    "binance": "binance.jsonl.zst",
+    "binanceusdm": "binanceusdm.jsonl.zst",
+    "binancecoinm": "binancecoinm.jsonl.zst",
+    "okx": "okx_btc_eth_usdt.jsonl.zst",
+    "bybit": "bybit_spot.jsonl.zst",
+    "kraken": "kraken.jsonl.zst",
+    "coinbase": "coinbase.jsonl.zst",
+    "hyperliquid": "hyperliquid.jsonl.zst",
+}
+# The depth each recording serves: Kraken's was made at 10, Bybit's is orderbook.200
+# (what obd subscribes for depth 100); the others take 50.
+REPLAY_DEPTH = {"kraken": 10, "bybit": 100}
 
 TICK_S = os.sysconf("SC_CLK_TCK")
 # The plugin's defaults, not the tests' quick ones (listings reloaded every second).
@@ -167,6 +190,56 @@ def live_books(counts: list[int], seconds: float, depth: int) -> list[dict[str, 
     return rows
 
 
+def replayed(seconds: float) -> list[dict[str, Any]]:
+    """Each replayed exchange at 1 coin and at every coin its recording has."""
+    rows = []
+    for exchange, recording in REPLAYED.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = ReplayProcess(exchange, RECORDINGS / recording, Path(tmp) / "s", 1.0)
+            symbols = probe.symbols
+            probe.stop()
+        for count in sorted({1, len(symbols)}):
+            rows.append(_replayed(exchange, recording, symbols[:count], seconds))
+    return rows
+
+
+def _replayed(exchange: str, recording: str, symbols: list[str], seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        replay = ReplayProcess(
+            exchange, RECORDINGS / recording, Path(tmp) / "sent", 1.0, start="connect"
+        )
+        depth = REPLAY_DEPTH.get(exchange, 50)
+        try:
+            body = exchanges_toml([replay], **PRODUCTION)
+            coins = [(exchange, symbol) for symbol in symbols]
+            daemon = _Daemon(_config(Path(tmp), body, coins, depth))
+            try:
+                deadline = time.monotonic() + 120
+                while daemon.live() < len(symbols):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{exchange}: {daemon.live()} of {symbols} live")
+                    time.sleep(0.5)
+                time.sleep(2)
+                cpu, sent, wall = daemon.cpu_s(), replay.stats()["frames_sent"], time.monotonic()
+                time.sleep(seconds)
+                cpu, wall = daemon.cpu_s() - cpu, time.monotonic() - wall
+                sent = replay.stats()["frames_sent"] - sent
+                busy = cpu - idle_cpu_s(wall)
+                return {
+                    "exchange": exchange,
+                    "coins": len(symbols),
+                    "cpu_pct": 100 * cpu / wall,
+                    "cpu_ms_per_coin_s": 1000 * busy / wall / len(symbols),
+                    "frames_per_s": sent / wall,
+                    "us_per_frame": 1e6 * busy / max(sent, 1),
+                    "rss_mib": daemon.rss_mib(),
+                }
+            finally:
+                daemon.stop()
+        finally:
+            replay.stop()
+
+
 def startup(repeat: int) -> dict[str, float]:
     """Seconds to serving (and to a first live ccxt book); a sim-only daemon's RSS."""
     sim, sim_rss, ccxt_serving, ccxt_live = [], [], [], []
@@ -200,8 +273,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--replay", action="store_true", help="only the replayed exchanges")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    if args.replay:
+        print_replayed(replayed(min(args.seconds, 60)))
+        return
     rows = live_books([int(c) for c in args.coins.split(",")], args.seconds, args.depth)
     print(f"idle daemon (no coins): {100 * idle_cpu_s(1):.1f}% CPU\n")
     print("| coins | daemon CPU | above idle, per coin | per diff | diffs/s delivered | RSS |")
@@ -218,6 +295,18 @@ def main() -> None:
     print(f"| `obd run` to serving, a binance coin configured | {times['ccxt_serving_s']:.2f} |")
     print(f"| `obd run` to that coin's first live book | {times['ccxt_first_live_s']:.2f} |")
     print(f"\nRSS of a sim-only daemon (ccxt never imported): {times['sim_rss_mib']:.0f} MiB")
+
+
+def print_replayed(rows: list[dict[str, Any]]) -> None:
+    print(f"idle daemon (no coins): {100 * idle_cpu_s(1):.1f}% CPU\n")
+    print("| exchange | coins | daemon CPU | above idle, per coin | per frame | frames/s | RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['exchange']} | {row['coins']} | {row['cpu_pct']:.1f}%"
+            f" | {row['cpu_ms_per_coin_s']:.2f} ms/s | {row['us_per_frame']:.0f} µs"
+            f" | {row['frames_per_s']:.0f} | {row['rss_mib']:.0f} MiB |"
+        )
 
 
 if __name__ == "__main__":
