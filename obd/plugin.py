@@ -19,6 +19,8 @@ __all__ = [
     "Exchange",
     "FetchesBooks",
     "HistoryNotAvailable",
+    "ListsMarkets",
+    "Market",
     "PluginSpec",
 ]
 
@@ -74,6 +76,27 @@ class FetchesBooks(Protocol):
         ...
 
 
+# -- optional: market discovery (list_markets) --
+
+
+class Market(msgspec.Struct, frozen=True):
+    """One instrument an exchange lists, as an agent picks a symbol from."""
+
+    symbol: str  # unified, as check_availability and add_coin take it
+    base: str
+    quote: str
+    type: str  # "spot", "swap", "future", "option" (ccxt's words)
+    active: bool  # trading now; False: listed but halted or delisting
+
+
+@runtime_checkable
+class ListsMarkets(Protocol):
+    """Optional, beside `Exchange`: every instrument the exchange lists, so an agent
+    never has to guess a symbol. Served by `list_markets`."""
+
+    async def list_markets(self) -> list[Market]: ...
+
+
 class PluginSpec(msgspec.Struct, frozen=True):
     """What a plugin module exports as `PLUGIN`."""
 
@@ -81,4 +104,6 @@ class PluginSpec(msgspec.Struct, frozen=True):
     factory: Callable[[str, Any], Exchange]  # (exchange_id, options) -> Exchange
     options: type[msgspec.Struct] | None = None  # type of its `[exchanges.<id>]` table
     serves: Callable[[str], bool] | None = None  # more exchange ids (a generic plugin)
+    # The ids `serves` accepts, listed (cheaply: nothing imported) for list_exchanges.
+    exchange_ids: Callable[[], list[str]] | None = None
     description: str = ""

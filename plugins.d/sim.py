@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from obd.errors import BadRequest, ConfigError, NotFound
 from obd.model import Book, Level
-from obd.plugin import Availability, PluginSpec
+from obd.plugin import Availability, Market, PluginSpec
 
 __all__ = ["MAX_DEPTH", "PLUGIN", "SimExchange", "SimOptions", "create"]
 
@@ -294,6 +294,11 @@ class SimExchange:
         if market is None:
             return Availability(False, reason=self._not_listed(symbol))
         return Availability(True, tick_size=1 / market.tick_den, lot_size=1 / market.lot_den)
+
+    async def list_markets(self) -> list[Market]:
+        """Every listing: spot, always trading."""
+        pairs = [(symbol, *symbol.split("/")) for symbol in self._markets]
+        return [Market(symbol, base, quote, "spot", True) for symbol, base, quote in pairs]
 
     def book_at(self, symbol: str, ts_ms: int, depth: int = MAX_DEPTH) -> Book:
         """The book as it stood at `ts_ms`: as of the last update at or before it."""

@@ -3,12 +3,13 @@ filled with sim books: schemas, results, size caps, error messages, resources.""
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from jsonschema import Draft7Validator, Draft202012Validator
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -79,7 +80,7 @@ def with_client(
     async def go() -> T:
         async with open_service(load(config)) as service:
             tools = (
-                Tools(service, files_dir=config.parent)
+                Tools(service, download_dir=load(config).download_dir)
                 if authenticator is None
                 else Tools(service, authenticator=authenticator)
             )
@@ -125,10 +126,76 @@ def test_lists_every_tool_with_schemas_and_descriptions(stored: Path) -> None:
         assert tool.output_schema is not None
         assert tool.output_schema["type"] == "object"
         assert tool.annotations is not None
+        assert tool.title
     history = tools["get_history"].input_schema
     assert history["required"] == ["exchange", "symbol", "start", "end"]
-    assert history["properties"]["limit"]["anyOf"][0]["maximum"] == MAX_HISTORY_ROWS
+    # An optional argument is advertised as its type: leaving it out means the default.
+    assert history["properties"]["limit"]["type"] == "integer"
+    assert history["properties"]["limit"]["maximum"] == MAX_HISTORY_ROWS
     assert tools["list_coins"].annotations.read_only_hint  # type: ignore[union-attr]
+
+
+VALIDATORS = (Draft7Validator, Draft202012Validator)
+UNPORTABLE = ("prefixItems", "$ref", "$defs", "$dynamicRef", "unevaluatedItems")
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _schemas(config: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    async def scenario(client: Client) -> Any:
+        return (await client.list_tools()).tools
+
+    return {t.name: (t.input_schema, t.output_schema or {}) for t in with_client(config, scenario)}
+
+
+def test_every_schema_reads_the_same_under_draft_07_and_2020_12(stored: Path) -> None:
+    """Issue 13: Ajv (draft-07, the TypeScript SDK) read `prefixItems` + `items: false` as
+    "no items", so every book failed. Each schema is a valid draft-07 and 2020-12 schema
+    and uses none of the forms the two read differently."""
+    for name, pair in _schemas(stored).items():
+        for schema in pair:
+            for validator in VALIDATORS:
+                validator.check_schema(schema)
+            for key, value in _walk(schema):
+                assert key not in UNPORTABLE, (name, key)
+                assert not (key == "items" and isinstance(value, bool | list)), (name, key)
+
+
+def test_real_results_validate_under_both_drafts(stored: Path, tmp_path: Path) -> None:
+    """Every tool's real answers (books with levels too) against its output schema, and
+    the arguments that produced them against its input schema, with both validators."""
+    calls = [
+        ("list_coins", {}),
+        ("list_exchanges", {}),
+        ("list_markets", {"exchange": "sim", "query": "usdt", "limit": 3}),
+        ("check_availability", {"exchange": "sim", "symbol": "ETH/USDT"}),
+        ("check_availability", {"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}),
+        ("get_latest", {**COIN, "levels": 5}),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 20_000, "levels": 3}),
+        ("get_history", {**COIN, "start": T0, "end": "2026-01-01T00:01:00Z", "limit": 5}),
+        ("coverage", {**COIN, "start": T0, "end": T0 + 60_000}),
+        ("download_history", {**COIN, "start": T0, "end": T0 + 3_000, "format": "ndjson"}),
+    ]
+    schemas = _schemas(stored)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    for (name, arguments), result in zip(calls, with_client(stored, scenario), strict=True):
+        inputs, outputs = schemas[name]
+        answer = ok(result)
+        for validator in VALIDATORS:
+            validator(inputs).validate(arguments)
+            validator(outputs).validate(answer)
+    assert {name for name, _ in calls} | {"add_coin", "remove_coin"} == set(NAMES)
 
 
 def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> None:
@@ -138,6 +205,7 @@ def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> N
     row = first["rows"][0]
     assert set(row) == {
         "ts",
+        "ts_iso",
         "best_bid",
         "best_ask",
         "mid",
@@ -147,6 +215,7 @@ def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> N
         "imbalance_10",
     }
     assert row["ts"] == T0
+    assert row["ts_iso"] == "2026-01-01T00:00:00Z"
     assert row["best_bid"] < row["mid"] < row["best_ask"]
     assert str(first["next_start"]) in first["note"]
     rest = ok(call(stored, "get_history", **COIN, start=first["next_start"], end=T0 + 60_000))
@@ -299,13 +368,15 @@ def test_add_and_remove_coin(tmp_path: Path) -> None:
 def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str) -> None:
     if form == "parquet" and not download.parquet_available():
         pytest.skip("pyarrow is not installed")
-    target = tmp_path / f"range.{form}"
-    arguments = {**COIN, "start": T0, "end": T0 + 30_000, "format": form, "path": str(target)}
+    relative = f"{tmp_path.name}/range.{form}"  # a folder made inside the download dir
+    target = stored.parent.resolve() / "downloads" / relative
+    arguments = {**COIN, "start": T0, "end": T0 + 30_000, "format": form, "path": relative}
     written = ok(call(stored, "download_history", **arguments))
     assert written["path"] == str(target)
     assert written["count"] == 30 - 30 // 11
+    assert written["start_iso"] == "2026-01-01T00:00:00Z"
     assert written["size_bytes"] == target.stat().st_size
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(target.parent.glob(".*partial"))
     stored_books = _stored_books(stored, T0, T0 + 30_000)
     if form == "ndjson":
         lines = target.read_text().splitlines()
@@ -403,7 +474,7 @@ class _ReadOnly:
 
 
 def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
-    linking = {**COIN, "start": T0, "end": T0 + 2000, "format": "csv"}
+    linking = {**COIN, "start": T0, "end": "2026-01-01T00:00:02Z", "format": "ndjson"}
 
     async def scenario(client: Client) -> list[CallToolResult]:
         return [
@@ -411,10 +482,16 @@ def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
             await client.call_tool("remove_coin", COIN),
             await client.call_tool("list_coins", {}),
             await client.call_tool("download_history", linking),
+            await client.call_tool("download_history", {**linking, "format": "parquet"}),
+            await client.call_tool("download_history", {**linking, "path": "x.ndjson"}),
         ]
 
-    added, removed, listed, linked = with_client(stored, scenario, _ReadOnly())
+    added, removed, listed, linked, parquet, path = with_client(stored, scenario, _ReadOnly())
     assert "needs the 'write' scope" in error(added)
     assert "needs the 'write' scope" in error(removed)
     assert ok(listed)["coins"] == []
     assert ok(linked)["url"].startswith("/v1/books?exchange=sim&symbol=BTC%2FUSDT")
+    assert ok(linked)["url"].endswith(f"&start={T0}&end={T0 + 2000}&format=ndjson")
+    # Over HTTP only ndjson is served: said up front, never substituted silently.
+    assert error(parquet).startswith("format: over HTTP download_history serves ndjson only")
+    assert error(path).startswith("path: over HTTP nothing is written")

@@ -12,7 +12,6 @@ import os
 import signal
 import typing
 from contextlib import AbstractAsyncContextManager, nullcontext
-from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -36,8 +35,9 @@ from obd.collect import Collector, lock
 from obd.config import Config
 from obd.context import open_service
 from obd.errors import NotFound, ObdError
+from obd.mcp.schemas import portable
 from obd.mcp.shapes import MAX_COINS, MAX_LATEST_LEVELS
-from obd.mcp.tools import ANNOTATIONS, NAMES, Tools, explain
+from obd.mcp.tools import ANNOTATIONS, NAMES, TITLES, Tools, explain
 from obd.service import Service
 from obd.times import now_ms
 
@@ -46,10 +46,11 @@ __all__ = ["McpHttp", "build", "run_stdio"]
 INSTRUCTIONS = """\
 obd collects L2 order-book snapshots of crypto coins on a clock-aligned cadence and
 keeps them losslessly. Start with list_coins (what is collected, and the stored range
-of each). Times are integer ms since the Unix epoch (UTC) or ISO 8601; ranges are
-start <= ts < end. get_history gives compact rows for reading; download_history gives
-complete books for analysis; coverage says which slots are missing and why.
-check_availability then add_coin starts collecting a new coin."""
+of each). Times are integer ms since the Unix epoch (UTC), ISO 8601, or relative to
+now ('now', '-6h', '-1d'); ranges are start <= ts < end. get_history gives compact rows
+for reading; download_history gives complete books for analysis; coverage says which
+slots are missing and why. To collect a new coin: list_exchanges, list_markets (never
+guess a symbol), then add_coin."""
 
 LATEST_URI = "obd://latest{?exchange,symbol}"
 _json = msgspec.json.Encoder()
@@ -139,11 +140,15 @@ def _tool(tools: Tools, name: str) -> Tool:
     tool = Tool.from_function(
         call,
         name=name,
+        title=TITLES[name],
         description=inspect.getdoc(method),
         annotations=ANNOTATIONS[name],
         structured_output=False,  # the schema comes from the msgspec Struct instead
     )
-    tool.fn_metadata.output_schema = _object_schema(typing.get_type_hints(method)["return"])
+    # Advertised only: arguments are still checked by the pydantic model behind them.
+    tool.parameters = portable(tool.parameters, arguments=True)
+    output = _object_schema(typing.get_type_hints(method)["return"])
+    tool.fn_metadata.output_schema = portable(output)
     return tool
 
 
@@ -261,7 +266,7 @@ async def _stdio(config: Config, collect: bool) -> None:
             await add_config_coins(service, config)
         tools = Tools(
             service,
-            files_dir=Path(config.base_dir),
+            download_dir=config.download_dir,
             daemon_running=functools.partial(lock.collecting, config.database),
         )
         await _serve_stdio(build(tools), service.collector)
