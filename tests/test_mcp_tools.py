@@ -19,13 +19,22 @@ from obd.collect.lock import CollectorLock, collecting
 from obd.config import load
 from obd.context import open_service
 from obd.mcp.server import build
-from obd.mcp.shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
+from obd.mcp.shapes import (
+    HISTORY_BUDGET_BYTES,
+    MAX_EXCHANGES,
+    MAX_GAPS,
+    MAX_HISTORY_ROWS,
+    MAX_MARKETS,
+)
 from obd.mcp.tools import NAMES, Tools
 from obd.research import sinks as download
 from obd.service import Service
+from obd.service.markets import MarketView
 from obd.storage import reader
 from obd.storage.writer import GapIn, SnapshotIn
 from tests.conftest import write_config
+from tests.emulator import Emulator
+from tests.emulator.config import binance_table
 
 T = TypeVar("T")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -495,3 +504,186 @@ def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
     # Over HTTP only ndjson is served: said up front, never substituted silently.
     assert error(parquet).startswith("format: over HTTP download_history serves ndjson only")
     assert error(path).startswith("path: over HTTP nothing is written")
+
+
+def test_download_history_stays_inside_the_download_directory(stored: Path) -> None:
+    """Absolute paths elsewhere, `..`, and links inside pointing out are refused, naming
+    `path`; nothing is written (or made) outside the directory."""
+    root = stored.parent.resolve() / "downloads"
+    root.mkdir(exist_ok=True)
+    outside = stored.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (root / "out-link").unlink(missing_ok=True)
+    (root / "out-link").symlink_to(outside)  # a folder link leading out
+    (root / "file-link.csv").unlink(missing_ok=True)
+    (root / "file-link.csv").symlink_to(outside / "target.csv")  # a dangling file link
+    escapes = [
+        "/etc/x",
+        "/nonexistent/dir/x.ndjson",
+        "../../x",
+        "../outside/x.csv",
+        "sub/../../x.csv",
+        "out-link/x.csv",
+        "out-link/deeper/x.csv",
+        "~/x.csv",
+        "",
+        ".",
+    ]
+    base = {**COIN, "start": T0, "end": T0 + 3_000, "format": "csv"}
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        calls = [{**base, "path": path} for path in escapes]
+        calls.append({**base, "path": "file-link.csv"})
+        calls.append({**base, "path": str(root / "inside" / "abs.csv")})  # absolute, inside
+        return [await client.call_tool("download_history", arguments) for arguments in calls]
+
+    *refused, link, inside = with_client(stored, scenario)
+    for path, result in zip(escapes, refused, strict=True):
+        assert error(result).startswith("path: "), path
+    assert "leaves the download directory" in error(refused[0])
+    assert "already exists" in error(link)  # a link is never written through
+    assert ok(inside)["path"] == str(root / "inside" / "abs.csv")
+    assert list(outside.iterdir()) == []
+    assert not Path("/nonexistent").exists()
+    assert not (stored.parent / "x.csv").exists()
+
+
+def test_download_dir_is_configurable(tmp_path: Path) -> None:
+    config = filled_config(tmp_path)
+    config.write_text(config.read_text() + '\n[mcp]\ndownload_dir = "exports"\n')
+    arguments = {**COIN, "start": T0, "end": T0 + 3_000, "format": "ndjson", "path": "a.ndjson"}
+    written = ok(call(config, "download_history", **arguments))
+    assert written["path"] == str(tmp_path.resolve() / "exports" / "a.ndjson")
+
+
+def test_list_markets_filters_pages_and_marks_collected(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"})
+        return [
+            await client.call_tool("list_markets", {"exchange": "sim"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "query": "eth"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 3}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 3, "offset": 6}),
+            await client.call_tool("list_markets", {"exchange": "sim", "query": "ZZZNOTLISTED"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 0}),
+            await client.call_tool("list_markets", {"exchange": "nope"}),
+            await client.call_tool("list_exchanges", {}),
+        ]
+
+    every, eth, first, last, none, zero, unknown, exchanges = with_client(config, scenario)
+    markets = ok(every)["markets"]
+    symbols = [market["symbol"] for market in markets]
+    assert {"BTC/USDT", "ETH/USDT"} <= set(symbols)
+    assert "ZZZNOTLISTED/USDT" not in symbols
+    assert markets[symbols.index("BTC/USDT")] == {
+        "symbol": "BTC/USDT",
+        "base": "BTC",
+        "quote": "USDT",
+        "type": "spot",
+        "active": True,
+        "collected": False,
+    }
+    assert [m["symbol"] for m in ok(eth)["markets"]] == ["ETH/USDT"]
+    assert ok(eth)["markets"][0]["collected"] is True
+    page = ok(first)
+    assert (len(page["markets"]), page["truncated"], page["next_offset"]) == (3, True, 3)
+    assert page["total"] == len(symbols)
+    assert ok(last)["next_offset"] is None
+    assert ok(none)["markets"] == []
+    assert "limit:" in error(zero)
+    assert "exchange 'nope'" in error(unknown)
+    listed = {e["id"]: e for e in ok(exchanges)["exchanges"]}
+    assert listed["sim"] == {"id": "sim", "plugin": "sim", "synthetic": True, "collected": 1}
+    assert listed["binance"]["plugin"] == "ccxt"
+    assert listed["binance"]["synthetic"] is False
+    assert "ccxt" not in listed  # a plugin's name, not an exchange id
+
+
+def test_a_plugin_name_is_not_an_exchange(stored: Path) -> None:
+    for name in ("check_availability", "add_coin", "list_markets", "get_latest"):
+        symbol = {} if name == "list_markets" else {"symbol": "BTC/USDT"}
+        message = error(call(stored, name, exchange="ccxt", **symbol))
+        assert message.startswith("'ccxt' is the name of a plugin serving many exchanges"), name
+        assert "list_exchanges" in message
+        assert "try again" not in message
+
+
+def test_list_coins_says_whether_anything_collects(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> dict[str, Any]:
+        await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"})
+        return ok(await client.call_tool("list_coins", {}))
+
+    idle = with_client(config, scenario)
+    assert idle["collecting"] is False
+    assert idle["coins"][0]["status"] == "idle"
+    assert "obd run" in idle["note"]
+
+    async def go() -> dict[str, Any]:
+        async with CollectorLock(load(config).database), open_service(load(config)) as service:
+            tools = Tools(service, daemon_running=lambda: collecting(load(config).database))
+            async with Client(build(tools)) as client:
+                return ok(await client.call_tool("list_coins", {}))
+
+    busy = asyncio.run(go())
+    assert busy["collecting"] is True
+    assert busy["coins"][0]["status"] == "active"
+    assert busy["note"] is None
+
+
+def test_new_results_stay_small(tmp_path: Path) -> None:
+    """list_markets at its widest and list_exchanges with every ccxt id."""
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": MAX_MARKETS}),
+            await client.call_tool("list_exchanges", {}),
+        ]
+
+    for result in with_client(config, scenario):
+        ok(result)
+        assert len(result.content[0].text.encode()) <= MAX_RESULT_BYTES  # type: ignore[union-attr]
+    # The worst case a market can weigh, times the most a page holds.
+    worst = MarketView(
+        "X" * 40 + "/" + "Y" * 20 + ":" + "Y" * 20, "X" * 40, "Y" * 20, "option", False, False
+    )
+    assert len(msgspec.json.encode(worst)) * MAX_MARKETS <= MAX_RESULT_BYTES
+    assert 70 * MAX_EXCHANGES <= MAX_RESULT_BYTES
+
+
+def test_list_markets_on_an_emulated_ccxt_exchange(tmp_path: Path) -> None:
+    """ccxt's loaded markets (Binance's exchangeInfo, emulated), a halted one inactive;
+    600 listings stay under the size cap."""
+    with Emulator(extra_symbols=600) as emu:
+        emu.delist("BNBUSDT")
+        config = write_config(tmp_path, binance_table(emu))
+
+        async def scenario(client: Client) -> list[CallToolResult]:
+            binance = {"exchange": "binance"}
+            return [
+                await client.call_tool("list_markets", {**binance, "query": "bnb"}),
+                await client.call_tool("list_markets", {**binance, "query": "BTC/USDT"}),
+                await client.call_tool("list_markets", {**binance, "limit": MAX_MARKETS}),
+            ]
+
+        bnb, btc, widest = with_client(config, scenario)
+    assert ok(bnb)["markets"] == [
+        {
+            "symbol": "BNB/USDT",
+            "base": "BNB",
+            "quote": "USDT",
+            "type": "spot",
+            "active": False,
+            "collected": False,
+        }
+    ]
+    assert ok(btc)["markets"][0]["symbol"] == "BTC/USDT"
+    page = ok(widest)
+    assert page["total"] == 603
+    assert len(page["markets"]) == MAX_MARKETS
+    assert page["truncated"] is True
+    assert len(widest.content[0].text.encode()) <= MAX_RESULT_BYTES  # type: ignore[union-attr]
