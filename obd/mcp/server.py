@@ -70,7 +70,8 @@ class _Server(MCPServer[Any]):
     ) -> CallToolResult | InputRequiredResult:
         known = self._properties.get(name)
         if known is not None and (unknown := sorted(set(arguments) - set(known))):
-            return _error(f"{unknown[0]}: unknown argument; {name} takes {', '.join(known)}")
+            takes = ", ".join(known) or "no arguments"
+            return _error(f"{unknown[0]}: unknown argument; {name} takes {takes}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
