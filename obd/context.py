@@ -9,7 +9,7 @@ import structlog
 from obd.collect import Collector
 from obd.config import Config
 from obd.exchanges import Exchanges
-from obd.exchanges.discovery import Registry, discover
+from obd.exchanges.discovery import Plugins, discover
 from obd.service import Service
 from obd.storage.reader import Reader
 from obd.storage.writer import Writer
@@ -17,7 +17,7 @@ from obd.storage.writer import Writer
 log = structlog.get_logger("obd")
 
 
-def load_plugins(config: Config) -> Registry:
+def load_plugins(config: Config) -> Plugins:
     registry = discover(config.plugin_dirs, use_entry_points=config.plugins.entry_points)
     for found in registry.found:
         if found.error:

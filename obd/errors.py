@@ -1,11 +1,48 @@
-"""One error hierarchy; each boundary (HTTP, CLI, MCP) maps it once."""
+"""One error hierarchy, every class obd raises on purpose, each with its code listed
+once here; each boundary (HTTP, WebSocket, CLI, MCP) maps it once.
+
+`status` is the HTTP status a transport answers with; `code` is the stable name in
+`{"error": {"code", "message"}}` (docs/HTTP.md lists every code). A `FeedError`'s
+`gap_reason` is what the sampler records for the slots it cost (`obd.model.GapReason`).
+"""
+
+from typing import ClassVar
+
+from obd.model import GapReason
+
+__all__ = [
+    "BadRequest",
+    "ChecksumFailed",
+    "ConfigError",
+    "Conflict",
+    "Disconnected",
+    "ExchangeError",
+    "FeedError",
+    "Forbidden",
+    "HistoryNotAvailable",
+    "MethodNotAllowed",
+    "MissingExtra",
+    "NoLiveStream",
+    "NotFound",
+    "NotSynced",
+    "ObdError",
+    "RateLimited",
+    "RequestError",
+    "ScopeError",
+    "StoreError",
+    "TooLarge",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+    "codes",
+]
 
 
 class ObdError(Exception):
     """Base of every error obd raises on purpose; the message is for a user."""
 
-    status = 500
-    code = "internal"
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
 
 
 class BadRequest(ObdError):
@@ -13,9 +50,43 @@ class BadRequest(ObdError):
     code = "bad_request"
 
 
+class RequestError(BadRequest):
+    """A WebSocket frame that is not a valid request; `request_id` is its id if one
+    could be read (the error frame echoes it)."""
+
+    def __init__(self, message: str, request_id: str | int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class ScopeError(BadRequest):
+    """A requested scope is unknown, or none of them may be granted."""
+
+    code = "invalid_scope"
+
+
+class Unauthorized(ObdError):
+    """No credentials, or credentials that do not check out."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ObdError):
+    """Authenticated, but without the scope this needs."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ObdError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ObdError):
+    status = 405
+    code = "method_not_allowed"
 
 
 class Conflict(ObdError):
@@ -26,6 +97,13 @@ class Conflict(ObdError):
 class TooLarge(ObdError):
     status = 413
     code = "too_large"
+
+
+class TooManyRequests(ObdError):
+    """A client asked for more at once than a connection may have (WebSocket limits)."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 class Unavailable(ObdError):
@@ -47,6 +125,12 @@ class StoreError(ObdError):
     code = "store"
 
 
+class MissingExtra(ObdError):
+    """An optional library is not installed (the message names the extra)."""
+
+    code = "missing_extra"
+
+
 class HistoryNotAvailable(ObdError):
     """The source cannot give order-book history for this range."""
 
@@ -59,7 +143,7 @@ class FeedError(Unavailable):
     sampler records the slots it costs as a gap with `gap_reason`."""
 
     code = "exchange_error"
-    gap_reason = "exchange_error"
+    gap_reason: ClassVar[GapReason] = "exchange_error"
 
 
 class ExchangeError(FeedError):
@@ -70,21 +154,21 @@ class Disconnected(FeedError):
     """The exchange cannot be reached, or the live connection broke or went silent."""
 
     code = "disconnected"
-    gap_reason = "disconnected"
+    gap_reason: ClassVar[GapReason] = "disconnected"
 
 
 class NotSynced(FeedError):
     """The live book lost consistency (a sequence gap, a failed checksum): resyncing."""
 
     code = "not_synced"
-    gap_reason = "not_synced"
+    gap_reason: ClassVar[GapReason] = "not_synced"
 
 
 class ChecksumFailed(NotSynced):
     """The exchange's checksum of its book disagrees with the book obd kept: resyncing."""
 
     code = "checksum"
-    gap_reason = "checksum"
+    gap_reason: ClassVar[GapReason] = "checksum"
 
 
 class RateLimited(FeedError):
@@ -92,7 +176,7 @@ class RateLimited(FeedError):
 
     status = 429
     code = "rate_limited"
-    gap_reason = "rate_limited"
+    gap_reason: ClassVar[GapReason] = "rate_limited"
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -104,3 +188,15 @@ class NoLiveStream(ObdError):
     (`fetch_book`) at every slot instead."""
 
     code = "no_live_stream"
+
+
+def codes() -> dict[str, type[ObdError]]:
+    """Every error code and the class here that defines it (the first, for a shared code)."""
+    found: dict[str, type[ObdError]] = {}
+    pending: list[type[ObdError]] = [ObdError]
+    while pending:
+        kind = pending.pop(0)
+        if kind.__module__ == __name__:
+            found.setdefault(kind.code, kind)
+        pending += kind.__subclasses__()
+    return found

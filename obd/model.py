@@ -1,22 +1,30 @@
 """The data obd keeps and serves: books, snapshots, coins, gaps."""
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
 Level = tuple[float, float]  # (price, size), exactly as the source gave them
 
+# Why slots hold no snapshot: the one list (docs/HTTP.md says what each means).
 GapReason = Literal[
+    # recorded in the file, by the sampler or by `storage.coins`
     "daemon_down",  # no obd process was collecting
     "disconnected",  # the live stream was down at the slot
     "not_synced",  # connected, but no consistent book yet
     "checksum",  # the exchange's checksum proved the kept book wrong: resyncing
-    "stale",  # the newest book was older than the freshness limit
-    "rate_limited",
-    "exchange_error",
-    "not_listed",
+    "rate_limited",  # the exchange refused (429/418)
+    "exchange_error",  # the exchange failed (5xx, maintenance, an error answer)
+    "not_listed",  # the exchange no longer lists the symbol
+    "stale",  # the feed gave no sign of life long after the slot
     "late",  # the slot passed while obd could not look at it (loop stalled)
+    "removed",  # the coin was removed and later added again
+    # computed when a range is read, never stored
+    "not_collected",  # before the coin was first added
+    "pending",  # collection has not reached the slot yet
+    "missing",  # no snapshot and no recorded reason (a history request)
 ]
+GAP_REASONS: tuple[GapReason, ...] = get_args(GapReason)
 
 
 class Book(msgspec.Struct, frozen=True, gc=False):
@@ -44,7 +52,8 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
 
 
 class Coin(msgspec.Struct, frozen=True):
-    """A series the daemon collects (or collected): one exchange symbol at one cadence."""
+    """A coin the daemon collects (or collected): one exchange symbol at one cadence
+    (a row of the `series` table; `id` is what the code calls `coin_id`)."""
 
     id: int
     exchange: str
@@ -64,4 +73,6 @@ class Gap(msgspec.Struct, frozen=True, array_like=True):
 
     start: int
     end: int
+    # A GapReason, typed `str` on the wire: a client that validates against the schema
+    # keeps working when a later obd adds a reason (the MCP/JSON schema has no enum).
     reason: str

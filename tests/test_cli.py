@@ -21,17 +21,22 @@ from tests.conftest import PLUGINS, obd, wait_for, write_config
         ("[server\n", "TOML"),
         ("[[coins]]\nexchange = 'sim'\nsymbol = 'BTC/USDT'\ninterval = 0\n", "coins[0].interval"),
         ("[exchanges.sim]\nnonsense = 1\n", "exchanges.sim"),
+        # a plugin option's type carries its range: checked by `check`, not only by `run`
+        ("[exchanges.sim]\nupdate_ms = 5\n", "exchanges.sim.update_ms: Expected `int` >= 10"),
     ],
 )
 def test_bad_config_is_refused_by_check_and_run(tmp_path: Path, toml: str, mentions: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f"[plugins]\ndirs = ['{PLUGINS}']\nentry_points = false\n" + toml)
+    messages = []
     for command in (["check"], ["run"]):
         result = obd(*command, config=config)
         assert result.returncode == 2, result
         assert mentions in result.stderr
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        messages.append(result.stderr)
+    assert messages[0] == messages[1]  # `check` says what `run` would
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from obd.collect.sampler import Sampler, _Timeline
 from obd.errors import Disconnected, HistoryNotAvailable, NotFound
 from obd.exchanges import Exchanges
-from obd.exchanges.discovery import Found, Registry
+from obd.exchanges.discovery import Found, Plugins
 from obd.model import Book, Coin
 from obd.plugin import Availability, PluginSpec
 from obd.storage import coins, reader
@@ -83,7 +83,7 @@ class Rig:
         self.clock = ManualClock(T0 + S // 2)
         self.exchange = Scripted()
         spec = PluginSpec(name="scripted", factory=lambda _id, _options: self.exchange)
-        self.exchanges = Exchanges(Registry([Found("scripted", "test", spec=spec)]), {})
+        self.exchanges = Exchanges(Plugins([Found("scripted", "test", spec=spec)]), {})
         self.writer = Writer(self.path)
         self.coin: Coin
 

@@ -141,7 +141,9 @@ async def _bad_requests(daemon: Daemon) -> None:
     with pytest.raises(InvalidStatus) as refused:
         await open_ws(daemon, "?format=xml")
     assert refused.value.response.status_code == 400
-    assert b"format: expected" in refused.value.response.body
+    error = json.loads(refused.value.response.body)["error"]  # the HTTP routes' body
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith("format: expected")
 
 
 async def _error(ws: Any) -> dict[str, Any]:

@@ -30,13 +30,22 @@ from tests.ws_support import (
 
 S = 1000  # ms
 NO_HISTORY = """
-from obd.errors import HistoryNotAvailable
+class _NoHistory:
+    \"\"\"The sim market without the history capability: no `fetch_history` at all.\"\"\"
 
+    synthetic = True
 
-class _NoHistory(_sim.SimExchange):
-    async def fetch_history(self, symbol, start_ms, end_ms, interval_ms, depth):
-        raise HistoryNotAvailable("nohist keeps no order-book history")
-        yield  # an async generator, as plugins write it
+    def __init__(self, exchange_id, options):
+        self._sim = _sim.SimExchange(exchange_id, options)
+
+    async def check_availability(self, symbol):
+        return await self._sim.check_availability(symbol)
+
+    def watch(self, symbol, depth):
+        return self._sim.watch(symbol, depth)
+
+    async def close(self):
+        await self._sim.close()
 
 
 def _create(exchange_id, options):
@@ -116,6 +125,9 @@ def test_history_streams_stored_rows_and_backfills_the_hole_in_order(
     coverage = daemon.http.get("/v1/coverage", params={**SIM, "start": t, "end": t + 300 * S})
     assert coverage.json()["gaps"] == []
     assert daemon.stop() == 0
+    # nohist has no `fetch_history`: the kernel answered for it, and nobody errored.
+    unavailable = [e for e in daemon.log if e.get("event") == "backfill_unavailable"]
+    assert {e["error"] for e in unavailable} == {"history not available from nohist"}
 
 
 async def _two_histories_while_live(

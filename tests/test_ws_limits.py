@@ -94,7 +94,11 @@ def test_tokens_and_scopes(tmp_path: Path) -> None:
             response = refused.value.response
             assert response.status_code == 401
             assert response.headers["www-authenticate"].startswith("Bearer")
-            assert b'"code":"unauthorized"' in response.body
+            # The HTTP routes' error body (docs/WEBSOCKET.md), not a WebSocket error frame.
+            assert json.loads(response.body) == {
+                "error": {"code": "unauthorized", "message": "a valid bearer token is required"}
+            }
+            assert response.headers["content-type"] == "application/json"
 
             # `?access_token=` for browsers; read scope: live and history of what is
             # collected, but adding a coin for history needs `write`.

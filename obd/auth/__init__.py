@@ -9,25 +9,22 @@ from typing import Protocol
 
 import msgspec
 
-from obd.errors import BadRequest, ObdError
+from obd.errors import Forbidden, ScopeError, Unauthorized
+
+__all__ = [
+    "SCOPES",
+    "Authenticator",
+    "Forbidden",
+    "OpenAccess",
+    "Principal",
+    "ScopeError",
+    "Unauthorized",
+    "narrow",
+    "parse_scopes",
+    "require",
+]
 
 SCOPES = frozenset({"read", "write", "admin"})
-
-
-class Unauthorized(ObdError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(ObdError):
-    status = 403
-    code = "forbidden"
-
-
-class ScopeError(BadRequest):
-    """A requested scope is unknown, or none of them may be granted."""
-
-    code = "invalid_scope"
 
 
 class Principal(msgspec.Struct, frozen=True):

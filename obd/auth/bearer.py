@@ -8,10 +8,11 @@ from pathlib import Path
 
 from joserfc.jwk import Key
 
-from obd.auth import Principal, Unauthorized
+from obd.auth import Principal
 from obd.auth.jwks import RemoteKeys
 from obd.auth.tokens import Verified, Verifier, token_header
 from obd.config import Config
+from obd.errors import Unauthorized
 from obd.storage import clients
 from obd.storage.clients import Client
 

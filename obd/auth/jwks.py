@@ -16,7 +16,7 @@ import structlog
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from obd.auth import Unauthorized
+from obd.errors import Unauthorized
 
 log = structlog.get_logger("obd.auth")
 

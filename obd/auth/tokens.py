@@ -16,9 +16,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OctKey
 
-from obd.auth import SCOPES, Unauthorized
+from obd.auth import SCOPES
 from obd.config import Config
-from obd.errors import ConfigError
+from obd.errors import ConfigError, Unauthorized
 
 MAX_TOKEN_BYTES = 8 * 1024  # obd's are ~500 bytes; a huge "token" is refused unparsed
 HS256_KID = "obd-hs256"  # not a thumbprint: that would be a hash of the secret

@@ -39,8 +39,8 @@ class Collector:
     def samplers(self) -> list[Sampler]:
         return [sampler for sampler, _ in self._samplers.values()]
 
-    def sampler(self, series: int) -> Sampler | None:
-        entry = self._samplers.get(series)
+    def sampler(self, coin_id: int) -> Sampler | None:
+        entry = self._samplers.get(coin_id)
         return entry[0] if entry else None
 
     async def run(self) -> None:
@@ -60,17 +60,20 @@ class Collector:
 
     async def _reconcile(self, tasks: asyncio.TaskGroup) -> None:
         wanted = {coin.id: coin for coin in await self._in_thread(self._active_coins)}
-        for series, (sampler, task) in list(self._samplers.items()):
-            if wanted.get(series) != sampler.coin:
+        for coin_id, (sampler, task) in list(self._samplers.items()):
+            if wanted.get(coin_id) != sampler.coin:
                 task.cancel()
-                del self._samplers[series]
+                del self._samplers[coin_id]
                 log.info("coin_stopped", exchange=sampler.coin.exchange, symbol=sampler.coin.symbol)
-        for series, coin in wanted.items():
-            if series not in self._samplers:
+        for coin_id, coin in wanted.items():
+            if coin_id not in self._samplers:
                 until = await self._in_thread(reader.accounted_until, self._connection(), coin)
                 sampler = Sampler(coin, self.exchanges, self._writer, self._started_ms)
                 name = f"sampler {coin.exchange} {coin.symbol}"
-                self._samplers[series] = (sampler, tasks.create_task(sampler.run(until), name=name))
+                self._samplers[coin_id] = (
+                    sampler,
+                    tasks.create_task(sampler.run(until), name=name),
+                )
                 log.info(
                     "coin_started",
                     exchange=coin.exchange,

@@ -28,7 +28,7 @@ from obd.collect.backoff import Backoff
 from obd.collect.clock import WALL, Clock
 from obd.errors import FeedError, NoLiveStream, NotFound, ObdError, RateLimited
 from obd.exchanges import Exchanges
-from obd.model import Book, Coin
+from obd.model import Book, Coin, GapReason
 from obd.plugin import Exchange, FetchesBooks
 from obd.storage.writer import GapIn, SnapshotIn, Writer
 from obd.times import slot_at_or_after
@@ -41,7 +41,7 @@ SETTLE_S = 60.0  # a slot waits this long for the feed to speak after it, then i
 # it describes a different moment. 30 s leaves room for a rate-limited exchange to
 # serve a few hundred coins one after another.
 REST_WINDOW_MS = 30_000
-_NO_REST = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
+_NO_REST: tuple[GapReason, ...] = ("not_listed", "late")  # gap reasons a REST snapshot cannot cure
 
 
 class _Mark:
@@ -49,7 +49,7 @@ class _Mark:
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: GapReason) -> None:
         self.reason = reason
 
 
@@ -67,7 +67,7 @@ class _Timeline:
     def add(self, book: Book) -> None:
         self._append(self._clock.now_us(), book)
 
-    def mark(self, reason: str) -> None:
+    def mark(self, reason: GapReason) -> None:
         """The feed failed. When it died is unknown: from just after its last sign of
         life (if that was a book; a feed already down changes reason now)."""
         at_us = self._clock.now_us()
@@ -100,7 +100,7 @@ class _Timeline:
             return False
         return True
 
-    def at(self, at_us: int) -> tuple[int, Book] | str:
+    def at(self, at_us: int) -> tuple[int, Book] | GapReason:
         """The newest book received at or before `at_us`, or the reason there is none."""
         if not self._entries or self._entries[0][0] > at_us:
             return "late"  # everything as old as the slot has left the ring
@@ -157,15 +157,17 @@ class Sampler:
         interval = self.coin.interval_ms
         start = accounted_until or slot_at_or_after(self.coin.added_ts + 1, interval)
         boundary = min(max(slot_at_or_after(self._started_ms, interval), start), first)
-        for begin, end, reason in (
+        missed: tuple[tuple[int, int, GapReason], ...] = (
             (start, boundary, "daemon_down"),
             (boundary, first, "not_synced"),
-        ):
+        )
+        for begin, end, reason in missed:
             if begin < end:
                 await self._writer.put(GapIn(self.coin.id, begin, end, reason))
 
     async def _watch(self) -> None:
         backoff = Backoff()
+        reason: GapReason
         while True:
             try:
                 await self._follow(self._exchanges.get(self.coin.exchange), backoff)
@@ -225,7 +227,7 @@ class Sampler:
         cut = _cut(book, self.coin.depth)
         await self._writer.put(SnapshotIn(self.coin, slot, cut, received_ts, capture))
 
-    def _rest_source(self, reason: str) -> FetchesBooks | None:
+    def _rest_source(self, reason: GapReason) -> FetchesBooks | None:
         """The plugin, if a REST snapshot can stand in for the live book at this slot."""
         if reason in _NO_REST:
             return None
@@ -235,7 +237,7 @@ class Sampler:
             return None
         return exchange if isinstance(exchange, FetchesBooks) else None
 
-    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: str) -> None:
+    async def _take_rest(self, exchange: FetchesBooks, slot: int, reason: GapReason) -> None:
         """Slot T from a REST snapshot: the first answer to a request sent at or after T
         that arrives by T + the REST window; errors are retried with backoff until then.
         It is the book a little after T, not at T: `received_ts` says when."""
@@ -265,7 +267,7 @@ class Sampler:
         await self._writer.put(GapIn(self.coin.id, slot, slot + self.coin.interval_ms, reason))
 
 
-def _diagnose(exc: Exception) -> tuple[str, str, float]:
+def _diagnose(exc: Exception) -> tuple[GapReason, str, float]:
     """(gap reason, message, least pause before retrying in s) for a plugin's error."""
     if isinstance(exc, NotFound):  # delisted: the plugin says the symbol is gone
         return "not_listed", str(exc), 0.0

@@ -2,7 +2,7 @@
 (later directories override earlier ones) and the `obd.plugins` entry-point group.
 
 A plugin that fails to load is reported with where it came from and why; the
-others still load. The kernel asks `Registry.spec_for(exchange_id)`; it never
+others still load. The kernel asks `Plugins.spec_for(exchange_id)`; it never
 names an exchange itself.
 """
 
@@ -34,8 +34,8 @@ class Found(msgspec.Struct, frozen=True):
     overridden_by: str | None = None
 
 
-class Registry:
-    """The loaded plugins; exact names win over generic plugins' `serves()`."""
+class Plugins:
+    """The plugins `discover` loaded; exact names win over generic plugins' `serves()`."""
 
     def __init__(self, found: Sequence[Found]) -> None:
         self.found = list(found)
@@ -83,13 +83,13 @@ def _plugin_not_exchange(spec: PluginSpec) -> str:
     )
 
 
-def discover(dirs: Sequence[Path], *, use_entry_points: bool = True) -> Registry:
+def discover(dirs: Sequence[Path], *, use_entry_points: bool = True) -> Plugins:
     found: list[Found] = []
     if use_entry_points:
         found += _from_entry_points()
     for directory in dirs:
         found += _from_directory(directory)
-    return Registry(_mark_overrides(found))
+    return Plugins(_mark_overrides(found))
 
 
 def _mark_overrides(found: list[Found]) -> list[Found]:

@@ -2,7 +2,6 @@
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import structlog
 from litestar import Litestar, Request, Response, asgi
 from litestar.connection import ASGIConnection
@@ -13,7 +12,7 @@ from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, require
 from obd.errors import ObdError
-from obd.http import routes
+from obd.http import errors, routes
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import METRICS
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from obd.mcp.server import McpHttp
 
 log = structlog.get_logger("obd.http")
-_json = msgspec.json.Encoder()
 
 
 def create_app(
@@ -94,27 +92,29 @@ async def _scope_guard(
 
 
 def error_response(status: int, code: str, message: str) -> Response[bytes]:
-    body = _json.encode({"error": {"code": code, "message": message}})
-    headers = {"WWW-Authenticate": 'Bearer realm="obd"'} if status == 401 else None
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        errors.body(code, message),
+        status_code=status,
+        media_type="application/json",
+        headers=errors.headers(status) or None,
+    )
 
 
 def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
-    status = exc.status if 400 <= exc.status < 600 else 500
+    status = errors.status(exc)
     response = error_response(status, exc.code, str(exc))
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
         metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
-        response.headers["WWW-Authenticate"] = f'Bearer realm="obd", resource_metadata="{metadata}"'
+        challenge = f'{errors.CHALLENGE}, resource_metadata="{metadata}"'
+        response.headers["WWW-Authenticate"] = challenge
     return response
 
 
 def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-        exc.status_code, "bad_request"
-    )
+    code = errors.code_for_status(exc.status_code)
     return error_response(exc.status_code, code, str(exc.detail))
 
 
@@ -122,4 +122,5 @@ def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error(
         "request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}", exc_info=exc
     )
-    return error_response(500, "internal", "internal error; the daemon log has the details")
+    message = "internal error; the daemon log has the details"
+    return error_response(500, ObdError.code, message)

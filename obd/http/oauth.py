@@ -14,9 +14,10 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 
-from obd.auth import SCOPES, ScopeError, narrow
+from obd.auth import SCOPES, narrow
 from obd.auth.ratelimit import FailureLimit
 from obd.auth.tokens import Issuer
+from obd.errors import ScopeError
 from obd.storage import clients
 from obd.storage.clients import Client
 

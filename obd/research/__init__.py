@@ -29,7 +29,7 @@ __all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "open"]
 CHUNK = 512  # snapshots a query: ~10 MB of Python objects at 100 levels a side
 _END_OF_TIME = 2**62  # ms: past any stored ts, and an SQLite integer
 
-Frame = Literal["polars", "pandas"]
+DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
 
 
 class SeriesInfo(msgspec.Struct, frozen=True):
@@ -162,7 +162,7 @@ class Dataset:
             count=self._count(held, stats),
         )
 
-    def _count(self, held: list[tuple[_Shard, Coin]], stats: list[reader.SeriesStats]) -> int:
+    def _count(self, held: list[tuple[_Shard, Coin]], stats: list[reader.CoinStats]) -> int:
         spans = sorted((s.first_ts, s.last_ts or 0) for s in stats if s.first_ts is not None)
         disjoint = all(a[1] < b[0] for a, b in itertools.pairwise(spans))
         if disjoint:
@@ -288,7 +288,7 @@ class Dataset:
         symbol: str,
         start: int | None = None,
         end: int | None = None,
-        frame: Frame = "polars",
+        frame: DataFrameKind = "polars",
     ) -> Any:
         """The plain summary columns of the range as a DataFrame; no blob is decoded."""
         from obd.research import frames
@@ -328,8 +328,8 @@ def _flat(chunks: Iterator[list[Snapshot]]) -> Iterator[Snapshot]:
         yield from chunk
 
 
-def _ts_only(conn: apsw.Connection, series: int) -> Iterator[int]:
-    for (ts,) in conn.execute("SELECT ts FROM snapshots WHERE series = ? ORDER BY ts", (series,)):
+def _ts_only(conn: apsw.Connection, coin_id: int) -> Iterator[int]:
+    for (ts,) in conn.execute("SELECT ts FROM snapshots WHERE series = ? ORDER BY ts", (coin_id,)):
         yield ts
 
 

@@ -14,7 +14,7 @@ import apsw
 import numpy as np
 import numpy.typing as npt
 
-from obd.errors import ObdError
+from obd.errors import MissingExtra
 from obd.model import Snapshot
 
 __all__ = ["SUMMARY_COLUMNS", "MissingExtra", "levels", "require", "summary", "summary_rows"]
@@ -38,13 +38,7 @@ SUMMARY_COLUMNS = (
 )
 _FLOATS = SUMMARY_COLUMNS[6:13]
 
-Frame = Literal["polars", "pandas"]
-
-
-class MissingExtra(ObdError):
-    """An optional library is not installed."""
-
-    code = "missing_extra"
+DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
 
 
 def require(module: str) -> Any:
@@ -60,7 +54,7 @@ def require(module: str) -> Any:
 # -- levels: one row per level ----------------------------------------------------------
 
 
-def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: Frame) -> Any:
+def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: DataFrameKind) -> Any:
     """ts (int64), side ("bid"/"ask"), level (int16, 0 = best), price, size (float64);
     rows by ts, then bids before asks, then level."""
     library = require(frame)  # fail before reading anything
@@ -113,7 +107,7 @@ def _pandas_levels(pd: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
 
 
 def summary_rows(
-    conn: apsw.Connection, series: int, start: int, end: int, size: int
+    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
 ) -> Iterator[tuple[Any, ...]]:
     """Rows of SUMMARY_COLUMNS with start <= ts < end, oldest first, `size` a query."""
     query = (
@@ -121,14 +115,14 @@ def summary_rows(
         "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
     )
     while start < end:
-        rows: list[Any] = conn.execute(query, (series, start, end, size)).fetchall()
+        rows: list[Any] = conn.execute(query, (coin_id, start, end, size)).fetchall()
         yield from rows
         if len(rows) < size:
             return
         start = rows[-1][0] + 1
 
 
-def summary(rows: Iterable[tuple[Any, ...]], frame: Frame) -> Any:
+def summary(rows: Iterable[tuple[Any, ...]], frame: DataFrameKind) -> Any:
     """SUMMARY_COLUMNS as a DataFrame: NULL is null in polars, NaN/<NA> in pandas."""
     library = require(frame)
     parts = [_summary_columns(chunk) for chunk in _batches(rows, 4096)]

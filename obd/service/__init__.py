@@ -12,15 +12,14 @@ from typing import Any
 
 import msgspec
 
-from obd.auth import Forbidden
 from obd.collect import Collector
 from obd.config import MAX_DEPTH
-from obd.errors import BadRequest, NotFound
+from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
-from obd.model import Coin, Gap, Snapshot
+from obd.model import Coin, Gap, GapReason, Snapshot
 from obd.plugin import Availability
 from obd.service import markets as discovery
-from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, History
+from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
 from obd.service.markets import ExchangeView, MarketPage
 from obd.storage import coins as coin_writes
 from obd.storage import reader
@@ -282,7 +281,7 @@ class Service:
         chunk: object = None,
         *,
         may_add: bool = True,
-    ) -> History:
+    ) -> HistoryStream:
         """[start, end) of a coin, stored and back-filled (see `obd.service.history`): makes sure
         the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
@@ -292,7 +291,7 @@ class Service:
         begin, stop = _range(start, end)
         size = _bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
         coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
-        return History(
+        return HistoryStream(
             coin,
             begin,
             stop,
@@ -300,7 +299,7 @@ class Service:
             read=self.reader,
             writer=self.writer,
             source=self.exchanges.get(coin.exchange),
-            plugin=self.exchanges.registry.spec_for(coin.exchange).name,
+            plugin=self.exchanges.plugins.spec_for(coin.exchange).name,
         )
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
@@ -354,7 +353,7 @@ class Service:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
         if coin is None:
-            self.exchanges.registry.spec_for(exchange_id)  # unknown exchange: say that instead
+            self.exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
             raise NotFound(f"{symbol_name} on {exchange_id} is not collected (add it first)")
         return coin
 
@@ -396,7 +395,7 @@ def _coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverag
     until = max(reader.accounted_until(conn, coin) or first_slot, lo)
     if until < hi:
         recent = until >= now - 2 * interval - 2_000
-        reason = (
+        reason: GapReason = (
             "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
         )
         gaps.append(Gap(until, hi, reason))

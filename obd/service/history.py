@@ -21,15 +21,15 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import ObdError
-from obd.model import Book, Coin, Gap, Snapshot
-from obd.plugin import Exchange
+from obd.errors import HistoryNotAvailable, ObdError
+from obd.model import Book, Coin, Gap, GapReason, Snapshot
+from obd.plugin import Exchange, FetchesHistory
 from obd.storage import reader
 from obd.storage.reader import Reader
 from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
 from obd.times import now_ms, slot_at_or_after
 
-__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "History"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "HistoryStream"]
 
 log = structlog.get_logger("obd.service.history")
 
@@ -41,8 +41,8 @@ MAX_BACKFILL = 100_000  # snapshots one request may back-fill; beyond, the slots
 MAX_GAPS = 1_000  # gaps reported per request; a range in shreds says so instead
 
 
-class History:
-    """One history request. Iterate `chunks()` once; `count`, `gaps` and `backfilled`
+class HistoryStream:
+    """One history request, as it streams. Iterate `chunks()` once; `count`, `gaps` and `backfilled`
     then describe what came and what is still missing, each gap with its reason."""
 
     def __init__(
@@ -131,8 +131,11 @@ class History:
         expected = start
         batch: list[SnapshotIn] = []
         books: AsyncIterator[tuple[int, Book]] | None = None
+        source = self._source
         try:
-            books = self._source.fetch_history(self.coin.symbol, start, end, interval, depth)
+            if not isinstance(source, FetchesHistory):  # the capability is optional
+                raise HistoryNotAvailable(f"history not available from {self.coin.exchange}")
+            books = source.fetch_history(self.coin.symbol, start, end, interval, depth)
             async for slot, book in books:
                 if slot < expected or slot >= end or slot % interval:
                     continue  # not a slot of this hole: the plugin overreached
@@ -167,7 +170,7 @@ class History:
         self.backfilled += inserted
         return stored
 
-    async def _missing(self, start: int, end: int, otherwise: str = "missing") -> None:
+    async def _missing(self, start: int, end: int, otherwise: GapReason = "missing") -> None:
         """Note [start, end) as missing, with the reasons storage recorded for it; slots
         without one are `not_collected` before the coin's first slot, else `otherwise`."""
         if start >= end:

@@ -81,7 +81,7 @@ def _rank(market: Market, query: str | None) -> tuple[bool, bool, bool, str]:
 def exchange_views(exchanges: Exchanges, coins_per_exchange: dict[str, int]) -> list[ExchangeView]:
     """Every exchange id the loaded plugins serve; whether a plugin's data is synthetic
     is asked of one instance per plugin (creating one opens nothing)."""
-    served = exchanges.registry.exchange_ids()
+    served = exchanges.plugins.exchange_ids()
     synthetic: dict[str, bool] = {}
     for exchange_id, plugin in served.items():
         if plugin not in synthetic:

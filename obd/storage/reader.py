@@ -56,7 +56,7 @@ class Reader:
         return query(conn, *args)
 
 
-class SeriesStats(msgspec.Struct, frozen=True):
+class CoinStats(msgspec.Struct, frozen=True):
     first_ts: int | None
     last_ts: int | None
     count: int
@@ -95,17 +95,17 @@ def _coin(row: Any) -> Coin:
     )
 
 
-def stats(conn: apsw.Connection, series: int) -> SeriesStats:
-    # min/max come from the primary key; count walks the series' key range (no blob reads).
+def stats(conn: apsw.Connection, coin_id: int) -> CoinStats:
+    # min/max come from the primary key; count walks the coin's key range (no blob reads).
     row = conn.execute(
-        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (series,)
+        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (coin_id,)
     ).fetchone()
     assert row is not None
-    return SeriesStats(first_ts=row[0], last_ts=row[1], count=row[2])
+    return CoinStats(first_ts=row[0], last_ts=row[1], count=row[2])
 
 
-def last_ts(conn: apsw.Connection, series: int) -> int | None:
-    row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (series,)).fetchone()
+def last_ts(conn: apsw.Connection, coin_id: int) -> int | None:
+    row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (coin_id,)).fetchone()
     return None if row is None else row[0]
 
 
@@ -180,7 +180,7 @@ _SUMMARY_COLUMNS = "ts, best_bid, best_ask, mid, spread_bps, bid_size_10, ask_si
 
 def summaries(
     conn: apsw.Connection,
-    series: int,
+    coin_id: int,
     start: int,
     end: int,
     limit: int,
@@ -197,10 +197,10 @@ def summaries(
         "ORDER BY ts LIMIT ?"
     )
     if every_ms is None:
-        return [_summary(row, levels) for row in conn.execute(query, (series, start, end, limit))]
+        return [_summary(row, levels) for row in conn.execute(query, (coin_id, start, end, limit))]
     rows: list[SummaryRow] = []
     while len(rows) < limit and start < end:
-        found = conn.execute(query, (series, start, end, 1)).fetchone()
+        found = conn.execute(query, (coin_id, start, end, 1)).fetchone()
         if found is None:
             break
         rows.append(_summary(found, levels))
@@ -216,20 +216,20 @@ def _summary(row: Any, levels: int) -> SummaryRow:
     return msgspec.structs.replace(plain, bids=bids[:levels], asks=asks[:levels])
 
 
-def count(conn: apsw.Connection, series: int, start: int, end: int) -> int:
+def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:
     row = conn.execute(
         "SELECT count(*) FROM snapshots WHERE series = ? AND ts >= ? AND ts < ?",
-        (series, start, end),
+        (coin_id, start, end),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def gaps(conn: apsw.Connection, series: int, start: int, end: int) -> list[Gap]:
+def gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> list[Gap]:
     """Recorded gaps overlapping [start, end), clipped to it, oldest first."""
     rows = conn.execute(
         "SELECT max(start_ts, ?), min(end_ts, ?), reason FROM gaps "
         "WHERE series = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
-        (start, end, series, end, start),
+        (start, end, coin_id, end, start),
     )
     return [Gap(start=row[0], end=row[1], reason=row[2]) for row in rows]
 

@@ -10,6 +10,8 @@ from obd import __version__
 from obd.errors import StoreError
 
 FORMAT_NAME = "obd-books"
+# The `series` table holds the coins: the code calls a row a coin and its id `coin_id`;
+# the table and column keep their names (files in the wild, docs/FORMAT.md).
 PAGE_SIZE = 16_384  # bytes: ~30 snapshot rows a page; range scans run ~2x faster than at 4 KiB
 
 _V1 = """

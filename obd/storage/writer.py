@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from obd.metrics import METRICS
-from obd.model import Book, Coin, Snapshot
+from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
 from obd.storage.schema import migrate
@@ -42,10 +42,10 @@ class SnapshotIn(msgspec.Struct, frozen=True):
 
 
 class GapIn(msgspec.Struct, frozen=True):
-    series: int
+    coin_id: int
     start: int
     end: int
-    reason: str
+    reason: GapReason
 
 
 class _Call(msgspec.Struct):
@@ -186,7 +186,7 @@ def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
         )
     for row in rows:
         if isinstance(row, GapIn):
-            # Gap rows carry the series id only; ms missing is what a scraper can sum.
+            # Gap rows carry the coin id only; ms missing is what a scraper can sum.
             METRICS.inc(
                 "obd_gap_ms_total",
                 "Time recorded as gaps, by reason.",
@@ -206,7 +206,7 @@ def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[
     with conn:
         for row in rows:
             if isinstance(row, GapIn):
-                record_gap(conn, row.series, row.start, row.end, row.reason)
+                record_gap(conn, row.coin_id, row.start, row.end, row.reason)
             elif insert_snapshot(conn, row):
                 stored.append(as_snapshot(row))
     return stored
@@ -237,41 +237,43 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     return conn.changes() == 1
 
 
-def record_gap(conn: apsw.Connection, series: int, start: int, end: int, reason: str) -> None:
+def record_gap(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, reason: GapReason
+) -> None:
     """Record [start, end) as missing, extending the previous gap if it touches with the
     same reason, so a long outage is one row, not one per slot."""
     if end <= start:
         return
     conn.execute(
         "UPDATE gaps SET end_ts = ? WHERE series = ? AND end_ts = ? AND reason = ?",
-        (end, series, start, reason),
+        (end, coin_id, start, reason),
     )
     if conn.changes() == 0:
         conn.execute(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
-            (series, start, end, reason),
+            (coin_id, start, end, reason),
         )
 
 
-def clear_gaps(conn: apsw.Connection, series: int, start: int, end: int) -> None:
+def clear_gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> None:
     """[start, end) now holds snapshots (back-filled): cut it out of the recorded gaps,
     keeping the parts of each gap on either side."""
     overlapping = conn.execute(
         "SELECT start_ts, end_ts, reason FROM gaps "
         "WHERE series = ? AND start_ts < ? AND end_ts > ?",
-        (series, end, start),
+        (coin_id, end, start),
     ).fetchall()
     for row in overlapping:
         gap_start, gap_end, reason = row[0], row[1], row[2]
         assert isinstance(gap_start, int)
         assert isinstance(gap_end, int)
-        conn.execute("DELETE FROM gaps WHERE series = ? AND start_ts = ?", (series, gap_start))
+        conn.execute("DELETE FROM gaps WHERE series = ? AND start_ts = ?", (coin_id, gap_start))
         for piece_start, piece_end in ((gap_start, start), (end, gap_end)):
             if piece_start < piece_end:
                 conn.execute(
                     "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) "
                     "VALUES (?, ?, ?, ?)",
-                    (series, piece_start, piece_end, reason),
+                    (coin_id, piece_start, piece_end, reason),
                 )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from obd.model import Book, Level
+from obd.plugin import Book, Level
 
 
 class Edges(msgspec.Struct, frozen=True):

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from obd.errors import Disconnected, ExchangeError, NotFound, NotSynced, RateLimited
+from obd.plugin import Disconnected, ExchangeError, NotFound, NotSynced, RateLimited
 
 _MESSAGE_CHARS = 300  # of an exchange's error text kept (a 503 can be a whole HTML page)
 

@@ -6,18 +6,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from obd.errors import (
+from obd.plugin import (
+    Availability,
+    Book,
     Disconnected,
     ExchangeError,
-    HistoryNotAvailable,
+    Market,
     NoLiveStream,
     NotFound,
     NotSynced,
     ObdError,
     RateLimited,
 )
-from obd.model import Book
-from obd.plugin import Availability, Market
 
 from . import internals
 from .books import Range, now_ms, to_book, version
@@ -33,7 +33,10 @@ _REARM_S = 0.5
 
 
 class CcxtExchange:
-    """One exchange id served through one shared ccxt instance, whatever the coin count."""
+    """One exchange id served through one shared ccxt instance, whatever the coin count.
+
+    It has `fetch_book` (REST) but no `fetch_history`: exchanges keep no order-book
+    history, and obd never synthesises one (or uses candles); the kernel says so."""
 
     synthetic = False
 
@@ -153,13 +156,6 @@ class CcxtExchange:
         limit = accepted(self._depths.rest, depth)
         raw = await self._call(exchange.fetch_order_book(symbol, limit))
         return to_book(raw, depth, now_ms())
-
-    async def fetch_history(
-        self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
-    ) -> AsyncIterator[tuple[int, Book]]:
-        """Exchanges keep no order-book history; obd never synthesises one (or uses candles)."""
-        raise HistoryNotAvailable(f"history not available from {self.exchange_id}")
-        yield  # an async generator, like the contract says  # pragma: no cover
 
     async def close(self) -> None:
         if self._exchange is not None:

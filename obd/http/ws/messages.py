@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from obd.errors import BadRequest
+from obd.errors import RequestError
 from obd.model import Gap, Snapshot
 from obd.service.history import MAX_CHUNK
 
@@ -20,7 +20,6 @@ __all__ = [
     "Latest",
     "LatestAnswer",
     "Request",
-    "RequestError",
     "Subscribe",
     "Subscribed",
     "Unsubscribe",
@@ -79,14 +78,6 @@ _json_requests = msgspec.json.Decoder(Request)
 _msgpack_requests = msgspec.msgpack.Decoder(Request)
 _json_envelope = msgspec.json.Decoder(_Envelope)
 _msgpack_envelope = msgspec.msgpack.Decoder(_Envelope)
-
-
-class RequestError(BadRequest):
-    """A frame that is not a valid request; `request_id` is its id if one could be read."""
-
-    def __init__(self, message: str, request_id: RequestId | None = None) -> None:
-        super().__init__(message)
-        self.request_id = request_id
 
 
 def decode_request(frame: str | bytes) -> Request:

@@ -11,20 +11,27 @@ import asyncio
 import contextlib
 from typing import Any, Literal
 
-import msgspec
 import structlog
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types.asgi_types import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
 from obd.auth import Authenticator, Principal, require
-from obd.errors import BadRequest, Conflict, NotFound, ObdError, TooLarge
+from obd.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    ObdError,
+    RequestError,
+    TooLarge,
+    TooManyRequests,
+)
+from obd.http import errors
 from obd.http.ws import messages as msg
 from obd.http.ws.hub import Feed, Hub, Wire, encode
 from obd.service import Service
 
 log = structlog.get_logger("obd.ws")
-_json = msgspec.json.Encoder()
 
 MAX_REQUEST_BYTES = 16 * 1024  # a request is ~150 bytes: a larger one gets an error frame
 MAX_FRAME_BYTES = 1024 * 1024  # beyond this uvicorn closes with 1009 (see daemon.py)
@@ -38,11 +45,6 @@ CLOSE_TOO_SLOW = 1013  # "try again later": the client fell behind the live feed
 
 SUBPROTOCOLS: dict[str, Wire] = {"obd.json": "json", "obd.msgpack": "msgpack"}
 FORMATS: tuple[Wire, ...] = ("json", "msgpack")
-
-
-class TooManyRequests(ObdError):
-    status = 429
-    code = "too_many_requests"
 
 
 class _Closing(Exception):
@@ -90,15 +92,15 @@ def _authorization(socket: WebSocket[Any, Any, Any]) -> str | None:
 
 
 async def _reject(socket: WebSocket[Any, Any, Any], exc: ObdError) -> None:
-    """Refuse the handshake with the HTTP status and JSON error body HTTP routes give."""
-    status = exc.status if 400 <= exc.status < 600 else 500
+    """Refuse the handshake with the HTTP status, body and headers HTTP routes give."""
+    status = errors.status(exc)
     if "websocket.http.response" not in (socket.scope.get("extensions") or {}):
         await socket.close(code=1008, reason=str(exc)[:120])  # the server shows a 403
         return
-    headers = [(b"content-type", b"application/json")]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="obd"'))
-    body = _json.encode(msg.Error(code=exc.code, message=str(exc)))
+    headers = [(b"content-type", b"application/json")] + [
+        (name.lower().encode(), value.encode()) for name, value in errors.headers(status).items()
+    ]
+    body = errors.body(exc.code, str(exc))
     start: WebSocketResponseStartEvent = {
         "type": "websocket.http.response.start",
         "status": status,
@@ -199,7 +201,7 @@ class Connection:
             request = msg.decode_request(frame)
             request_id = request.id
             await self._dispatch(request)
-        except msg.RequestError as exc:
+        except RequestError as exc:
             self._error(exc, exc.request_id)
         except ObdError as exc:
             self._error(exc, request_id)

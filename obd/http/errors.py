@@ -1,0 +1,36 @@
+"""The one mapping of an error to an HTTP answer: its status, the body
+`{"error": {"code", "message"}}` and the headers. HTTP routes and the WebSocket
+handshake's refusal both answer with it (docs/HTTP.md, docs/WEBSOCKET.md)."""
+
+import msgspec
+
+from obd.errors import BadRequest, MethodNotAllowed, NotFound, ObdError, TooLarge
+
+__all__ = ["CHALLENGE", "body", "code_for_status", "headers", "status"]
+
+CHALLENGE = 'Bearer realm="obd"'  # WWW-Authenticate on every 401
+_json = msgspec.json.Encoder()
+# Litestar's own refusals (no route, wrong method, body too large) in obd's codes.
+_BY_STATUS: dict[int, type[ObdError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: TooLarge,
+}
+
+
+def status(exc: ObdError) -> int:
+    """The HTTP status for `exc`; an error without a client-facing one is a 500."""
+    return exc.status if 400 <= exc.status < 600 else 500
+
+
+def body(code: str, message: str) -> bytes:
+    return _json.encode({"error": {"code": code, "message": message}})
+
+
+def headers(status: int) -> dict[str, str]:
+    return {"WWW-Authenticate": CHALLENGE} if status == 401 else {}
+
+
+def code_for_status(status: int) -> str:
+    """obd's code for a refusal the web framework made by status alone."""
+    return _BY_STATUS.get(status, BadRequest).code
