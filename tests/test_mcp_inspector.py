@@ -73,10 +73,11 @@ def inspector(request: pytest.FixtureRequest) -> str:
         pytest.skip(f"npx could not fetch @modelcontextprotocol/inspector@{version} in 10 min")
     if probe.returncode != 0:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = [line for line in probe.stderr.splitlines() if "complete log" not in line]
+        why = " / ".join(line.strip() for line in lines[:3]) or f"exit {probe.returncode}"
         pytest.skip(
             f"@modelcontextprotocol/inspector@{version} not runnable (registry unreachable, "
-            f"or not on Node {node.strip()}): {last[:200]}"
+            f"or not on Node {node.strip()}): {why[:300]}"
         )
     return version
 
