@@ -687,3 +687,24 @@ def test_list_markets_on_an_emulated_ccxt_exchange(tmp_path: Path) -> None:
     assert len(page["markets"]) == MAX_MARKETS
     assert page["truncated"] is True
     assert len(widest.content[0].text.encode()) <= MAX_RESULT_BYTES  # type: ignore[union-attr]
+
+
+def test_list_markets_needs_the_capability(tmp_path: Path) -> None:
+    """A plugin without `list_markets` (ListsMarkets is optional): the tool says so."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(mode=0o755)
+    (plugins / "plain.py").write_text(
+        "from obd.plugin import Availability, PluginSpec\n\n\n"
+        "class Plain:\n"
+        "    synthetic = True\n\n"
+        "    async def check_availability(self, symbol):\n"
+        "        return Availability(True)\n\n"
+        "    async def close(self):\n"
+        "        pass\n\n\n"
+        "PLUGIN = PluginSpec(name='plain', factory=lambda exchange_id, options: Plain())\n"
+    )
+    config = write_config(tmp_path, plugins=[plugins])
+    message = error(call(config, "list_markets", exchange="plain"))
+    assert message.startswith("exchange: the plugin serving 'plain' cannot list its markets")
+    listed = ok(call(config, "list_exchanges"))["exchanges"]
+    assert listed == [{"id": "plain", "plugin": "plain", "synthetic": True, "collected": 0}]
