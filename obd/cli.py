@@ -13,11 +13,10 @@ import msgspec
 
 from obd import __version__, log
 from obd.config import Config, load, locate
-from obd.context import load_plugins, open_service
+from obd.context import check_bind_allowed, database_problems, load_plugins, open_service
 from obd.errors import ObdError
 from obd.exchanges import Exchanges
-from obd.storage import schema
-from obd.storage.connect import open_reader
+from obd.service import Service
 
 EXIT_USER_ERROR = 2
 
@@ -124,15 +123,13 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _mcp(config: Config, args: argparse.Namespace) -> int:
-    from obd.mcp import (
-        server as mcp_server,  # the SDK takes ~1.2 s to import: only this command pays
-    )
+    from obd.mcp import stdio  # the SDK takes ~1.2 s to import: only this command pays
 
-    mcp_server.run_stdio(config, collect=args.collect)
+    stdio.run_stdio(config, collect=args.collect)
     return 0
 
 
-def _async(config: Config, coro: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+def _async(config: Config, coro: Callable[[Service], Coroutine[Any, Any, int]]) -> int:
     async def go() -> int:
         async with open_service(config) as service:
             return await coro(service)
@@ -141,7 +138,7 @@ def _async(config: Config, coro: Callable[[Any], Coroutine[Any, Any, int]]) -> i
 
 
 def _coins_list(config: Config, args: argparse.Namespace) -> int:
-    async def go(service: Any) -> int:
+    async def go(service: Service) -> int:
         coins = await service.list_coins()
         if args.json:
             for coin in coins:
@@ -167,7 +164,7 @@ def _table(coins: list[Any]) -> None:
 
 
 def _coins_add(config: Config, args: argparse.Namespace) -> int:
-    async def go(service: Any) -> int:
+    async def go(service: Service) -> int:
         coin, created = await service.add_coin(
             args.exchange, args.symbol, args.interval, args.depth
         )
@@ -179,7 +176,7 @@ def _coins_add(config: Config, args: argparse.Namespace) -> int:
 
 
 def _coins_remove(config: Config, args: argparse.Namespace) -> int:
-    async def go(service: Any) -> int:
+    async def go(service: Service) -> int:
         coin = await service.remove_coin(args.exchange, args.symbol)
         print(f"removed {coin.symbol} on {coin.exchange} (its data is kept)")
         return 0
@@ -218,62 +215,52 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _clients(config: Config, fn: Callable[[Any], Any]) -> Any:
-    """`fn(conn)` in one transaction on the database (with or without a daemon)."""
-    from obd.storage.connect import open_writer
-    from obd.times import now_ms
-
-    conn = open_writer(config.database)
-    try:
-        schema.migrate(conn, now_ms())
-        with conn:
-            return fn(conn)
-    finally:
-        conn.close()
-
-
 def _client_add(config: Config, args: argparse.Namespace) -> int:
     from obd.auth import parse_scopes
-    from obd.storage import clients
-    from obd.times import now_ms
 
     scopes = parse_scopes(args.scope)
-    secret = clients.new_secret()
-    hashed = clients.hash_secret(secret)
-    client = _clients(config, lambda conn: clients.add(conn, args.name, scopes, hashed, now_ms()))
-    shown = {"client_id": client.client_id, "client_secret": secret, "scopes": sorted(scopes)}
-    print(msgspec.json.encode(shown).decode())  # the only time the secret is shown
-    return 0
+
+    async def go(service: Service) -> int:
+        client, secret = await service.clients.add(args.name, scopes)
+        shown = {"client_id": client.client_id, "client_secret": secret, "scopes": sorted(scopes)}
+        print(msgspec.json.encode(shown).decode())  # the only time the secret is shown
+        return 0
+
+    return _async(config, go)
 
 
 def _client_list(config: Config, args: argparse.Namespace) -> int:
-    from obd.storage import clients
+    async def go(service: Service) -> int:
+        for client in await service.clients.listing():
+            print(f"{client.name}\t{client.client_id}\t{','.join(sorted(client.scopes))}")
+        return 0
 
-    for client in _clients(config, clients.listing):
-        print(f"{client.name}\t{client.client_id}\t{','.join(sorted(client.scopes))}")
-    return 0
+    return _async(config, go)
 
 
 def _client_remove(config: Config, args: argparse.Namespace) -> int:
-    from obd.storage import clients
+    async def go(service: Service) -> int:
+        client = await service.clients.remove(args.name)
+        print(f"removed client {client.name} ({client.client_id}); its tokens no longer work")
+        return 0
 
-    client = _clients(config, lambda conn: clients.remove(conn, args.name))
-    print(f"removed client {client.name} ({client.client_id}); its tokens no longer work")
-    return 0
+    return _async(config, go)
 
 
 def _token(config: Config, args: argparse.Namespace) -> int:
     """Signs with the daemon's key directly: whoever can read the key file could anyway."""
     from obd.auth import narrow, tokens
     from obd.errors import NotFound
-    from obd.storage import clients
 
-    client = _clients(config, lambda conn: clients.by_name(conn, args.client))
-    if client is None:
-        raise NotFound(f"no client named {args.client!r}")
-    issuer = tokens.Issuer(tokens.signing_key(config), config)
-    print(issuer.issue(client.client_id, narrow(client.scopes, args.scope)).access_token)
-    return 0
+    async def go(service: Service) -> int:
+        client = await service.clients.named(args.client)
+        if client is None:
+            raise NotFound(f"no client named {args.client!r}")
+        issuer = tokens.Issuer(tokens.signing_key(config), config)
+        print(issuer.issue(client.client_id, narrow(client.scopes, args.scope)).access_token)
+        return 0
+
+    return _async(config, go)
 
 
 def _plugins(config: Config, args: argparse.Namespace) -> int:
@@ -292,8 +279,6 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
-    from obd.daemon import check_bind_allowed
-
     problems = []
     registry = load_plugins(config)
     problems += [f"plugin {f.name} ({f.origin}): {f.error}" for f in registry.found if f.error]
@@ -311,30 +296,12 @@ def _check(config: Config, args: argparse.Namespace) -> int:
                 problems.append(f"coins[{index}]: {exc}")
     except ObdError as exc:
         problems.append(str(exc))
-    problems += _database_problems(config.database)
+    problems += database_problems(config.database)
     for problem in problems:
         print(f"obd: {problem}", file=sys.stderr)
     if not problems:
         print(f"ok: config, plugins ({', '.join(registry.names)}) and database {config.database}")
     return EXIT_USER_ERROR if problems else 0
-
-
-def _database_problems(path: Path) -> list[str]:
-    if not path.exists():
-        return []  # created on first run
-    try:
-        conn = open_reader(path)
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchall()[0][0] or 0)
-            verdict = str(conn.execute("PRAGMA quick_check").fetchall()[0][0])
-        finally:
-            conn.close()
-    except Exception as exc:  # any way the file is unusable is a finding, not a crash
-        return [f"database {path}: {exc}"]
-    if version > schema.SCHEMA_VERSION:
-        known = schema.SCHEMA_VERSION
-        return [f"database {path}: schema {version} is newer than this obd ({known})"]
-    return [] if verdict == "ok" else [f"database {path}: {verdict}"]
 
 
 _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], int]] = {

@@ -1,20 +1,40 @@
-"""Assembles a process's parts from the config: plugins, store, service."""
+"""The composition root: assembles a process's parts from the config (plugins, store,
+collector, service) and holds the start-up rules every entry point shares."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import ipaddress
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from obd.collect import Collector
 from obd.config import Config
+from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, StoreError
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
 from obd.service import Service
+from obd.storage import schema
+from obd.storage.connect import open_reader
 from obd.storage.reader import Reader
-from obd.storage.writer import Writer
+from obd.storage.writer import Committed, Writer
+
+__all__ = [
+    "CHECKPOINT_INTERVAL_S",
+    "Runtime",
+    "add_config_coins",
+    "check_bind_allowed",
+    "database_problems",
+    "load_plugins",
+    "open_runtime",
+    "open_service",
+]
 
 log = structlog.get_logger("obd")
+
+CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the WAL
 
 
 def load_plugins(config: Config) -> Plugins:
@@ -25,12 +45,45 @@ def load_plugins(config: Config) -> Plugins:
     return registry
 
 
+class Runtime:
+    """What a process runs: the service every transport calls, and the parts only the
+    process's owner wires (the live feed's hookup, the background jobs)."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        exchanges: Exchanges,
+        reader: Reader,
+        writer: Writer,
+        collector: Collector | None,
+    ) -> None:
+        self.service = service
+        self.exchanges = exchanges
+        self.reader = reader
+        self.writer = writer
+        self.collector = collector  # None unless asked for (`obd run`, `obd mcp --collect`)
+
+    def on_commit(self, listener: Committed) -> None:
+        """`listener` hears of snapshots once they are committed (the live hub)."""
+        self.writer.on_commit(listener)
+
+    def background(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The jobs to run, by task name, for as long as the process serves."""
+        jobs: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "checkpoint": lambda: self.writer.checkpoint_every(CHECKPOINT_INTERVAL_S)
+        }
+        if self.collector is not None:
+            jobs["collector"] = self.collector.run
+        return jobs
+
+
 @asynccontextmanager
-async def open_service(
+async def open_runtime(
     config: Config, *, collector_started_ms: int | None = None
-) -> AsyncIterator[Service]:
-    """The service over the configured file, with its writer running. With
-    `collector_started_ms` a collector is built too (the daemon); the caller runs it."""
+) -> AsyncIterator[Runtime]:
+    """The parts over the configured file, with its writer running. With
+    `collector_started_ms` a collector is built too; the caller runs `background()`."""
     exchanges = Exchanges(load_plugins(config), config.exchanges)
     exchanges.check_options()
     writer = Writer(config.database)
@@ -49,10 +102,65 @@ async def open_service(
     )
     writing = asyncio.create_task(writer.run(), name="writer")
     try:
-        yield service
+        yield Runtime(service, exchanges=exchanges, reader=read, writer=writer, collector=collector)
     finally:
         await writer.stop()
         await writing
         await writer.close()
         read.close()
         await exchanges.close()
+
+
+@asynccontextmanager
+async def open_service(config: Config) -> AsyncIterator[Service]:
+    """The service of a short-lived process (a CLI command): nothing runs beside it."""
+    async with open_runtime(config) as runtime:
+        yield runtime.service
+
+
+async def add_config_coins(service: Service, config: Config) -> None:
+    """`[[coins]]` are added at start; a definite mistake in one is a config error."""
+    for index, entry in enumerate(config.coins):
+        try:
+            await service.add_coin(entry.exchange, entry.symbol, entry.interval, entry.depth)
+        except (BadRequest, NotFound, Conflict) as exc:
+            raise ConfigError(f"coins[{index}]: {exc}") from None
+        except ObdError as exc:  # e.g. the exchange is unreachable: collect the rest
+            log.warning("config_coin_failed", index=index, error=str(exc))
+
+
+def check_bind_allowed(config: Config) -> None:
+    """Auth off is allowed only on loopback: anyone who can reach the port could
+    otherwise read and change everything."""
+    if not config.auth.enabled and not _is_loopback(config.server.host):
+        raise ConfigError(
+            f"server.host: {config.server.host} is not a loopback address; "
+            "serving beyond this machine needs [auth] enabled = true"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def database_problems(path: Path) -> list[str]:
+    """What would stop a process from using the file (`obd check`); a missing file is fine."""
+    if not path.exists():
+        return []  # created on first run
+    try:
+        conn = open_reader(path)
+        try:
+            schema.known_version(conn)
+            verdict = str(conn.execute("PRAGMA quick_check").fetchall()[0][0])
+        except StoreError as exc:
+            return [str(exc)]
+        finally:
+            conn.close()
+    except Exception as exc:  # any way the file is unusable is a finding, not a crash
+        return [f"database {path}: {exc}"]
+    return [] if verdict == "ok" else [f"database {path}: {verdict}"]

@@ -6,7 +6,6 @@ the WAL is checkpointed, and the process exits 0.
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 import socket
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ import uvicorn
 from obd.auth import Authenticator, OpenAccess
 from obd.collect.lock import CollectorLock
 from obd.config import Config
-from obd.context import open_service
-from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError
+from obd.context import add_config_coins, check_bind_allowed, open_runtime
+from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
 from obd.http.ws import route as ws
 from obd.http.ws.hub import Hub
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from obd.http.oauth import TokenEndpoint
 
 log = structlog.get_logger("obd")
-
-CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the WAL
 
 
 class _Server(uvicorn.Server):
@@ -52,15 +49,16 @@ async def run(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     lock = CollectorLock(config.database)  # one collector per file; `obd mcp` looks for it
-    async with lock, open_service(config, collector_started_ms=started) as service:
+    async with lock, open_runtime(config, collector_started_ms=started) as runtime:
+        service = runtime.service
         await add_config_coins(service, config)
         sock = bind(config.server.host, config.server.port)
-        from obd.mcp.server import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
+        from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)
         mcp = McpHttp(service, authenticator, config.server.host)
         hub = Hub()
-        service.writer.on_commit(hub.publish)  # the live feed: only what is committed
+        runtime.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
             uvicorn.Config(
                 create_app(service, authenticator, mcp=mcp, hub=hub, oauth=oauth),
@@ -77,12 +75,10 @@ async def run(config: Config) -> None:
                 ws_ping_timeout=ws.PING_TIMEOUT_S,
             )
         )
-        assert service.collector is not None
         async with asyncio.TaskGroup() as tasks:
-            collecting = tasks.create_task(service.collector.run(), name="collector")
-            checkpointing = tasks.create_task(
-                service.writer.checkpoint_every(CHECKPOINT_INTERVAL_S), name="checkpoint"
-            )
+            jobs = [
+                tasks.create_task(job(), name=name) for name, job in runtime.background().items()
+            ]
             serving = tasks.create_task(server.serve(sockets=[sock]), name="http")
             await _until_started(server, serving)
             host, port = sock.getsockname()[:2]
@@ -94,14 +90,12 @@ async def run(config: Config) -> None:
             )
             notify("READY=1")
             if interval_s := watchdog_interval_s():
-                feeding = tasks.create_task(keep_watchdog_fed(interval_s), name="watchdog")
+                jobs.append(tasks.create_task(keep_watchdog_fed(interval_s), name="watchdog"))
             await stop.wait()
             notify("STOPPING=1")
             log.info("stopping")
-            collecting.cancel()
-            checkpointing.cancel()
-            if interval_s:
-                feeding.cancel()
+            for job in jobs:
+                job.cancel()
             server.should_exit = True
             await serving
     log.info("stopped")
@@ -124,37 +118,15 @@ def _auth(config: Config, service: Service) -> "tuple[Authenticator, TokenEndpoi
     from obd.auth import tokens
     from obd.auth.ratelimit import FailureLimit
     from obd.http.oauth import TokenEndpoint
-    from obd.storage import clients
 
     key = tokens.signing_key(config)
-    authenticator = token_auth.build(config, key, token_auth.lookup_in(service.reader.run))
-
-    async def find(client_id: str) -> tuple[clients.Client, str] | None:
-        return await service.reader.run(clients.with_hash, client_id)
-
+    authenticator = token_auth.build(config, key, service.clients.get)
     limit = FailureLimit(config.auth.max_failures, config.auth.failure_window_s)
     issuer, jwks = tokens.Issuer(key, config), tokens.public_jwks(key)
-    endpoint = TokenEndpoint(find, issuer, limit, jwks, forget=authenticator.forget)
+    endpoint = TokenEndpoint(
+        service.clients.verify, issuer, limit, jwks, forget=authenticator.forget
+    )
     return authenticator, endpoint
-
-
-def check_bind_allowed(config: Config) -> None:
-    """Auth off is allowed only on loopback: anyone who can reach the port could
-    otherwise read and change everything."""
-    if not config.auth.enabled and not _is_loopback(config.server.host):
-        raise ConfigError(
-            f"server.host: {config.server.host} is not a loopback address; "
-            "serving beyond this machine needs [auth] enabled = true"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(host: str) -> str:
@@ -174,14 +146,3 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
-
-
-async def add_config_coins(service: Service, config: Config) -> None:
-    """`[[coins]]` are added at start; a definite mistake in one is a config error."""
-    for index, entry in enumerate(config.coins):
-        try:
-            await service.add_coin(entry.exchange, entry.symbol, entry.interval, entry.depth)
-        except (BadRequest, NotFound, Conflict) as exc:
-            raise ConfigError(f"coins[{index}]: {exc}") from None
-        except ObdError as exc:  # e.g. the exchange is unreachable: collect the rest
-            log.warning("config_coin_failed", index=index, error=str(exc))

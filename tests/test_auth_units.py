@@ -16,7 +16,7 @@ from obd.auth import ScopeError, Unauthorized, jwks, narrow, parse_scopes, token
 from obd.auth.bearer import ClientCache, TokenAuth, bearer_token
 from obd.auth.ratelimit import FailureLimit
 from obd.config import Auth, Config, ExternalIssuer, Server, _checked
-from obd.daemon import check_bind_allowed
+from obd.context import check_bind_allowed
 from obd.errors import ConfigError
 from obd.storage import clients
 

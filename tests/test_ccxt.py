@@ -315,17 +315,16 @@ def test_sim_only_daemon_never_imports_ccxt(tmp_path: Path) -> None:
     code = f"""
 import asyncio, sys
 from obd.config import load
-from obd.context import open_service
-from obd.daemon import add_config_coins
+from obd.context import add_config_coins, open_runtime
 from pathlib import Path
 
 async def main():
     config = load(Path({str(config)!r}))
-    async with open_service(config, collector_started_ms=0) as service:
-        await add_config_coins(service, config)
-        assert service.exchanges.plugins.spec_for("binance").name == "ccxt"
-        assert "ccxt" in service.exchanges.plugins.names
-        collecting = asyncio.create_task(service.collector.run())
+    async with open_runtime(config, collector_started_ms=0) as runtime:
+        await add_config_coins(runtime.service, config)
+        assert runtime.exchanges.plugins.spec_for("binance").name == "ccxt"
+        assert "ccxt" in runtime.exchanges.plugins.names
+        collecting = asyncio.create_task(runtime.collector.run())
         await asyncio.sleep(1.0)
         collecting.cancel()
     print(sorted(m for m in sys.modules if m == "ccxt" or m.startswith("ccxt.")))

@@ -16,7 +16,7 @@ from obd.auth import Principal, Unauthorized
 from obd.config import load
 from obd.context import open_service
 from obd.http.app import create_app
-from obd.mcp.server import McpHttp
+from obd.mcp.http import McpHttp
 from obd.mcp.tools import NAMES
 from tests.conftest import write_config
 from tests.test_mcp_stdio import ONE_SECOND_BTC

@@ -17,7 +17,7 @@ from obd.auth import Authenticator, Principal
 from obd.collect import lock
 from obd.collect.lock import CollectorLock, collecting
 from obd.config import load
-from obd.context import open_service
+from obd.context import Runtime, open_runtime, open_service
 from obd.mcp.server import build
 from obd.mcp.shapes import (
     HISTORY_BUDGET_BYTES,
@@ -28,7 +28,6 @@ from obd.mcp.shapes import (
 )
 from obd.mcp.tools import NAMES, Tools
 from obd.research import sinks as download
-from obd.service import Service
 from obd.service.markets import MarketView
 from obd.storage import reader
 from obd.storage.writer import GapIn, SnapshotIn
@@ -43,22 +42,23 @@ COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
 MAX_RESULT_BYTES = 64 * 1024  # what any one tool result may weigh, as docs/MCP.md promises
 
 
-async def fill(service: Service, slots: int = SLOTS) -> None:
+async def fill(runtime: Runtime, slots: int = SLOTS) -> None:
     """Stored history of sim BTC/USDT, as if collected from T0 on (then removed)."""
+    service = runtime.service
     await service.add_coin("sim", "BTC/USDT", "1s", 100)
-    coin = await service.reader.run(reader.coin, "sim", "BTC/USDT")
+    coin = await runtime.reader.run(reader.coin, "sim", "BTC/USDT")
     assert coin is not None
-    await service.writer.call(
+    await runtime.writer.call(
         lambda conn: conn.execute("UPDATE series SET added_ts = ? WHERE id = ?", (T0 - 1, coin.id))
     )
-    sim = service.exchanges.get("sim")
+    sim = runtime.exchanges.get("sim")
     for index in range(slots):
         ts = T0 + index * 1000
         if index % 11 == 10:
-            await service.writer.put(GapIn(coin.id, ts, ts + 1000, "disconnected"))
+            await runtime.writer.put(GapIn(coin.id, ts, ts + 1000, "disconnected"))
         else:
             book = sim.book_at("BTC/USDT", ts - 50, 100)  # type: ignore[attr-defined]
-            await service.writer.put(SnapshotIn(coin, ts, book, ts - 40, "synthetic"))
+            await runtime.writer.put(SnapshotIn(coin, ts, book, ts - 40, "synthetic"))
     await service.remove_coin("sim", "BTC/USDT")  # a running daemon must not add to it
 
 
@@ -66,8 +66,8 @@ def filled_config(directory: Path) -> Path:
     config = write_config(directory)
 
     async def go() -> None:
-        async with open_service(load(config)) as service:
-            await fill(service)
+        async with open_runtime(load(config)) as runtime:
+            await fill(runtime)
 
     asyncio.run(go())
     return config

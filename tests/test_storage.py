@@ -166,6 +166,54 @@ def test_checkpoint_puts_committed_rows_in_the_main_file(tmp_path: Path) -> None
     assert copy.execute("SELECT count(*) FROM snapshots").fetchall() == [(10,)]
 
 
+def test_pages_resume_after_the_last_ts_and_stop_on_a_short_page() -> None:
+    stored = [0, 10, 20, 30, 40]
+    asked: list[int] = []
+
+    def fetch(low: int) -> list[int]:
+        asked.append(low)
+        return [ts for ts in stored if low <= ts < 45][:2]
+
+    assert list(reader.pages(fetch, 0, 45, 2, lambda ts: ts)) == [[0, 10], [20, 30], [40]]
+    assert asked == [0, 11, 31]  # keyset: each query starts past the last ts seen
+    asked.clear()
+    del stored[-1]  # a full last page costs one more query, which finds nothing
+    assert list(reader.pages(fetch, 0, 45, 2, lambda ts: ts)) == [[0, 10], [20, 30]]
+    assert asked == [0, 11, 31]
+    assert list(reader.pages(fetch, 50, 45, 2, lambda ts: ts)) == []
+
+
+def test_reader_book_pages_read_ahead_on_threads_and_close_early(tmp_path: Path) -> None:
+    path = tmp_path / "obd.sqlite"
+    conn = open_writer(path)
+    schema.migrate(conn, 0)
+    with conn:
+        coin, _ = coins.add_coin(conn, _request(), 0)
+    writer = Writer(path)
+
+    async def go() -> tuple[list[list[int]], list[int]]:
+        await writer.open()
+        running = asyncio.create_task(writer.run())
+        for ts in range(0, 10_000, 1_000):
+            await writer.put(SnapshotIn(coin, ts, BOOK, ts, "ws"))
+        await writer.stop()
+        await running
+        await writer.close()
+        read = reader.Reader(path)
+        try:
+            whole = [[s.ts for s in page] async for page in read.book_pages(coin, 0, 10_000, 4)]
+            pages = read.book_pages(coin, 0, 10_000, 4)
+            first = [s.ts for s in await anext(pages)]
+            await pages.aclose()  # stopping early leaves nothing running
+            return whole, first
+        finally:
+            read.close()
+
+    whole, first = asyncio.run(go())
+    assert whole == [[0, 1000, 2000, 3000], [4000, 5000, 6000, 7000], [8000, 9000]]
+    assert first == [0, 1000, 2000, 3000]
+
+
 def test_seq_round_trips_and_reads_as_null_in_files_from_before_it(tmp_path: Path) -> None:
     """The exchange's update id is kept with each book; a schema-2 file (no `seq`
     column: a research copy that cannot be migrated) still reads, with seq null."""

@@ -13,7 +13,6 @@ from obd.auth.jwks import RemoteKeys
 from obd.auth.tokens import Verified, Verifier, token_header
 from obd.config import Config
 from obd.errors import Unauthorized
-from obd.storage import clients
 from obd.storage.clients import Client
 
 CLIENT_CACHE_S = 1.0  # a removed client's tokens fail within this (other processes too)
@@ -124,12 +123,3 @@ def _external(config: Config) -> tuple[Verifier, RemoteKeys] | None:
     keys = RemoteKeys(url=ext.jwks_url, path=path, refresh_s=ext.refresh_s)
     verifier = Verifier(None, list(ext.algorithms), ext.issuer, ext.audience, config.auth.leeway_s)
     return verifier, keys
-
-
-def lookup_in(run: Callable[..., Awaitable[Client | None]]) -> Lookup:
-    """A `Lookup` over a reader's `run` (the daemon's Reader: off the loop)."""
-
-    async def lookup(client_id: str) -> Client | None:
-        return await run(clients.by_id, client_id)
-
-    return lookup

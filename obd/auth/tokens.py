@@ -2,11 +2,11 @@
 one algorithm list, one issuer and one audience (docs/AUTH.md)."""
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OctKey
 from obd.auth import SCOPES
 from obd.config import Config
 from obd.errors import ConfigError, Unauthorized
+from obd.files import publishing
 
 MAX_TOKEN_BYTES = 8 * 1024  # obd's are ~500 bytes; a huge "token" is refused unparsed
 HS256_KID = "obd-hs256"  # not a thumbprint: that would be a hash of the secret
@@ -44,21 +45,15 @@ def signing_key(config: Config) -> Key:
 
 
 def _create_key_file(path: Path) -> None:
-    """A new P-256 key, mode 0600, published with link(): a concurrent `obd token`
-    sees either no file or the whole file, and the first writer wins."""
+    """A new P-256 key, mode 0600, published whole: a concurrent `obd token` sees
+    either no file or the whole file, and the first writer wins."""
     key = ECKey.generate_key("P-256", auto_kid=True)
     body = json.dumps(key.as_dict(private=True)).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".obd-key-")  # mkstemp: mode 0600
-    try:
-        os.write(fd, body)
-        os.fsync(fd)
-        os.close(fd)
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(temp)
+    with contextlib.suppress(FileExistsError), publishing(path) as partial:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(body)
 
 
 def _read_key_file(path: Path) -> Key:

@@ -20,7 +20,7 @@ from obd.service import Service
 
 if TYPE_CHECKING:
     from obd.http.oauth import TokenEndpoint
-    from obd.mcp.server import McpHttp
+    from obd.mcp.http import McpHttp
 
 log = structlog.get_logger("obd.http")
 

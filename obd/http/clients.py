@@ -1,19 +1,16 @@
 """`/v1/clients` (scope `admin`): OAuth clients over HTTP, as `obd client` on the host.
 Mounted with the token endpoint, only with `[auth] enabled`."""
 
-import asyncio
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 
 from obd.auth import parse_scopes
+from obd.auth.clients import Client
 from obd.errors import BadRequest
 from obd.http.oauth import TokenEndpoint
 from obd.service import Service
-from obd.storage import clients
-from obd.storage.clients import Client
-from obd.times import now_ms
 
 MAX_BODY_BYTES = 4 * 1024  # `{"name", "scopes"}` is ~60 bytes
 AnyRequest = Request[Any, Any, Any]
@@ -50,7 +47,7 @@ def _respond(payload: Any, status: int = 200) -> Response[bytes]:
 
 @get("/v1/clients", opt={"scope": "admin"})
 async def list_clients(request: AnyRequest) -> Response[bytes]:
-    found = await _service(request).reader.run(clients.listing)
+    found = await _service(request).clients.listing()
     return _respond({"items": [_view(client) for client in found]})
 
 
@@ -63,11 +60,7 @@ async def add_client(request: AnyRequest) -> Response[bytes]:
         raise BadRequest('body: expected {"name": "...", "scopes": ["read"]}') from None
     raw = body.scopes if isinstance(body.scopes, str) else " ".join(body.scopes)
     scopes = parse_scopes(raw)
-    secret = clients.new_secret()
-    hashed = await asyncio.to_thread(clients.hash_secret, secret)  # ~50 ms: off the loop
-    client = await _service(request).writer.call(
-        lambda conn: clients.add(conn, body.name, scopes, hashed, now_ms())
-    )
+    client, secret = await _service(request).clients.add(body.name, scopes)
     shown = {"client_id": client.client_id, "client_secret": secret, "scopes": sorted(scopes)}
     return Response(
         _json.encode(shown),
@@ -82,7 +75,7 @@ async def remove_client(request: AnyRequest) -> Response[bytes]:
     name = request.query_params.get("name")
     if not name:
         raise BadRequest("name: required")
-    client = await _service(request).writer.call(lambda conn: clients.remove(conn, str(name)))
+    client = await _service(request).clients.remove(str(name))
     endpoint: TokenEndpoint = request.app.state.oauth
     endpoint.forget(client.client_id)  # its tokens fail from the next request on
     return _respond(_view(client))

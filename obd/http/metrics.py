@@ -1,26 +1,26 @@
-"""`/metrics` in Prometheus text format: the counters of `obd.metrics`, and gauges
-read from the running parts when scraped. No client library: the format is a line
-per sample (https://prometheus.io/docs/instrumenting/exposition_formats/).
+"""`/metrics` in Prometheus text format: the counters of `obd.metrics`, and gauges of
+what the service reports (`Service.stats`) and of the live hub when scraped. No client
+library: the format is a line per sample
+(https://prometheus.io/docs/instrumenting/exposition_formats/).
 """
 
 import os
 import resource
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obd.metrics import METRICS, Labels
+from obd.service import Stats
 
 if TYPE_CHECKING:
     from obd.http.ws.hub import Hub
-    from obd.service import Service
 
 
-def render(service: "Service", hub: "Hub") -> str:
+def render(stats: Stats, hub: "Hub") -> str:
     lines: list[str] = []
     for name, counted in sorted(METRICS.counters.items()):
         lines += _family(name, "counter", METRICS.help[name], counted.items())
-    for name, kind, help_text, samples in _gauges(service, hub):
+    for name, kind, help_text, samples in _gauges(stats, hub):
         lines += _family(name, kind, help_text, samples)
     return "\n".join(lines) + "\n"
 
@@ -28,29 +28,33 @@ def render(service: "Service", hub: "Hub") -> str:
 Family = tuple[str, str, str, list[tuple[Labels, float]]]  # name, type, help, samples
 
 
-def _gauges(service: "Service", hub: "Hub") -> Iterator[Family]:
-    writer = service.writer
-    yield "obd_writer_queue_rows", "gauge", "Rows waiting for the writer.", [((), writer.backlog)]
-    yield "obd_writer_rows_total", "counter", "Rows committed.", [((), writer.rows_written)]
+def _gauges(stats: Stats, hub: "Hub") -> Iterator[Family]:
+    yield (
+        "obd_writer_queue_rows",
+        "gauge",
+        "Rows waiting for the writer.",
+        [((), stats.writer_backlog)],
+    )
+    yield "obd_writer_rows_total", "counter", "Rows committed.", [((), stats.rows_written)]
     yield (
         "obd_writer_failing",
         "gauge",
         "1 while commits fail.",
-        [((), float(writer.failing is not None))],
+        [((), float(stats.writer_failing))],
     )
     yield (
         "obd_writer_batch_seconds",
         "gauge",
         "Duration of the last commit.",
-        [((), writer.last_batch_s)],
+        [((), stats.last_batch_s)],
     )
     yield (
         "obd_database_bytes",
         "gauge",
         "Size of the database file and its WAL.",
         [
-            ((("file", "main"),), _size(writer.path)),
-            ((("file", "wal"),), _size(writer.path.with_name(writer.path.name + "-wal"))),
+            ((("file", "main"),), float(stats.database_bytes)),
+            ((("file", "wal"),), float(stats.wal_bytes)),
         ],
     )
     yield "obd_process_resident_memory_bytes", "gauge", "Resident set size.", [((), _rss_bytes())]
@@ -68,26 +72,25 @@ def _gauges(service: "Service", hub: "Hub") -> Iterator[Family]:
         "Clients dropped for falling behind.",
         [((), hub.dropped)],
     )
-    if service.collector is not None:
-        samplers = service.collector.samplers()
-        coin = [((("exchange", s.coin.exchange), ("symbol", s.coin.symbol)), s) for s in samplers]
+    if stats.coins is not None:
+        coin = [((("exchange", c.exchange), ("symbol", c.symbol)), c) for c in stats.coins]
         yield (
             "obd_stream_failures_total",
             "counter",
             "Times a coin's live feed broke.",
-            [(labels, s.failures) for labels, s in coin],
+            [(labels, c.failures) for labels, c in coin],
         )
         yield (
             "obd_slot_lag_seconds",
             "gauge",
             "Delay between a slot and its being taken.",
-            [(labels, s.last_lag_s) for labels, s in coin],
+            [(labels, c.slot_lag_s) for labels, c in coin],
         )
         yield (
             "obd_coin_live",
             "gauge",
             "1 while a coin's feed is live.",
-            [(labels, float(s.state == "live")) for labels, s in coin],
+            [(labels, float(c.live)) for labels, c in coin],
         )
 
 
@@ -108,13 +111,6 @@ def _labels(labels: Labels) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _size(path: Path) -> float:
-    try:
-        return float(path.stat().st_size)
-    except OSError:
-        return 0.0
 
 
 def _rss_bytes() -> float:

@@ -3,7 +3,6 @@ beside it: `/.well-known/jwks.json`, the RFC 9728 metadata for /mcp, and the RFC
 metadata of obd as an authorization server. Mounted only with `[auth] enabled`.
 """
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
@@ -15,11 +14,10 @@ import structlog
 from litestar import Request, Response, get, post
 
 from obd.auth import SCOPES, narrow
+from obd.auth.clients import Client
 from obd.auth.ratelimit import FailureLimit
 from obd.auth.tokens import Issuer
 from obd.errors import ScopeError
-from obd.storage import clients
-from obd.storage.clients import Client
 
 log = structlog.get_logger("obd.auth")
 _json = msgspec.json.Encoder()
@@ -27,7 +25,8 @@ AnyRequest = Request[Any, Any, Any]
 MAX_FORM_BYTES = 8 * 1024  # a token request is ~150 bytes
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
-FindClient = Callable[[str], Awaitable[tuple[Client, str] | None]]
+# (client_id, secret) -> the client if that is its secret (`Clients.verify`: scrypt off the loop)
+VerifyClient = Callable[[str, str], Awaitable[Client | None]]
 
 
 class OAuthError(Exception):
@@ -44,13 +43,13 @@ class TokenEndpoint:
 
     def __init__(
         self,
-        find: FindClient,
+        verify: VerifyClient,
         issuer: Issuer,
         limit: FailureLimit,
         jwks: dict[str, Any],
         forget: Callable[[str], None] = lambda client_id: None,
     ) -> None:
-        self.find = find
+        self.verify = verify
         self.issuer = issuer
         self.limit = limit
         self.jwks = jwks
@@ -65,8 +64,7 @@ class TokenEndpoint:
             return _too_many(wait)
         if _one(form, "grant_type") != "client_credentials":
             raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
-        found = await self.find(client_id)
-        client = await asyncio.to_thread(clients.verify, found, secret)  # ~50 ms of scrypt
+        client = await self.verify(client_id, secret)
         if client is None:
             self.limit.failed(*keys)
             log.warning("token_refused", client_id=client_id[:64], address=address)

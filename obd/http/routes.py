@@ -8,10 +8,11 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
+from obd import ndjson
 from obd.errors import BadRequest
 from obd.http.metrics import render
 from obd.model import Snapshot
-from obd.service import Service
+from obd.service import BOOKS_PATH, Service
 
 MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
 
@@ -85,7 +86,7 @@ async def availability(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get("/v1/books", opt={"scope": "read"})
+@get(BOOKS_PATH, opt={"scope": "read"})
 async def books(request: AnyRequest) -> Response[Any]:
     service = _service(request)
     exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
@@ -103,16 +104,11 @@ async def books(request: AnyRequest) -> Response[Any]:
 
 
 async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]:
-    buffer = bytearray()
     async for chunk in chunks:
-        for snapshot in chunk:
-            _json.encode_into(snapshot, buffer, len(buffer))
-            buffer.extend(b"\n")
-        yield bytes(buffer)
-        buffer.clear()
+        yield ndjson.lines(chunk)
 
 
-@get("/v1/books/latest", opt={"scope": "read"})
+@get(f"{BOOKS_PATH}/latest", opt={"scope": "read"})
 async def latest(request: AnyRequest) -> Response[bytes]:
     snapshot = await _service(request).latest(
         _query(request, "exchange"), _query(request, "symbol")
@@ -139,7 +135,7 @@ async def healthz(request: AnyRequest) -> Response[bytes]:
 
 @get("/metrics", opt={"scope": "read"})
 async def metrics(request: AnyRequest) -> Response[bytes]:
-    text = render(_service(request), request.app.state.hub)
+    text = render(_service(request).stats(), request.app.state.hub)
     return Response(text.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

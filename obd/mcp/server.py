@@ -1,5 +1,6 @@
-"""Serving the MCP tools: over stdio for a local agent (`obd mcp`), and as the
-streamable-HTTP app the daemon mounts at /mcp.
+"""The MCP server over a tool set: the tools with obd's error messages, and the coins as
+resources. `obd.mcp.stdio` serves it to a local agent (`obd mcp`), `obd.mcp.http` as
+the streamable-HTTP app the daemon mounts at /mcp.
 
 Imported only where MCP is served: the SDK costs ~1.2 s to import.
 """
@@ -9,9 +10,7 @@ import functools
 import inspect
 import logging
 import os
-import signal
 import typing
-from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
 import msgspec
@@ -24,24 +23,17 @@ from mcp.server.mcpserver.exceptions import (
 )
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.uri_template import UriTemplate
 from mcp.types import CallToolResult, InputRequiredResult, Resource, TextContent
 from pydantic import ValidationError
 
 from obd import __version__
-from obd.auth import Authenticator
-from obd.collect import Collector, lock
-from obd.config import Config
-from obd.context import open_service
 from obd.errors import NotFound, ObdError
 from obd.mcp.schemas import portable
 from obd.mcp.shapes import MAX_COINS, MAX_LATEST_LEVELS
 from obd.mcp.tools import ANNOTATIONS, NAMES, TITLES, Tools, explain
-from obd.service import Service
-from obd.times import now_ms
 
-__all__ = ["McpHttp", "build", "run_stdio"]
+__all__ = ["build"]
 
 INSTRUCTIONS = """\
 obd collects L2 order-book snapshots of crypto coins on a clock-aligned cadence and
@@ -214,7 +206,7 @@ def _add_resources(server: MCPServer[Any], tools: Tools) -> None:
         return _json.encode(snapshot).decode()
 
 
-# -- stdio --
+# -- stdin, read on the loop --
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message from the client; requests are small
 
@@ -223,13 +215,13 @@ class _Lines:
     """stdin lines as the SDK's stdio transport iterates them."""
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
+        self._stream = reader
 
     def __aiter__(self) -> "_Lines":
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
+        line = await self._stream.readline()
         if not line:
             raise StopAsyncIteration
         return line.decode("utf-8", "replace")
@@ -247,71 +239,3 @@ async def _stdin_lines() -> _Lines | None:
         pipe.close()
         return None
     return _Lines(reader)
-
-
-def run_stdio(config: Config, *, collect: bool) -> None:
-    """`obd mcp`: serve until the client closes stdin, or SIGTERM/SIGINT. stdout carries
-    the protocol only; logs go to stderr (obd.log) and stray prints are diverted there."""
-    asyncio.run(_stdio(config, collect))
-
-
-async def _stdio(config: Config, collect: bool) -> None:
-    holding: AbstractAsyncContextManager[Any] = (
-        lock.CollectorLock(config.database) if collect else nullcontext()
-    )
-    started = now_ms() if collect else None
-    async with holding, open_service(config, collector_started_ms=started) as service:
-        if collect:
-            from obd.daemon import add_config_coins  # the daemon's start-up rule, shared
-
-            await add_config_coins(service, config)
-        tools = Tools(
-            service,
-            download_dir=config.download_dir,
-            daemon_running=functools.partial(lock.collecting, config.database),
-        )
-        await _serve_stdio(build(tools), service.collector)
-
-
-async def _serve_stdio(server: MCPServer[Any], collector: Collector | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with asyncio.TaskGroup() as tasks:
-        serving = tasks.create_task(server.run_stdio_async(), name="mcp stdio")
-        stopping = tasks.create_task(stop.wait(), name="signals")
-        collecting = tasks.create_task(collector.run(), name="collector") if collector else None
-        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-        for task in (serving, stopping, collecting):
-            if task is not None:
-                task.cancel()
-
-
-# -- HTTP --
-
-
-class McpHttp:
-    """The tools as a streamable-HTTP ASGI app, for the daemon to mount at /mcp. Its
-    session manager runs in the app's lifespan (`lifespan`), once per instance."""
-
-    def __init__(self, service: Service, authenticator: Authenticator, host: str) -> None:
-        self._server = build(Tools(service, authenticator=authenticator))
-        self._app = self._server.streamable_http_app(
-            streamable_http_path="/", transport_security=_transport_security(host)
-        )
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._app(scope, receive, send)
-
-    def lifespan(self, _app: object) -> AbstractAsyncContextManager[None]:
-        return self._server.session_manager.run()
-
-
-def _transport_security(host: str) -> TransportSecuritySettings:
-    """DNS-rebinding protection: the Host (and any Origin) must name this machine or the
-    configured host. Any port: a rebinding attack changes the name, not the port."""
-    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
-    hosts = sorted(names | {f"{name}:*" for name in names})
-    origins = sorted(f"{scheme}://{name}" for scheme in ("http", "https") for name in hosts)
-    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)

@@ -9,9 +9,7 @@ from pydantic import BeforeValidator, Field
 
 from obd.config import MAX_DEPTH
 from obd.model import Gap, Snapshot
-from obd.service import CoinView
-from obd.service.markets import ExchangeView, MarketView
-from obd.storage.reader import SummaryRow
+from obd.service import CoinView, ExchangeView, MarketView, SummaryRow
 
 MAX_COINS = 200  # coins in one list_coins answer (~250 bytes each)
 DEFAULT_LATEST_LEVELS = 10

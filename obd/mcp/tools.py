@@ -8,7 +8,6 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
 
 import msgspec
 from mcp.server.mcpserver import Context
@@ -57,8 +56,7 @@ from obd.mcp.shapes import (
 )
 from obd.plugin import Availability
 from obd.research import sinks as download
-from obd.service import BookCount, CoinView, Service
-from obd.storage.reader import SummaryRow
+from obd.service import BookCount, CoinView, Service, SummaryRow, books_link
 from obd.times import iso
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -311,7 +309,7 @@ class Tools:
     # -- helpers --
 
     def _collecting(self) -> bool:
-        return self.service.collector is not None or self._daemon_running()
+        return self.service.collecting or self._daemon_running()
 
     async def _require(self, ctx: Context, scope: str) -> None:
         if self._authenticator is None:
@@ -320,18 +318,10 @@ class Tools:
         require(await self._authenticator.authenticate(headers.get("authorization")), scope)
 
     def _link(self, ctx: Context, exchange: str, symbol: str, counted: BookCount) -> Download:
-        query = urlencode(
-            {
-                "exchange": exchange,
-                "symbol": symbol,
-                "start": counted.start,
-                "end": counted.end,
-                "format": "ndjson",
-            }
-        )
+        link = books_link(exchange, symbol, counted.start, counted.end)
         # The Host the client reached us by (already checked against the allowed hosts).
         host = (ctx.headers or {}).get("host")
-        url = f"http://{host}/v1/books?{query}" if host else f"/v1/books?{query}"
+        url = f"http://{host}{link}" if host else link
         return Download(
             format="ndjson",
             count=counted.count,

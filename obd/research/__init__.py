@@ -12,7 +12,7 @@ import heapq
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import apsw
 import msgspec
@@ -27,6 +27,7 @@ from obd.storage.connect import open_reader
 __all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "open"]
 
 CHUNK = 512  # snapshots a query: ~10 MB of Python objects at 100 levels a side
+T = TypeVar("T")
 _END_OF_TIME = 2**62  # ms: past any stored ts, and an SQLite integer
 
 DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
@@ -78,17 +79,7 @@ class _Shard:
 
 
 def _check_schema(conn: apsw.Connection, path: Path) -> None:
-    version = int(conn.execute("PRAGMA user_version").fetchall()[0][0] or 0)
-    if version > schema.SCHEMA_VERSION:
-        raise StoreError(
-            f"database {path}: schema {version} is newer than this obd understands "
-            f"({schema.SCHEMA_VERSION}); upgrade obd"
-        )
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    except apsw.SQLError:
-        row = None
-    if version == 0 or row is None or row[0] != schema.FORMAT_NAME:
+    if schema.known_version(conn) == 0 or not schema.is_obd_file(conn):
         raise StoreError(f"database {path} is not an obd file")
 
 
@@ -202,7 +193,7 @@ class Dataset:
         """The same snapshots, `size` at a time (the last list shorter)."""
         low, high = _bounds(start, end)
         streams = [
-            _shard_chunks(shard.conn, coin, low, high, size)
+            reader.book_pages(shard.conn, coin, low, high, size)
             for shard, coin in self._holding(exchange, symbol)
         ]
         if len(streams) == 1:
@@ -295,7 +286,7 @@ class Dataset:
 
         low, high = _bounds(start, end)
         streams = [
-            frames.summary_rows(shard.conn, coin.id, low, high, CHUNK)
+            _flat(reader.plain_pages(shard.conn, coin.id, low, high, CHUNK))
             for shard, coin in self._holding(exchange, symbol)
         ]
         rows: Iterable[tuple[Any, ...]] = (
@@ -310,20 +301,7 @@ def _bounds(start: int | None, end: int | None) -> tuple[int, int]:
     return (0 if start is None else start), (_END_OF_TIME if end is None else end)
 
 
-def _shard_chunks(
-    conn: apsw.Connection, coin: Coin, start: int, end: int, size: int
-) -> Iterator[list[Snapshot]]:
-    """Keyset pages: each query starts after the last ts seen, so none rescans."""
-    while start < end:
-        chunk = reader.books(conn, coin, start, end, size)
-        if chunk:
-            yield chunk
-        if len(chunk) < size:
-            return
-        start = chunk[-1].ts + 1
-
-
-def _flat(chunks: Iterator[list[Snapshot]]) -> Iterator[Snapshot]:
+def _flat(chunks: Iterator[list[T]]) -> Iterator[T]:
     for chunk in chunks:
         yield from chunk
 

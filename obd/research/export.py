@@ -16,7 +16,6 @@ daemon neither blocks the export nor is blocked by it.
 """
 
 import itertools
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import msgspec
 
 from obd import research
 from obd.errors import NotFound
+from obd.files import publishing
 from obd.research import sinks as download
 from obd.times import now_ms
 
@@ -149,28 +149,17 @@ def _write(
         target.unlink(missing_ok=True)
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    sink = download.open_sink(form, partial, with_coin=False)
     count = 0
-    try:
-        for chunk in itertools.chain([first], chunks):
-            sink.write(chunk)
-            count += len(chunk)
-            bar.add(len(chunk))
-        sink.close()
-        _fsync(partial)  # the rename must not publish a file whose bytes are not on disk
-        os.replace(partial, target)
-    finally:
-        sink.close()
-        partial.unlink(missing_ok=True)
+    with publishing(target, partial=partial, replace=True):
+        sink = download.open_sink(form, partial, with_coin=False)
+        try:
+            for chunk in itertools.chain([first], chunks):
+                sink.write(chunk)
+                count += len(chunk)
+                bar.add(len(chunk))
+        finally:
+            sink.close()
     return count
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Progress:

@@ -10,32 +10,17 @@ import importlib
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-import apsw
 import numpy as np
 import numpy.typing as npt
 
 from obd.errors import MissingExtra
 from obd.model import Snapshot
+from obd.storage.reader import PLAIN_COLUMNS
 
-__all__ = ["SUMMARY_COLUMNS", "MissingExtra", "levels", "require", "summary", "summary_rows"]
+__all__ = ["SUMMARY_COLUMNS", "MissingExtra", "levels", "require", "summary"]
 
 SIDES = ("bid", "ask")  # `side` codes 0 and 1
-SUMMARY_COLUMNS = (
-    "ts",
-    "exchange_ts",
-    "received_ts",
-    "capture",
-    "bid_levels",
-    "ask_levels",
-    "best_bid",
-    "best_ask",
-    "mid",
-    "spread_bps",
-    "bid_size_10",
-    "ask_size_10",
-    "imbalance_10",
-    "crossed",
-)
+SUMMARY_COLUMNS = PLAIN_COLUMNS  # ts, exchange_ts, received_ts, capture, then the summary
 _FLOATS = SUMMARY_COLUMNS[6:13]
 
 DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
@@ -104,22 +89,6 @@ def _pandas_levels(pd: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:
 
 
 # -- summary: the plain columns, no blob decoded ----------------------------------------
-
-
-def summary_rows(
-    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
-) -> Iterator[tuple[Any, ...]]:
-    """Rows of SUMMARY_COLUMNS with start <= ts < end, oldest first, `size` a query."""
-    query = (
-        f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM snapshots "
-        "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
-    )
-    while start < end:
-        rows: list[Any] = conn.execute(query, (coin_id, start, end, size)).fetchall()
-        yield from rows
-        if len(rows) < size:
-            return
-        start = rows[-1][0] + 1
 
 
 def summary(rows: Iterable[tuple[Any, ...]], frame: DataFrameKind) -> Any:

@@ -9,14 +9,13 @@ import asyncio
 import csv
 import importlib
 import importlib.util
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import msgspec
-
+from obd import ndjson
 from obd.errors import BadRequest, Conflict
+from obd.files import publishing
 from obd.model import Snapshot
 
 FORMATS = ("parquet", "csv", "ndjson")
@@ -41,32 +40,20 @@ async def write(chunks: AsyncIterator[list[Snapshot]], target: Path, form: str) 
     """Every snapshot of `chunks` into a new file at `target`; returns how many."""
     check_format(form)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    sink = open_sink(form, partial)
     count = 0
     try:
-        async for chunk in chunks:
-            await asyncio.to_thread(sink.write, chunk)
-            count += len(chunk)
-        await asyncio.to_thread(sink.close)
-        _publish(partial, target)
-    finally:
-        sink.close()
-        partial.unlink(missing_ok=True)
-    return count
-
-
-def _publish(partial: Path, target: Path) -> None:
-    """A hard link fails where a rename would replace a file that appeared meanwhile."""
-    exists = Conflict(f"path: {target} already exists; pass another path")
-    try:
-        os.link(partial, target)
+        with publishing(target) as partial:  # never replaces a file that appeared meanwhile
+            sink = open_sink(form, partial)
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(sink.write, chunk)
+                    count += len(chunk)
+                await asyncio.to_thread(sink.close)
+            finally:
+                sink.close()
     except FileExistsError:
-        raise exists from None
-    except OSError:  # no hard links on this filesystem (FAT, some network mounts)
-        if target.exists():
-            raise exists from None
-        os.replace(partial, target)
+        raise Conflict(f"path: {target} already exists; pass another path") from None
+    return count
 
 
 class Sink(Protocol):
@@ -89,14 +76,9 @@ class _Ndjson:
 
     def __init__(self, path: Path) -> None:
         self._file = path.open("wb")
-        self._encoder = msgspec.json.Encoder()
 
     def write(self, chunk: list[Snapshot]) -> None:
-        buffer = bytearray()
-        for snapshot in chunk:
-            self._encoder.encode_into(snapshot, buffer, len(buffer))
-            buffer.extend(b"\n")
-        self._file.write(buffer)
+        self._file.write(ndjson.lines(chunk))
 
     def close(self) -> None:
         self._file.close()

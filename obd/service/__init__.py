@@ -1,31 +1,55 @@
 """The service layer: what HTTP, WebSocket, MCP and the CLI call. None of them reaches lower.
 
 Arguments arrive as users typed them (strings from a query, JSON values); each is
-checked here once, and errors name the argument.
+checked here once, and errors name the argument. What the service hands out
+(`clients`, a `HistoryStream`) is all a transport gets of the store.
 """
 
 import base64
 import binascii
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 
+from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH
 from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
-from obd.model import Coin, Gap, GapReason, Snapshot
+from obd.model import Coin, Snapshot
 from obd.plugin import Availability
 from obd.service import markets as discovery
+from obd.service.coverage import Coverage, coverage
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
-from obd.service.markets import ExchangeView, MarketPage
+from obd.service.markets import ExchangeView, MarketPage, MarketView
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
 from obd.storage.writer import Writer
 from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_at_or_after
+
+__all__ = [
+    "BOOKS_PATH",
+    "BookCount",
+    "CoinView",
+    "Coverage",
+    "ExchangeView",
+    "FeedStats",
+    "Health",
+    "HistoryStream",
+    "MarketPage",
+    "MarketView",
+    "Page",
+    "Service",
+    "Stats",
+    "SummaryPage",
+    "SummaryRow",
+    "books_link",
+]
 
 MAX_MARKETS = 1_000  # markets in one list_markets page
 MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
@@ -54,15 +78,6 @@ class Page(msgspec.Struct, frozen=True):
     next: str | None
 
 
-class Coverage(msgspec.Struct, frozen=True):
-    start: int
-    end: int
-    interval_ms: int
-    expected: int
-    present: int
-    gaps: list[Gap]
-
-
 class SummaryPage(msgspec.Struct, frozen=True):
     rows: list[SummaryRow]
     next_start: int | None  # where the next call resumes; None: the range is done
@@ -81,7 +96,41 @@ class Health(msgspec.Struct, frozen=True):
     coins: list[dict[str, Any]]
 
 
+class FeedStats(msgspec.Struct, frozen=True):
+    """A collected coin's live feed, as this process samples it."""
+
+    exchange: str
+    symbol: str
+    live: bool
+    failures: int  # times its live feed broke
+    slot_lag_s: float  # how late its last slot was taken
+
+
+class Stats(msgspec.Struct, frozen=True):
+    """What this process reports of itself (/metrics), without reading the file."""
+
+    writer_backlog: int  # rows waiting for the writer
+    rows_written: int
+    writer_failing: bool
+    last_batch_s: float  # how long the last commit took
+    database_bytes: int
+    wal_bytes: int
+    coins: list[FeedStats] | None  # None: this process does not collect
+
+
+BOOKS_PATH = "/v1/books"
+
+
+def books_link(exchange: str, symbol: str, start: int, end: int) -> str:
+    """The path and query of `GET /v1/books` streaming [start, end) as NDJSON: the one
+    way a range is handed to a client as a link (MCP's download_history over HTTP)."""
+    query = {"exchange": exchange, "symbol": symbol, "start": start, "end": end}
+    return f"{BOOKS_PATH}?{urlencode({**query, 'format': 'ndjson'})}"
+
+
 class Service:
+    """The use cases over one store. `clients` administers OAuth clients."""
+
     def __init__(
         self,
         exchanges: Exchanges,
@@ -92,31 +141,37 @@ class Service:
         default_interval: str | int = "5m",
         default_depth: int = 100,
     ) -> None:
-        self.exchanges = exchanges
-        self.reader = read
-        self.writer = writer
-        self.collector = collector  # None outside the daemon (CLI, MCP stdio)
-        self.default_interval = default_interval
-        self.default_depth = default_depth
+        self._exchanges = exchanges
+        self._reader = read
+        self._writer = writer
+        self._collector = collector  # None where this process does not collect
+        self._default_interval = default_interval
+        self._default_depth = default_depth
+        self.clients = Clients(read, writer)
+
+    @property
+    def collecting(self) -> bool:
+        """Whether this process collects (a daemon on the same file may, when not)."""
+        return self._collector is not None
 
     # -- coins --
 
     async def list_coins(self) -> list[CoinView]:
-        return [await self._view(coin) for coin in await self.reader.run(reader.coins)]
+        return [await self._view(coin) for coin in await self._reader.run(reader.coins)]
 
     async def availability(self, exchange: object, symbol: object) -> Availability:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        return await self.exchanges.get(exchange_id).check_availability(symbol_name)
+        return await self._exchanges.get(exchange_id).check_availability(symbol_name)
 
     async def add_coin(
         self, exchange: object, symbol: object, interval: object = None, depth: object = None
     ) -> tuple[CoinView, bool]:
         """(coin, created); checks the exchange lists the symbol first (404 if not)."""
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        interval_given = self.default_interval if interval is None else interval
+        interval_given = self._default_interval if interval is None else interval
         interval_ms = parse_interval(interval_given)
-        levels = _bounded("depth", depth, 1, MAX_DEPTH, self.default_depth)
-        source = self.exchanges.get(exchange_id)
+        levels = _bounded("depth", depth, 1, MAX_DEPTH, self._default_depth)
+        source = self._exchanges.get(exchange_id)
         listed = await source.check_availability(symbol_name)
         if not listed.available:
             raise NotFound(listed.reason or f"{symbol_name} is not listed on {exchange_id}")
@@ -134,13 +189,13 @@ class Service:
             lot_size=listed.lot_size,
         )
         now = now_ms()
-        coin, created = await self.writer.call(lambda conn: coin_writes.add_coin(conn, want, now))
+        coin, created = await self._writer.call(lambda conn: coin_writes.add_coin(conn, want, now))
         self._wake_collector()
         return await self._view(coin), created
 
     async def remove_coin(self, exchange: object, symbol: object) -> CoinView:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        coin = await self.writer.call(
+        coin = await self._writer.call(
             lambda conn: coin_writes.remove_coin(conn, exchange_id, symbol_name)
         )
         self._wake_collector()
@@ -151,9 +206,9 @@ class Service:
     async def list_exchanges(self) -> list[ExchangeView]:
         """Every exchange id obd can collect from, with how many coins it collects there."""
         counts: dict[str, int] = {}
-        for coin in await self.reader.run(reader.coins):
+        for coin in await self._reader.run(reader.coins):
             counts[coin.exchange] = counts.get(coin.exchange, 0) + coin.active
-        return discovery.exchange_views(self.exchanges, counts)
+        return discovery.exchange_views(self._exchanges, counts)
 
     async def list_markets(
         self, exchange: object, query: object = None, limit: object = None, offset: object = None
@@ -168,10 +223,10 @@ class Service:
         skip = _bounded("offset", offset, 0, 10**6, 0)
         collected = {
             coin.symbol
-            for coin in await self.reader.run(reader.coins)
+            for coin in await self._reader.run(reader.coins)
             if coin.exchange == exchange_id and coin.active
         }
-        return await discovery.markets(self.exchanges, exchange_id, query, size, skip, collected)
+        return await discovery.markets(self._exchanges, exchange_id, query, size, skip, collected)
 
     # -- books --
 
@@ -189,7 +244,7 @@ class Service:
         size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         if cursor is not None:
             begin = _cursor_ts(cursor, begin, stop)
-        items = await self.reader.run(reader.books, coin, begin, stop, size + 1)
+        items = await self._reader.run(reader.books, coin, begin, stop, size + 1)
         if len(items) <= size:
             return Page(items=items, next=None)
         return Page(items=items[:size], next=_encode_cursor(items[size].ts))
@@ -200,15 +255,7 @@ class Service:
         """The whole range in chunks, oldest first; memory stays flat however long it is."""
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
-        return self._chunks(coin, begin, stop)
-
-    async def _chunks(self, coin: Coin, begin: int, stop: int) -> AsyncIterator[list[Snapshot]]:
-        while begin < stop:
-            chunk = await self.reader.run(reader.books, coin, begin, stop, STREAM_CHUNK)
-            if not chunk:
-                return
-            yield chunk
-            begin = chunk[-1].ts + 1
+        return self._reader.book_pages(coin, begin, stop, STREAM_CHUNK)
 
     async def summaries(
         self,
@@ -227,7 +274,7 @@ class Service:
         size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         every_ms = None if every is None else parse_interval(every, "every")
         top = _bounded("levels", levels, 0, MAX_DEPTH, 0)
-        rows = await self.reader.run(
+        rows = await self._reader.run(
             reader.summaries, coin.id, begin, stop, size + 1, every_ms, top
         )
         if len(rows) <= size:
@@ -240,12 +287,12 @@ class Service:
         """How many snapshots `books`/`stream_books` would give for the same arguments."""
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
-        found = await self.reader.run(reader.count, coin.id, begin, stop)
+        found = await self._reader.run(reader.count, coin.id, begin, stop)
         return BookCount(start=begin, end=stop, count=found)
 
     async def latest(self, exchange: object, symbol: object) -> Snapshot:
         coin = await self._coin(exchange, symbol)
-        snapshot = await self.reader.run(reader.latest, coin)
+        snapshot = await self._reader.run(reader.latest, coin)
         if snapshot is None:
             raise NotFound(f"no snapshot of {coin.symbol} on {coin.exchange} yet")
         return snapshot
@@ -261,7 +308,7 @@ class Service:
         stop = now if end is None else parse_time(end, "end")
         if begin >= stop and (start is not None and end is not None):
             raise BadRequest("start: must be before end")
-        return await self.reader.run(_coverage, coin, begin, max(begin, min(stop, now)), now)
+        return await self._reader.run(coverage, coin, begin, max(begin, min(stop, now)), now)
 
     # -- live feed and history (WebSocket, MCP) --
 
@@ -296,14 +343,14 @@ class Service:
             begin,
             stop,
             size,
-            read=self.reader,
-            writer=self.writer,
-            source=self.exchanges.get(coin.exchange),
-            plugin=self.exchanges.plugins.spec_for(coin.exchange).name,
+            read=self._reader,
+            writer=self._writer,
+            source=self._exchanges.get(coin.exchange),
+            plugin=self._exchanges.plugins.spec_for(coin.exchange).name,
         )
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
-        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
         if coin is not None and coin.active:
             return coin
         if not may_add:
@@ -314,7 +361,7 @@ class Service:
         # A removed coin comes back at the cadence and depth its stored rows have.
         interval, depth = (coin.interval, coin.depth) if coin is not None else (None, None)
         await self.add_coin(exchange_id, symbol_name, interval, depth)
-        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
         assert coin is not None
         return coin
 
@@ -324,8 +371,8 @@ class Service:
         coins = []
         stale = False
         now = now_ms()
-        for coin in await self.reader.run(reader.coins):
-            last = await self.reader.run(reader.last_ts, coin.id)
+        for coin in await self._reader.run(reader.coins):
+            last = await self._reader.run(reader.last_ts, coin.id)
             since = max(last or 0, coin.added_ts)
             fresh = now - since <= 3 * coin.interval_ms + 30_000
             stale = stale or not fresh
@@ -339,26 +386,50 @@ class Service:
                     "fresh": fresh,
                 }
             )
-        error = self.writer.failing
+        error = self._writer.failing
         return Health(
             status="degraded" if stale or error else "ok",
-            writer_backlog=self.writer.backlog,
+            writer_backlog=self._writer.backlog,
             writer_error=error,
             coins=coins,
+        )
+
+    def stats(self) -> Stats:
+        writer, path = self._writer, self._writer.path
+        samplers = None if self._collector is None else self._collector.samplers()
+        return Stats(
+            writer_backlog=writer.backlog,
+            rows_written=writer.rows_written,
+            writer_failing=writer.failing is not None,
+            last_batch_s=writer.last_batch_s,
+            database_bytes=_size(path),
+            wal_bytes=_size(path.with_name(path.name + "-wal")),
+            coins=None
+            if samplers is None
+            else [
+                FeedStats(
+                    exchange=s.coin.exchange,
+                    symbol=s.coin.symbol,
+                    live=s.state == "live",
+                    failures=s.failures,
+                    slot_lag_s=s.last_lag_s,
+                )
+                for s in samplers
+            ],
         )
 
     # -- helpers --
 
     async def _coin(self, exchange: object, symbol: object) -> Coin:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        coin = await self.reader.run(reader.coin, exchange_id, symbol_name)
+        coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
         if coin is None:
-            self.exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
+            self._exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
             raise NotFound(f"{symbol_name} on {exchange_id} is not collected (add it first)")
         return coin
 
     async def _view(self, coin: Coin) -> CoinView:
-        stats = await self.reader.run(reader.stats, coin.id)
+        stats = await self._reader.run(reader.stats, coin.id)
         return CoinView(
             exchange=coin.exchange,
             symbol=coin.symbol,
@@ -375,50 +446,21 @@ class Service:
     def _status(self, coin: Coin) -> str:
         if not coin.active:
             return "removed"
-        if self.collector is None:
+        if self._collector is None:
             return "active"  # this process does not collect; a daemon on the file may
-        sampler = self.collector.sampler(coin.id)
+        sampler = self._collector.sampler(coin.id)
         return sampler.state if sampler else "starting"
 
     def _wake_collector(self) -> None:
-        if self.collector is not None:
-            self.collector.wake()
+        if self._collector is not None:
+            self._collector.wake()
 
 
-def _coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
-    interval = coin.interval_ms
-    first_slot = slot_at_or_after(coin.added_ts + 1, interval)
-    lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
-    gaps = reader.gaps(conn, coin.id, lo, hi)
-    if lo < first_slot:
-        gaps.insert(0, Gap(lo, min(first_slot, hi), "not_collected"))
-    until = max(reader.accounted_until(conn, coin) or first_slot, lo)
-    if until < hi:
-        recent = until >= now - 2 * interval - 2_000
-        reason: GapReason = (
-            "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
-        )
-        gaps.append(Gap(until, hi, reason))
-    return Coverage(
-        start=lo,
-        end=hi,
-        interval_ms=interval,
-        expected=max(0, (hi - lo) // interval),
-        present=reader.count(conn, coin.id, lo, hi),
-        gaps=_merged(gaps),
-    )
-
-
-def _merged(gaps: list[Gap]) -> list[Gap]:
-    out: list[Gap] = []
-    for gap in gaps:
-        if gap.start >= gap.end:
-            continue
-        if out and out[-1].end >= gap.start and out[-1].reason == gap.reason:
-            out[-1] = Gap(out[-1].start, max(out[-1].end, gap.end), gap.reason)
-        else:
-            out.append(gap)
-    return out
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _exchange(value: object) -> str:

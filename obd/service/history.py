@@ -2,10 +2,10 @@
 back-filled from the exchange plugin where it serves history, oldest first.
 
 Memory stays flat however long the range: storage is read a few hundred rows at a
-time (the next read already running while the current rows go out), and back-filled
-books are stored and streamed in batches of the same size. Back-filled rows go
-through the writer with their provenance (`capture = "backfill:<plugin>"`), never
-to live subscribers.
+time (`Reader.book_pages`: the next read already running while the current rows go
+out), and back-filled books are stored and streamed in batches of the same size.
+Back-filled rows go through the writer with their provenance (`capture =
+"backfill:<plugin>"`), never to live subscribers.
 
 Only slots that collection is done with are back-filled: those before the coin was
 first collected and those already recorded as gaps (or missing) before the last
@@ -13,7 +13,6 @@ slot the collector accounted for. Later slots belong to the running sampler: a
 back-filled row there would take the slot from the live snapshot.
 """
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -24,6 +23,7 @@ import structlog
 from obd.errors import HistoryNotAvailable, ObdError
 from obd.model import Book, Coin, Gap, GapReason, Snapshot
 from obd.plugin import Exchange, FetchesHistory
+from obd.service.coverage import join
 from obd.storage import reader
 from obd.storage.reader import Reader
 from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
@@ -91,7 +91,8 @@ class HistoryStream:
         """Runs of stored rows, with each hole between them filled (or noted) in place."""
         interval = self.coin.interval_ms
         expected = self.start  # the next slot not yet accounted for
-        async with _Prefetch(self._read, self.coin, self.start, self._stop) as rows_ahead:
+        ahead = self._read.book_pages(self.coin, self.start, self._stop, READ_ROWS)
+        async with contextlib.aclosing(ahead) as rows_ahead:
             async for rows in rows_ahead:
                 run: list[Snapshot] = []
                 for row in rows:
@@ -187,49 +188,8 @@ class HistoryStream:
             at = max(at, gap.end)
 
     def _note(self, gap: Gap) -> None:
-        if gap.start >= gap.end:
-            return
-        last = self.gaps[-1] if self.gaps else None
-        if last is not None and last.end >= gap.start and last.reason == gap.reason:
-            self.gaps[-1] = Gap(last.start, max(last.end, gap.end), gap.reason)
-        elif len(self.gaps) < MAX_GAPS:
-            self.gaps.append(gap)
-        else:
+        if not join(self.gaps, gap, MAX_GAPS):
             self.gaps_truncated = True
-
-
-class _Prefetch:
-    """Stored rows of [start, end), READ_ROWS at a time, the next read running while the
-    caller works on the current rows."""
-
-    def __init__(self, read: Reader, coin: Coin, start: int, end: int) -> None:
-        self._read, self._coin, self._end = read, coin, end
-        self._next: asyncio.Task[list[Snapshot]] | None = self._fetch(start)
-
-    def _fetch(self, start: int) -> asyncio.Task[list[Snapshot]] | None:
-        if start >= self._end:
-            return None
-        query = self._read.run(reader.books, self._coin, start, self._end, READ_ROWS)
-        return asyncio.create_task(query, name=f"history read {self._coin.symbol} {start}")
-
-    async def __aenter__(self) -> "_Prefetch":
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._next is not None:
-            self._next.cancel()  # the caller stopped early (cancelled or failed)
-
-    def __aiter__(self) -> "_Prefetch":
-        return self
-
-    async def __anext__(self) -> list[Snapshot]:
-        if self._next is None:
-            raise StopAsyncIteration
-        rows = await self._next
-        self._next = self._fetch(rows[-1].ts + 1) if len(rows) == READ_ROWS else None
-        if not rows:
-            raise StopAsyncIteration
-        return rows
 
 
 def _horizon(conn: apsw.Connection, coin: Coin) -> int:

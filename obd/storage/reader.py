@@ -3,7 +3,7 @@
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,8 +14,10 @@ import msgspec
 from obd.model import Coin, Gap, Level, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_reader
+from obd.storage.summary import COLUMNS
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 READ_THREADS = 4
 
@@ -47,13 +49,39 @@ class Reader:
                 conn.close()
             self._connections.clear()
 
+    def book_pages(
+        self, coin: Coin, start: int, end: int, size: int
+    ) -> AsyncGenerator[list[Snapshot], None]:
+        """`book_pages` on the worker threads, the next page read while the caller works
+        on this one. Close it (`contextlib.aclosing`) when stopping early."""
+        steps = pages(
+            lambda low: books(self._connection(), coin, low, end, size), start, end, size, _ts
+        )
+        return self._ahead(steps)
+
+    async def _ahead(self, steps: Iterator[T]) -> AsyncGenerator[T, None]:
+        # Each step runs on whichever worker is free, with that thread's connection; the
+        # next is asked for only once the previous one is done, so they never overlap.
+        loop = asyncio.get_running_loop()
+        ahead = loop.run_in_executor(self._pool, next, steps, None)
+        try:
+            while (item := await ahead) is not None:
+                ahead = loop.run_in_executor(self._pool, next, steps, None)
+                yield item
+        finally:
+            ahead.cancel()
+
     def _call(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return query(self._connection(), *args)
+
+    def _connection(self) -> apsw.Connection:
+        """This worker thread's connection, opened on its first query."""
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = open_reader(self._path)
             with self._lock:
                 self._connections.append(conn)
-        return query(conn, *args)
+        return conn
 
 
 class CoinStats(msgspec.Struct, frozen=True):
@@ -135,6 +163,33 @@ def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -
     return [_snapshot(coin, row) for row in rows]
 
 
+def pages(
+    fetch: Callable[[int], list[R]], start: int, end: int, size: int, ts: Callable[[R], int]
+) -> Iterator[list[R]]:
+    """[start, end) in pages of at most `size` rows, oldest first: `fetch(low)` reads the
+    rows with low <= ts < end, and each page resumes just after the last ts seen (keyset
+    paging), so no query rescans what an earlier one read. The one range reader: the
+    service, history and research page through it."""
+    while start < end:
+        rows = fetch(start)
+        if rows:
+            yield rows
+        if len(rows) < size:
+            return
+        start = ts(rows[-1]) + 1
+
+
+def book_pages(
+    conn: apsw.Connection, coin: Coin, start: int, end: int, size: int
+) -> Iterator[list[Snapshot]]:
+    """Snapshots of [start, end), `size` a query (`pages`)."""
+    return pages(lambda low: books(conn, coin, low, end, size), start, end, size, _ts)
+
+
+def _ts(snapshot: Snapshot) -> int:
+    return snapshot.ts
+
+
 def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
     row = conn.execute(
         f"SELECT {_snapshot_columns(conn)} FROM snapshots "
@@ -175,7 +230,11 @@ class SummaryRow(msgspec.Struct, frozen=True, omit_defaults=True):
     asks: list[Level] | None = None
 
 
-_SUMMARY_COLUMNS = "ts, best_bid, best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10"
+_SUMMARY_COLUMNS = ", ".join(
+    name for name in SummaryRow.__struct_fields__ if name not in ("bids", "asks")
+)
+# Every column of a snapshot but its blob: what research's summary frames show.
+PLAIN_COLUMNS = ("ts", "exchange_ts", "received_ts", "capture", *COLUMNS)
 
 
 def summaries(
@@ -214,6 +273,21 @@ def _summary(row: Any, levels: int) -> SummaryRow:
     bids, asks = codec.decode(row[-2], row[-1])
     plain = SummaryRow(*row[:-2])
     return msgspec.structs.replace(plain, bids=bids[:levels], asks=asks[:levels])
+
+
+def plain_pages(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows of PLAIN_COLUMNS with start <= ts < end, oldest first, `size` a query."""
+    query = (
+        f"SELECT {', '.join(PLAIN_COLUMNS)} FROM snapshots "
+        "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?"
+    )
+
+    def fetch(low: int) -> list[tuple[Any, ...]]:
+        return conn.execute(query, (coin_id, low, end, size)).fetchall()
+
+    return pages(fetch, start, end, size, lambda row: int(row[0]))
 
 
 def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:

@@ -95,12 +95,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def migrate(conn: apsw.Connection, now_ms: int) -> None:
     """Bring the file to SCHEMA_VERSION; refuse files from a newer obd or other programs."""
-    version = _user_version(conn)
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {version} is newer than this obd understands "
-            f"({SCHEMA_VERSION}); upgrade obd"
-        )
+    version = known_version(conn)
     if version == 0 and _has_foreign_tables(conn):
         raise StoreError("the database file holds tables that are not obd's; refusing to use it")
     for step in range(version, SCHEMA_VERSION):
@@ -110,9 +105,26 @@ def migrate(conn: apsw.Connection, now_ms: int) -> None:
             _write_meta(conn, now_ms, created=step == 0)
 
 
-def _user_version(conn: apsw.Connection) -> int:
+def known_version(conn: apsw.Connection) -> int:
+    """The file's schema version (0: empty or not obd's); StoreError if a newer obd wrote
+    it, whose tables this obd would misread. Every opener of a file asks this."""
     row = conn.execute("PRAGMA user_version").fetchone()
-    return int(row[0]) if row else 0
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database {conn.filename}: schema {version} is newer than this obd understands "
+            f"({SCHEMA_VERSION}); upgrade obd"
+        )
+    return version
+
+
+def is_obd_file(conn: apsw.Connection) -> bool:
+    """The file names itself an obd file (its meta table); call `known_version` first."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except apsw.SQLError:
+        return False
+    return row is not None and row[0] == FORMAT_NAME
 
 
 def _has_foreign_tables(conn: apsw.Connection) -> bool:

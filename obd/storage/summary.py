@@ -23,6 +23,11 @@ class Summary(msgspec.Struct, frozen=True, array_like=True):
     crossed: bool
 
 
+# The summary columns of the snapshots table, in this order: the one list the writer
+# inserts, the reader selects and research frames show (docs/FORMAT.md).
+COLUMNS: tuple[str, ...] = Summary.__struct_fields__
+
+
 def summarize(bids: Sequence[Level], asks: Sequence[Level]) -> Summary:
     best_bid = bids[0][0] if bids else None
     best_ask = asks[0][0] if asks else None

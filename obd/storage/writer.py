@@ -22,7 +22,7 @@ from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
 from obd.storage.schema import migrate
-from obd.storage.summary import summarize
+from obd.storage.summary import COLUMNS, summarize
 from obd.times import now_ms
 
 T = TypeVar("T")
@@ -212,16 +212,30 @@ def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[
     return stored
 
 
+_INSERT_COLUMNS = (
+    "series",
+    "ts",
+    "exchange_ts",
+    "received_ts",
+    "capture",
+    *COLUMNS,
+    "codec",
+    "book",
+    "seq",
+)
+_INSERT = (
+    f"INSERT OR IGNORE INTO snapshots ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+)
+
+
 def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     """Store one book; False if the slot already holds one (the first one stays)."""
     bids, asks = row.book.bids, row.book.asks
     codec_id, blob = codec.encode(bids, asks)
     summary = summarize(bids, asks)
     conn.execute(
-        "INSERT OR IGNORE INTO snapshots (series, ts, exchange_ts, received_ts, capture, "
-        "bid_levels, ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, "
-        "ask_size_10, imbalance_10, crossed, codec, book, seq) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT,
         (
             row.coin.id,
             row.ts,

@@ -1,0 +1,64 @@
+"""Which slots of a coin's range hold a snapshot, and why the others do not: the gaps
+storage recorded, plus what it cannot know (before the coin was added, not reached yet)."""
+
+from typing import Any
+
+import msgspec
+
+from obd.model import Coin, Gap, GapReason
+from obd.storage import reader
+from obd.times import slot_at_or_after
+
+__all__ = ["Coverage", "coverage", "join"]
+
+
+class Coverage(msgspec.Struct, frozen=True):
+    start: int
+    end: int
+    interval_ms: int
+    expected: int
+    present: int
+    gaps: list[Gap]
+
+
+def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
+    """[begin, stop) of `coin` on its slot grid (a reader query: runs on a worker thread)."""
+    interval = coin.interval_ms
+    first_slot = slot_at_or_after(coin.added_ts + 1, interval)
+    lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
+    found = reader.gaps(conn, coin.id, lo, hi)
+    if lo < first_slot:
+        found.insert(0, Gap(lo, min(first_slot, hi), "not_collected"))
+    until = max(reader.accounted_until(conn, coin) or first_slot, lo)
+    if until < hi:
+        recent = until >= now - 2 * interval - 2_000
+        reason: GapReason = (
+            "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+        )
+        found.append(Gap(until, hi, reason))
+    gaps: list[Gap] = []
+    for gap in found:
+        join(gaps, gap)
+    return Coverage(
+        start=lo,
+        end=hi,
+        interval_ms=interval,
+        expected=max(0, (hi - lo) // interval),
+        present=reader.count(conn, coin.id, lo, hi),
+        gaps=gaps,
+    )
+
+
+def join(gaps: list[Gap], gap: Gap, limit: int | None = None) -> bool:
+    """Add `gap` (oldest first) to `gaps`, as part of the last one if they touch with the
+    same reason; an empty gap is no gap. False if it needed a new entry beyond `limit`."""
+    if gap.start >= gap.end:
+        return True
+    last = gaps[-1] if gaps else None
+    if last is not None and last.end >= gap.start and last.reason == gap.reason:
+        gaps[-1] = Gap(last.start, max(last.end, gap.end), gap.reason)
+    elif limit is None or len(gaps) < limit:
+        gaps.append(gap)
+    else:
+        return False
+    return True
