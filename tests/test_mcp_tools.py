@@ -288,6 +288,8 @@ def test_results_stay_small_whatever_is_asked(stored: Path) -> None:
         if name == "get_history":
             assert len(text.encode()) <= HISTORY_BUDGET_BYTES, (arguments, len(text))
             assert answer["truncated"] is True
+            if "levels" not in arguments:  # the budget leaves room for the whole limit
+                assert len(answer["rows"]) == MAX_HISTORY_ROWS
     coverage = ok(call(stored, "coverage", **everything))
     assert len(coverage["gaps"]) == MAX_GAPS
     assert coverage["gaps_total"] > MAX_GAPS

@@ -17,7 +17,7 @@ MAX_LATEST_LEVELS = 100  # levels a side from get_latest: ~5 KB of JSON
 DEFAULT_HISTORY_ROWS = 100
 MAX_HISTORY_ROWS = 200
 MAX_HISTORY_LEVELS = 20
-HISTORY_BUDGET_BYTES = 48_000  # one get_history answer as JSON at most, ~12k tokens
+HISTORY_BUDGET_BYTES = 56_000  # one get_history answer as JSON at most, ~14k tokens: 200 rows
 # Worst cases, so the budget holds for any prices: a row is ~105 bytes of keys plus at
 # most ~165 of values (24-character floats, rounded derived columns, a 24-character
 # ts_iso; BTC rows weigh ~200); a level a side is [price, size] with two
