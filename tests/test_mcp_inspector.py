@@ -84,10 +84,12 @@ def inspector(request: pytest.FixtureRequest) -> str:
 
 def _call(version: str, target: list[str], name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """tools/call through the Inspector: the result as the TypeScript SDK accepted it.
-    Arguments go as `key=value` text, which the Inspector converts by the input schema's
-    `type`, as a form-filling client does."""
-    pairs = [arg for key, value in arguments.items() for arg in ("--tool-arg", f"{key}={value}")]
+    0.x sends arguments as `key=value` text, converted by the input schema's `type` (as
+    a form-filling client does); 2.x sends them as typed JSON (as an agent does)."""
     new = not version.startswith("0.")
+    pairs = [arg for key, value in arguments.items() for arg in ("--tool-arg", f"{key}={value}")]
+    if new:
+        pairs = ["--tool-args-json", json.dumps(arguments)]
     done = _npx(
         version,
         *target,
