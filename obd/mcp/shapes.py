@@ -1,7 +1,9 @@
 """What the MCP tools take and give: argument types (their JSON schema, via pydantic,
 the SDK's boundary) and result Structs (msgspec, schema and encoding), with the limits
-that keep every result small enough for a model's context."""
+that keep every result small enough for a model's context, and the functions that
+build results from the service's values."""
 
+import math
 from typing import Annotated, Literal
 
 import msgspec
@@ -10,6 +12,7 @@ from pydantic import BeforeValidator, Field
 from obd.config import MAX_DEPTH
 from obd.model import Gap, Snapshot
 from obd.service import CoinView, ExchangeView, MarketView, SummaryRow
+from obd.times import iso
 
 MAX_COINS = 200  # coins in one list_coins answer (~250 bytes each)
 DEFAULT_LATEST_LEVELS = 10
@@ -229,3 +232,40 @@ class ExchangeList(msgspec.Struct, frozen=True):
 
     exchanges: list[ExchangeView]
     truncated: bool  # more than MAX_EXCHANGES: the rest are left out
+
+
+# -- building results --
+
+
+def coin_entry(coin: CoinView, collecting: bool) -> CoinEntry:
+    fields = msgspec.structs.asdict(coin)
+    if not collecting and coin.status == "active":
+        fields["status"] = "idle"  # added, but no process collects into this file now
+    return CoinEntry(
+        **fields,
+        first_ts_iso=None if coin.first_ts is None else iso(coin.first_ts),
+        last_ts_iso=None if coin.last_ts is None else iso(coin.last_ts),
+    )
+
+
+def row_cap(levels: int) -> int:
+    return max(1, min(MAX_HISTORY_ROWS, HISTORY_BUDGET_BYTES // (ROW_BYTES + levels * LEVEL_BYTES)))
+
+
+def compact(row: SummaryRow) -> HistoryRow:
+    """Derived columns rounded for reading (the file keeps full precision); prices stay exact."""
+    fields = msgspec.structs.asdict(row)
+    fields.update(
+        mid=_significant(row.mid, 12),
+        spread_bps=_significant(row.spread_bps, 4),
+        bid_size_10=_significant(row.bid_size_10, 12) or 0.0,
+        ask_size_10=_significant(row.ask_size_10, 12) or 0.0,
+        imbalance_10=_significant(row.imbalance_10, 4),
+    )
+    return HistoryRow(**fields, ts_iso=iso(row.ts))
+
+
+def _significant(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")

@@ -4,7 +4,6 @@ Each tool is one call into the service layer; its docstring is the description a
 agent reads. Argument and result shapes live in `obd.mcp.shapes`.
 """
 
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,15 +19,10 @@ from obd.mcp.shapes import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_LATEST_LEVELS,
     DEFAULT_MARKETS,
-    HISTORY_BUDGET_BYTES,
-    LEVEL_BYTES,
     MAX_COINS,
     MAX_EXCHANGES,
     MAX_GAPS,
-    MAX_HISTORY_ROWS,
-    ROW_BYTES,
     AddedCoin,
-    CoinEntry,
     CoinList,
     CoverageResult,
     DepthArg,
@@ -40,7 +34,6 @@ from obd.mcp.shapes import (
     History,
     HistoryLevels,
     HistoryLimit,
-    HistoryRow,
     IntervalArg,
     Latest,
     LatestLevels,
@@ -53,10 +46,13 @@ from obd.mcp.shapes import (
     RemovedCoin,
     SymbolArg,
     TimeArg,
+    coin_entry,
+    compact,
+    row_cap,
 )
 from obd.plugin import Availability
 from obd.research import sinks as download
-from obd.service import BookCount, CoinView, Service, SummaryRow, books_link
+from obd.service import BookCount, Service, books_link
 from obd.times import iso
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -155,7 +151,7 @@ class Tools:
         collecting = self._collecting()
         note = None if collecting or not coins else _collection_note(True, False)
         return CoinList(
-            coins=[_coin_entry(coin, collecting) for coin in coins[:MAX_COINS]],
+            coins=[coin_entry(coin, collecting) for coin in coins[:MAX_COINS]],
             truncated=len(coins) > MAX_COINS,
             collecting=collecting,
             note=note,
@@ -193,7 +189,7 @@ class Tools:
         complete books."""
         wanted = DEFAULT_HISTORY_ROWS if limit is None else limit
         top = levels or 0
-        cap = min(wanted, _row_cap(top))
+        cap = min(wanted, row_cap(top))
         page = await self.service.summaries(exchange, symbol, start, end, cap, every, top)
         note = None
         if page.next_start is not None:
@@ -204,7 +200,7 @@ class Tools:
             if cap < wanted:
                 note += f" (with levels={top} a call returns at most {cap} rows)"
         return History(
-            rows=[_compact(row) for row in page.rows],
+            rows=[compact(row) for row in page.rows],
             truncated=page.next_start is not None,
             next_start=page.next_start,
             note=note,
@@ -346,17 +342,6 @@ def _http_only_ndjson(form: str, path: str | None) -> None:
         raise BadRequest("path: over HTTP nothing is written on the server; omit path, fetch url")
 
 
-def _coin_entry(coin: CoinView, collecting: bool) -> CoinEntry:
-    fields = msgspec.structs.asdict(coin)
-    if not collecting and coin.status == "active":
-        fields["status"] = "idle"  # added, but no process collects into this file now
-    return CoinEntry(
-        **fields,
-        first_ts_iso=None if coin.first_ts is None else iso(coin.first_ts),
-        last_ts_iso=None if coin.last_ts is None else iso(coin.last_ts),
-    )
-
-
 def _collection_note(created: bool, collecting: bool) -> str:
     if not created:
         return "already collected with this interval and depth; nothing changed"
@@ -366,29 +351,6 @@ def _collection_note(created: bool, collecting: bool) -> str:
         "no obd daemon is collecting into this database now: collection starts when "
         "`obd run` (or `obd mcp --collect`) runs"
     )
-
-
-def _row_cap(levels: int) -> int:
-    return max(1, min(MAX_HISTORY_ROWS, HISTORY_BUDGET_BYTES // (ROW_BYTES + levels * LEVEL_BYTES)))
-
-
-def _compact(row: SummaryRow) -> HistoryRow:
-    """Derived columns rounded for reading (the file keeps full precision); prices stay exact."""
-    fields = msgspec.structs.asdict(row)
-    fields.update(
-        mid=_significant(row.mid, 12),
-        spread_bps=_significant(row.spread_bps, 4),
-        bid_size_10=_significant(row.bid_size_10, 12) or 0.0,
-        ask_size_10=_significant(row.ask_size_10, 12) or 0.0,
-        imbalance_10=_significant(row.imbalance_10, 4),
-    )
-    return HistoryRow(**fields, ts_iso=iso(row.ts))
-
-
-def _significant(value: float | None, digits: int) -> float | None:
-    if value is None or not math.isfinite(value):
-        return value
-    return float(f"{value:.{digits}g}")
 
 
 _HINTS: dict[type[ObdError], dict[str, str]] = {
