@@ -7,6 +7,7 @@ for bit against what the book truly was: at its slot for a websocket snapshot; a
 some instant between the slot and its `received_ts` for a REST snapshot.
 """
 
+import asyncio
 import json
 import signal
 import socket
@@ -377,3 +378,72 @@ def test_range_guard_refuses_a_book_that_walked_past_its_snapshot() -> None:
     assert not covered.covers(thin, snapshot, depth=2, limit=100)  # level 2 unknown
     assert covered.covers(thin, plugin.books.Edges(low=None, high=None), depth=2, limit=100)
     assert covered.covers(walked, None, depth=2, limit=100)  # exchange-kept depth
+
+
+@pytest.mark.parametrize("exchange_id", ["binance", "binanceus", "binanceusdm", "binancecoinm"])
+def test_binance_books_are_watched_deeper_than_stored(exchange_id: str) -> None:
+    """Every Binance market keeps its book from a REST snapshot plus diffs, trimmed by
+    ccxt to the watched limit. Watched at exactly the depth stored, one level removed
+    inside it leaves the book short and the range guard resyncs: on USD-M and COIN-M
+    at depth 50 that was every few hundred ms (REST at nearly every slot)."""
+    plugin = _plugin()
+    known = plugin.options.depths(exchange_id, plugin.CcxtOptions())
+    limit = plugin.options.accepted(known.ws, 50 * known.ws_margin)
+    assert limit >= 200
+    assert limit in known.rest  # ccxt takes its REST snapshot at this limit
+    assert max(known.rest) == (5000 if exchange_id in ("binance", "binanceus") else 1000)
+
+    def kept(book_limit: int, removed: float) -> dict[str, list[list[float]]]:
+        """ccxt's book, trimmed to `book_limit`, after the bid at `removed` went."""
+        bids = [[1000.0 - i, 1.0] for i in range(book_limit) if 1000.0 - i != removed]
+        return {"bids": bids, "asks": [[1001.0 + i, 1.0] for i in range(book_limit)]}
+
+    for book_limit, covered in ((50, False), (limit, True)):
+        guard = plugin.books.Range()
+        snapshot = plugin.books.edges(kept(book_limit, removed=-1), book_limit)
+        assert guard.covers(kept(book_limit, removed=-1), snapshot, 50, book_limit)
+        assert guard.covers(kept(book_limit, removed=990.0), snapshot, 50, book_limit) is covered
+
+
+class _SlowListing:
+    """A ccxt exchange whose listing reload takes `reload_s` (queued behind a rate
+    limiter, or a big exchangeInfo to fetch and parse)."""
+
+    def __init__(self, reload_s: float) -> None:
+        self.markets: dict[str, Any] = {"BTC/USDT:USDT": {"active": True}}
+        self.clients: dict[str, Any] = {}
+        self.reload_s, self.reloads = reload_s, 0
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Any]:
+        self.reloads += 1
+        await asyncio.sleep(self.reload_s)
+        return self.markets
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_listing_reload_never_holds_up_the_books() -> None:
+    """The watch loop looks at the listing once a tick; awaiting a due reload there
+    kept the books from being yielded meanwhile (a resync's REST call ahead in ccxt's
+    rate limiter made it ~0.5 s on Binance USD-M, so slots got books that old). The
+    listing is read as it stands and reloaded in the background."""
+    from obd.errors import NotFound
+
+    plugin = _plugin()
+    exchange = plugin.CcxtExchange("binanceusdm", plugin.CcxtOptions(markets_ttl_s=1))
+    listing = _SlowListing(reload_s=5.0)
+    exchange._exchange = listing
+
+    async def inspect() -> None:
+        await asyncio.wait_for(exchange._inspect(listing, "BTC/USDT:USDT"), 0.5)
+        await asyncio.sleep(0.05)
+        assert listing.reloads == 1  # under way, in the background
+        await exchange._inspect(listing, "BTC/USDT:USDT")
+        assert listing.reloads == 1  # one reload at a time
+        listing.markets["BTC/USDT:USDT"]["active"] = False  # delisted: seen at once
+        with pytest.raises(NotFound, match="not trading"):
+            await exchange._inspect(listing, "BTC/USDT:USDT")
+        await exchange.close()
+
+    asyncio.run(inspect())

@@ -14,7 +14,12 @@ listing it in `CHECKS` under its ccxt id.
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import check_coinbase, check_okx
+
 # (decoded frame, ccxt's orderbooks by symbol) -> {symbol: the error to resync with}
 Check = Callable[[Any, Mapping[str, Any]], dict[str, Exception]]
 
-CHECKS: dict[str, Check] = {}
+CHECKS: dict[str, Check] = {
+    "coinbase": check_coinbase.check,
+    "okx": check_okx.check,
+}

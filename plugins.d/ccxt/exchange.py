@@ -57,7 +57,9 @@ class CcxtExchange:
     # -- the contract --
 
     async def check_availability(self, symbol: str) -> Availability:
-        markets = await self._markets()
+        return self._availability(await self._markets(), symbol)
+
+    def _availability(self, markets: dict[str, Any], symbol: str) -> Availability:
         market = markets.get(symbol)
         if market is None:
             return Availability(False, reason=f"{symbol} is not listed on {self.exchange_id}")
@@ -229,7 +231,21 @@ class CcxtExchange:
             for closing in internals.drop_connection(exchange, symbol):
                 self._background(closing)
             raise Disconnected(f"no message from {self.exchange_id} for {silent_s:.0f} s")
-        await self._require_listed(symbol)
+        # The listing is read as it stands and reloaded in the background. A watch that
+        # awaited the reload yielded no book meanwhile, so its slots got a stale one:
+        # the reload queues in ccxt's rate limiter behind a resync's depth call (~0.5 s
+        # after a weight-10 snapshot on Binance USD-M), and a big exchangeInfo takes
+        # seconds to fetch and parse.
+        self._reload_markets_later()
+        listed = self._availability(exchange.markets or {}, symbol)
+        if not listed.available:
+            raise NotFound(listed.reason or f"{symbol} is not listed on {self.exchange_id}")
+
+    def _reload_markets_later(self) -> None:
+        """Start reloading the listing if it is due and no reload is under way."""
+        due = time.monotonic() - self._markets_at >= self.options.markets_ttl_s
+        if due and not self._loading.locked():
+            self._background(self._markets())
 
     def _watching(self, watcher: Watcher) -> None:
         """Tick this watcher every `_TICK_S` (one timer per exchange, not one per wait)."""

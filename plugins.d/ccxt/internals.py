@@ -185,13 +185,24 @@ def drop_connection(exchange: Any, symbol: str) -> list[Awaitable[Any]]:
     return closing
 
 
+# ccxt ids whose exchange sends a book snapshot only for a new subscription: ccxt
+# (4.5.90, pro/okx.py) unsubscribes first a book channel it marked "resync". Forgetting
+# the subscription instead makes ccxt subscribe again on a live channel, which OKX
+# acknowledges without a snapshot: the book would never come back.
+_RESYNC_MARKED = frozenset({"okx"})
+
+
 def forget(exchange: Any, symbol: str) -> None:
     """Make ccxt resubscribe and take a new snapshot at the next watch (what ccxt
     itself does after a sequence gap)."""
     exchange.orderbooks.pop(symbol, None)
+    marks = exchange.id in _RESYNC_MARKED
     for client in connections(exchange, symbol):
         for key in [key for key in list(client.subscriptions) if _names(key, symbol)]:
-            del client.subscriptions[key]
+            if marks and str(key).startswith(("book", "bbo")):
+                client.subscriptions[key] = "resync"
+            else:
+                del client.subscriptions[key]
 
 
 def retry_after_s(exchange: Any) -> float | None:

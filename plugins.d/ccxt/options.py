@@ -47,9 +47,17 @@ class Depths(msgspec.Struct, frozen=True):
 
 
 _BINANCE = (5, 10, 20, 50, 100, 500, 1000, 5000)
+_BINANCE_FUTURES = (5, 10, 20, 50, 100, 500, 1000)  # /fapi/v1/depth, /dapi/v1/depth
+# Every Binance market keeps its websocket book from a REST snapshot plus diffs, and
+# ccxt trims that book to the limit it was watched with. Watched at exactly `depth`
+# (margin 1), the first level removed inside the top `depth` leaves fewer than
+# `depth` known levels, and the range guard rightly resyncs: on USD-M and COIN-M at
+# depth 50 that was every few hundred ms, so nearly every slot fell back to REST.
 KNOWN_DEPTHS = {
     "binance": Depths(rest=_BINANCE, ws=_BINANCE, ws_margin=4),
     "binanceus": Depths(rest=_BINANCE, ws=_BINANCE, ws_margin=4),
+    "binanceusdm": Depths(rest=_BINANCE_FUTURES, ws=_BINANCE_FUTURES, ws_margin=4),
+    "binancecoinm": Depths(rest=_BINANCE_FUTURES, ws=_BINANCE_FUTURES, ws_margin=4),
     "kraken": Depths(ws=(10, 25, 100, 500, 1000)),
     "okx": Depths(ws=(5, 400)),
     "bybit": Depths(ws=(1, 50, 200, 1000)),
