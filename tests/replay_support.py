@@ -227,6 +227,7 @@ class Run(msgspec.Struct, frozen=True):
     exchange_id: str
     recording: str
     faults: tuple[Step, ...] = ()
+    depth: int | None = None  # levels a side to collect, if not the run's default
 
 
 class Outcome(msgspec.Struct):
@@ -284,8 +285,13 @@ def run_fidelity(
         for run in runs
     ]
     try:
+        depths = [run.depth or depth for run in runs]
+        coins_tables = [
+            coins_toml([(replay.exchange_id, symbol) for symbol in replay.symbols], levels)
+            for replay, levels in zip(replays, depths, strict=True)
+        ]
         coins = [(replay.exchange_id, symbol) for replay in replays for symbol in replay.symbols]
-        config = write_config(directory, exchanges_toml(replays), coins=coins_toml(coins, depth))
+        config = write_config(directory, exchanges_toml(replays), coins="".join(coins_tables))
         daemon = LoggedDaemon(config)
         try:
             start = wait_for(lambda: _all_started(daemon, len(coins)), timeout_s=30) + 1000
@@ -293,8 +299,8 @@ def run_fidelity(
             time.sleep(max(0.0, start / 1000 + slots + 1.5 - time.time()))
             window = (start, start + slots * 1000)
             verdicts = [
-                fidelity(daemon.http, r.exchange_id, s, r.truth(), depth, window, tolerance_ms)
-                for r in replays
+                fidelity(daemon.http, r.exchange_id, s, r.truth(), levels, window, tolerance_ms)
+                for r, levels in zip(replays, depths, strict=True)
                 for s in r.symbols
             ]
             stats = {replay.exchange_id: replay.stats() for replay in replays}

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 from zlib import crc32
 
-from obd.errors import ChecksumFailed
+from obd.plugin import ChecksumFailed
 
 _LEVELS = 25  # per side, in OKX's checksum
 _KEPT = 1000  # strings remembered a side, at most (the channel keeps 400 levels)
@@ -95,8 +95,8 @@ def _remember(
             else:
                 known[float(price)] = (price, size)
         if len(known) > _KEPT:  # levels OKX let fall out of its window without a delete
-            for price in sorted(known, reverse=best_first)[_KEPT // 2 :]:
-                del known[price]
+            for stale in sorted(known, reverse=best_first)[_KEPT // 2 :]:
+                del known[stale]
     return sides
 
 

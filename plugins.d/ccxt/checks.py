@@ -14,12 +14,14 @@ listing it in `CHECKS` under its ccxt id.
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import check_coinbase, check_okx
+from . import check_bybit, check_coinbase, check_kraken, check_okx
 
 # (decoded frame, ccxt's orderbooks by symbol) -> {symbol: the error to resync with}
 Check = Callable[[Any, Mapping[str, Any]], dict[str, Exception]]
 
 CHECKS: dict[str, Check] = {
+    "bybit": check_bybit.check,
     "coinbase": check_coinbase.check,
+    "kraken": check_kraken.check,
     "okx": check_okx.check,
 }

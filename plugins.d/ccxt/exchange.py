@@ -22,7 +22,7 @@ from obd.plugin import (
 from . import internals
 from .books import Range, now_ms, to_book, version
 from .errors import is_rate_limit, mapped
-from .options import CcxtOptions, accepted, depths
+from .options import UNSUBSCRIBE_TO_RESYNC, CcxtOptions, accepted, depths, unwatch_params
 from .watcher import Watcher
 
 T = TypeVar("T")
@@ -106,7 +106,8 @@ class CcxtExchange:
             while True:
                 if pending is None and time.monotonic() - armed_s >= _REARM_S:
                     update = exchange.watch_order_book(symbol, limit)  # (re)subscribes
-                    pending, armed_s = asyncio.ensure_future(self._call(update)), time.monotonic()
+                    shielded = _shielded(update)
+                    pending, armed_s = asyncio.ensure_future(self._call(shielded)), time.monotonic()
                     pending.add_done_callback(lambda _: watcher.wake.set())
                 if pending is not None and pending.done():
                     if pending.cancelled():  # ccxt closed the connection under it
@@ -115,7 +116,10 @@ class CcxtExchange:
                 if not internals.attach(exchange, self.exchange_id, watcher):
                     raise Disconnected(f"{self.exchange_id} connection closed; reconnecting")
                 if watcher.failure is not None:  # a frame proved the book wrong
-                    internals.forget(exchange, symbol)
+                    if pending is not None:  # the unsubscribe below would reject it
+                        pending.cancel()
+                        pending = None
+                    await self._resync(exchange, symbol, limit)
                     raise watcher.failure
                 current = internals.book(exchange, symbol)
                 if watcher.source is not None and current is watcher.source:  # in sync
@@ -131,7 +135,7 @@ class CcxtExchange:
                     watcher.ticked = False
                     await self._inspect(exchange, symbol)
         except (asyncio.CancelledError, GeneratorExit):  # the coin is no longer collected
-            self._unwatch_later(exchange, symbol)
+            self._unwatch_later(exchange, symbol, limit)
             raise
         finally:
             if pending is not None:
@@ -195,7 +199,7 @@ class CcxtExchange:
             if exchange.markets and age_s < self.options.markets_ttl_s:
                 return exchange.markets  # type: ignore[no-any-return]
             try:
-                await self._call(exchange.load_markets(reload=bool(exchange.markets)))
+                await self._call(_shielded(exchange.load_markets(reload=bool(exchange.markets))))
                 self._markets_at = time.monotonic()
             except ObdError:
                 if not exchange.markets:
@@ -259,12 +263,33 @@ class CcxtExchange:
             for watcher in list(self._watchers):
                 watcher.tick()
 
-    def _unwatch_later(self, exchange: Any, symbol: str) -> None:
-        """Unsubscribe in the background (where ccxt can): the caller is being cancelled."""
-        if not exchange.has.get("unWatchOrderBook") or not internals.connections(exchange, symbol):
+    def _unwatch_later(self, exchange: Any, symbol: str, limit: int) -> None:
+        """Unsubscribe in the background (where ccxt can): the caller is being cancelled.
+        Where ccxt cannot but obd knows the exchange's unsubscribe frame (kraken), obd
+        sends it, or the socket would stream the book for as long as it stays open."""
+        if not internals.connections(exchange, symbol):
             return
-        unwatch = exchange.un_watch_order_book(symbol)
+        if not exchange.has.get("unWatchOrderBook"):
+            if internals.unsubscribes(exchange):
+                internals.forget(exchange, symbol)
+            return
+        unwatch = exchange.un_watch_order_book(symbol, unwatch_params(self.exchange_id, limit))
         self._background(asyncio.wait_for(unwatch, self.options.timeout_s))
+
+    async def _resync(self, exchange: Any, symbol: str, limit: int) -> None:
+        """Throw the book away, so that the next watch starts from a fresh snapshot.
+        Where only a new subscription brings one (`UNSUBSCRIBE_TO_RESYNC`), unsubscribe
+        first; ccxt resolves that on the exchange's ack, after which no frame of the
+        old subscription can follow. If the exchange does not answer, the connection
+        is dropped (its other books resubscribe on a new one)."""
+        if self.exchange_id in UNSUBSCRIBE_TO_RESYNC and internals.connections(exchange, symbol):
+            unwatch = exchange.un_watch_order_book(symbol, unwatch_params(self.exchange_id, limit))
+            try:
+                await asyncio.wait_for(unwatch, self.options.timeout_s)
+            except (TimeoutError, OSError, self._ccxt.BaseError):  # start over, connected anew
+                for closing in internals.drop_connection(exchange, symbol):
+                    self._background(closing)
+        internals.forget(exchange, symbol)
 
     def _background(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -294,3 +319,14 @@ class CcxtExchange:
             wait_s = internals.retry_after_s(self._exchange) or self.options.cooldown_s
             self._cool_until = max(self._cool_until, time.monotonic() + wait_s)
         return mapped(self._ccxt, exc, self.exchange_id, wait_s)
+
+
+def _shielded(work: Awaitable[T]) -> Awaitable[T]:
+    """A ccxt call, safe to abandon: it may be awaiting a task every coin of the exchange
+    awaits (ccxt's shared `markets_loading`: every watch call and listing check waits on
+    a reload under way), and cancelling it there would cancel all of theirs with it (a
+    watch then reads as a closed connection). Abandoned, it ends on its own: a watch at
+    the book's next frame, a reload when its requests are answered."""
+    inner = asyncio.ensure_future(work)
+    inner.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return asyncio.shield(inner)

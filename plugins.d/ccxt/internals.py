@@ -3,21 +3,30 @@
 ccxt.pro gives a caller one book per `watch_order_book` await and neither reports
 frames nor reconnects, so obd looks underneath: the exchange's `orderbooks` and
 websocket `clients`, each client's `subscriptions`, `handle_message`,
-`on_message_callback`, `last_message_at`, `connectionEstablished`, and the
-`fetch` / `fetch_rest_order_book_safe` methods it wraps. docs/EXCHANGES.md lists
+`last_message_at`, `connectionEstablished`, and the exchange's `fetch`,
+`fetch_rest_order_book_safe` and `handle_message` (each client's decoded-frame
+callback) methods it wraps. docs/EXCHANGES.md lists
 the ccxt versions these were checked against; a ccxt upgrade is checked here first.
 """
 
+import asyncio
 import functools
 import importlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import check_kraken
 from .books import Edges, edges
 from .checks import CHECKS
 from .options import CcxtOptions, ccxt_config
 from .watcher import Watcher
+
+# Exchanges whose socket refuses a second subscribe to a book it already streams, and
+# for which ccxt has no un_watch_order_book: the frame that unsubscribes one book.
+_UNSUBSCRIBE: dict[str, Callable[[str, int | None], Any]] = {
+    "kraken": check_kraken.unsubscribe,
+}
 
 
 def open_exchange(
@@ -41,9 +50,10 @@ def open_exchange(
 
 @functools.cache
 def _instrumented(cls: Any) -> Any:
-    """`cls` with two hooks: every HTTP request first asks obd (which refuses while the
-    exchange has told it to back off), and the edges of each REST snapshot a websocket
-    book is built from are noted (for the range guard)."""
+    """`cls` with three hooks: every HTTP request first asks obd (which refuses while the
+    exchange has told it to back off), the edges of each REST snapshot a websocket
+    book is built from are noted (for the range guard), and each decoded frame, once
+    ccxt applied it, goes through the exchange's integrity check (`checks`)."""
 
     async def fetch(
         self: Any, url: str, method: str = "GET", headers: Any = None, body: Any = None
@@ -64,7 +74,35 @@ def _instrumented(cls: Any) -> Any:
         self._obd_snapshots[symbol] = edges(book, limit)
         return book
 
-    hooks = {"fetch": fetch, "fetch_rest_order_book_safe": fetch_rest_order_book_safe}
+    def handle_message(self: Any, client: Any, message: Any) -> Any:
+        # Every decoded frame of every client, from its first: a check that follows a
+        # sequence must see the snapshot, which arrives before any watcher attaches.
+        try:
+            handled = cls.handle_message(self, client, message)
+        except KeyError as exc:
+            # ccxt looks up the book of every update it gets; one obd threw away to
+            # resync (and unsubscribed: kraken) has none until its new snapshot, and
+            # the raise would end the socket's receive loop (every symbol on it).
+            # Only that case is dropped.
+            forgotten = getattr(client, "_obd_forgotten", ())
+            symbol = exc.args[0] if exc.args else None
+            if symbol not in forgotten or symbol in self.orderbooks:
+                raise
+            return None
+        check = CHECKS.get(self.id)
+        if check is not None:
+            watchers = getattr(client, "_obd_watchers", None) or {}
+            for symbol, error in check(message, self.orderbooks).items():
+                watcher = watchers.get(symbol)
+                if watcher is not None:  # else the check fails the book's next frame too
+                    watcher.fail(error)
+        return handled
+
+    hooks = {
+        "fetch": fetch,
+        "fetch_rest_order_book_safe": fetch_rest_order_book_safe,
+        "handle_message": handle_message,
+    }
     return type(cls.__name__, (cls,), hooks)
 
 
@@ -88,9 +126,10 @@ def snapshot_edges(exchange: Any, symbol: str) -> Edges | None:
 
 @functools.lru_cache(maxsize=4096)
 def _names(key: object, symbol: str) -> bool:
-    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT")
+    """Whether a ccxt subscription key ("orderbook::BTC/USDT", "...::BTC/USDT,ETH/USDT",
+    kraken's "orderbook@BTC/USD")
     is about `symbol`, and not merely about a longer one ("BTC/USDT:USDT")."""
-    return re.search(rf"(^|[:,]){re.escape(symbol)}($|,)", str(key)) is not None
+    return re.search(rf"(^|[:,@]){re.escape(symbol)}($|,)", str(key)) is not None
 
 
 def connections(exchange: Any, symbol: str) -> list[Any]:
@@ -114,11 +153,6 @@ def attach(exchange: Any, exchange_id: str, watcher: Watcher) -> bool:
         if watchers is None:
             watchers = client._obd_watchers = {}
             client.handle_message = _woken(client.handle_message, watchers, exchange)
-            check = CHECKS.get(exchange_id)
-            if check is not None:
-                client.on_message_callback = _checked(
-                    client.on_message_callback, watchers, exchange, check
-                )
         watchers[watcher.symbol] = watcher
         watcher.client = client
     return True
@@ -144,25 +178,6 @@ def _woken(
     return handle_message
 
 
-def _checked(
-    callback: Callable[[Any, Any], None],
-    watchers: dict[str, Watcher],
-    exchange: Any,
-    check: Callable[[Any, Any], dict[str, Exception]],
-) -> Callable[[Any, Any], None]:
-    """A client's decoded-message callback that, after ccxt applied the frame, checks
-    the books it touched and fails the watchers of those it proves wrong."""
-
-    def on_message(client: Any, message: Any) -> None:
-        callback(client, message)
-        for symbol, error in check(message, exchange.orderbooks).items():
-            watcher = watchers.get(symbol)
-            if watcher is not None:
-                watcher.fail(error)
-
-    return on_message
-
-
 def silence_s(exchange: Any, symbol: str) -> float:
     """Seconds since the symbol's connection last heard anything (0 if not connected)."""
     heard = [
@@ -185,6 +200,11 @@ def drop_connection(exchange: Any, symbol: str) -> list[Awaitable[Any]]:
     return closing
 
 
+def unsubscribes(exchange: Any) -> bool:
+    """Whether obd knows how to unsubscribe one book on this exchange's socket."""
+    return exchange.id in _UNSUBSCRIBE
+
+
 # ccxt ids whose exchange sends a book snapshot only for a new subscription: ccxt
 # (4.5.90, pro/okx.py) unsubscribes first a book channel it marked "resync". Forgetting
 # the subscription instead makes ccxt subscribe again on a live channel, which OKX
@@ -194,11 +214,22 @@ _RESYNC_MARKED = frozenset({"okx"})
 
 def forget(exchange: Any, symbol: str) -> None:
     """Make ccxt resubscribe and take a new snapshot at the next watch (what ccxt
-    itself does after a sequence gap)."""
+    itself does after a sequence gap). Where the socket refuses a second subscribe to
+    a book it streams (kraken), the book is unsubscribed first; until the new snapshot,
+    its frames are kept from ccxt (see `_instrumented`)."""
     exchange.orderbooks.pop(symbol, None)
     marks = exchange.id in _RESYNC_MARKED
+    unsubscribe = _UNSUBSCRIBE.get(exchange.id)
     for client in connections(exchange, symbol):
-        for key in [key for key in list(client.subscriptions) if _names(key, symbol)]:
+        keys = [key for key in list(client.subscriptions) if _names(key, symbol)]
+        if unsubscribe is not None:
+            limits = [(client.subscriptions[key] or {}).get("limit") for key in keys]
+            message = unsubscribe(symbol, next((x for x in limits if x is not None), None))
+            sending = asyncio.ensure_future(client.send(message))
+            sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+            forgotten: set[str] = client.__dict__.setdefault("_obd_forgotten", set())
+            forgotten.add(symbol)
+        for key in keys:
             if marks and str(key).startswith(("book", "bbo")):
                 client.subscriptions[key] = "resync"
             else:

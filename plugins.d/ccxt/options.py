@@ -64,6 +64,19 @@ KNOWN_DEPTHS = {
 }
 
 
+# Exchanges that send a book's snapshot only when its topic is subscribed, and refuse
+# to subscribe a topic twice on a connection (bybit: "error:already subscribed"), so
+# ccxt's resubscribe after obd threw a book away fails for good: obd unsubscribes
+# first. `un_watch_order_book` is told the depth subscribed, or it names ccxt's
+# default depth (bybit spot: 50), another topic, and leaves the real one subscribed.
+UNSUBSCRIBE_TO_RESYNC = frozenset({"bybit"})
+
+
+def unwatch_params(exchange_id: str, limit: int) -> dict[str, Any]:
+    """The params `un_watch_order_book` needs to name the topic `limit` subscribed."""
+    return {"limit": limit} if exchange_id in UNSUBSCRIBE_TO_RESYNC else {}
+
+
 def depths(exchange_id: str, options: CcxtOptions) -> Depths:
     """The exchange's known depths, overridden by the user's `depth_limits` keys."""
     known = KNOWN_DEPTHS.get(exchange_id, Depths())
