@@ -228,6 +228,7 @@ class Run(msgspec.Struct, frozen=True):
     recording: str
     faults: tuple[Step, ...] = ()
     depth: int | None = None  # levels a side to collect, if not the run's default
+    options: dict[str, Any] = {}  # over the emulator's [exchanges.<id>] keys
 
 
 class Outcome(msgspec.Struct):
@@ -281,6 +282,7 @@ def run_fidelity(
             RECORDINGS / run.recording,
             directory / f"{run.exchange_id}.sent",
             speed,
+            start="connect",  # the recording's clock starts when obd connects
         )
         for run in runs
     ]
@@ -291,7 +293,11 @@ def run_fidelity(
             for replay, levels in zip(replays, depths, strict=True)
         ]
         coins = [(replay.exchange_id, symbol) for replay in replays for symbol in replay.symbols]
-        config = write_config(directory, exchanges_toml(replays), coins="".join(coins_tables))
+        tables = "".join(
+            exchanges_toml([replay], **run.options)
+            for replay, run in zip(replays, runs, strict=True)
+        )
+        config = write_config(directory, tables, coins="".join(coins_tables))
         daemon = LoggedDaemon(config)
         try:
             start = wait_for(lambda: _all_started(daemon, len(coins)), timeout_s=30) + 1000

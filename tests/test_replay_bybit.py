@@ -4,7 +4,6 @@ book through the replay emulator, and what ccxt does not notice."""
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from tests.conftest import load_plugin
 from tests.emulator.replay import recording as rec
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
-from tests.replay_support import GAP_REASONS, RECORDINGS, Run, Step, run_fidelity
+from tests.replay_support import RECORDINGS
 
 RECORDING = RECORDINGS / "bybit_spot.jsonl.zst"
 TOPIC = "orderbook.200.BTCUSDT"
@@ -155,85 +154,5 @@ async def _watch_twice(emu: ReplayEmulator) -> list[Any]:
     return books
 
 
-SPEED = 1.5  # the 125 s recording in ~83 s: room for 62 one-second slots after start-up
-DEPTH = 100  # obd asks ccxt for 200 levels (the smallest Bybit depth that covers it)
-SLOTS = 62
-DELISTED_S = 8  # ETH/USDT is delisted this long before the window closes
-# A frame sent this long before a slot may still be on its way to obd on this shared
-# host (as in test_replay_fidelity.py); never one sent after the slot. How late the
-# books really were is printed and bounded (`AT_T`).
-TOLERANCE_MS = 1000
-AT_T = 0.8  # of websocket slots whose book still stood at T
-FAULTS = (  # on the second symbol, ETH/USDT
-    Step(12, "drop", {"n": 1}),  # a lost delta: the next one's u skips
-    Step(27, "fault", {"kind": "sequence"}),  # a delta whose u skips one
-    Step(27, "rest-errors", {"status": 429, "n": 1, "path": "orderbook"}),
-    Step(SLOTS - DELISTED_S, "delist"),
-)
-
-
-@pytest.mark.slow
-def test_obd_stores_true_bybit_books_and_gaps_through_faults(tmp_path: Path) -> None:
-    """A real daemon collects BTC/USDT and ETH/USDT at 1 s through unmodified ccxt
-    from the replay (the generic fidelity harness). ETH/USDT loses a delta, then gets
-    one whose `u` skips, a 429 on its next REST book, and is delisted near the end:
-    each lost update is noticed (`u` checked by obd), the topic is unsubscribed and
-    subscribed again for a fresh snapshot, and a slot that falls in between is a gap
-    with a reason (or a REST capture true for its moment). Every stored book is true,
-    each websocket one the true book at its `seq` (Bybit's `u`); BTC/USDT is served
-    from the websocket at every slot."""
-    outcome = run_fidelity(
-        tmp_path,
-        [Run("bybit", RECORDING.name, FAULTS)],
-        speed=SPEED,
-        depth=DEPTH,
-        slots=SLOTS,
-        tolerance_ms=TOLERANCE_MS,
-    )
-    print(outcome.report())  # what was measured (pytest -s)
-    clean, faulty = outcome.verdicts
-    stats = outcome.stats["bybit"]
-    assert outcome.exit_code == 0
-    for verdict in (clean, faulty):
-        assert verdict.slots >= 60, verdict
-        assert verdict.exact, verdict  # no wrong book, every slot accounted
-        assert set(verdict.gaps) <= GAP_REASONS, verdict
-    late = clean.late_ms + faulty.late_ms
-    assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
-    assert clean.ws == clean.slots, clean  # the live book carries every slot
-    not_listed = faulty.gaps.get("not_listed", 0)
-    # noticed within 6 s: a listing reload is 11 requests ccxt spaces ~100 ms apart
-    # (~1.1 s), one may have just begun when the delisting came, and the next is due
-    # `markets_ttl_s` (2 s) after it, at a 1 s tick
-    assert DELISTED_S - 6 <= not_listed <= DELISTED_S, faulty
-    assert faulty.ws >= faulty.slots - not_listed - 6, faulty  # a few slots to resync
-    assert outcome.down("bybit", clean.symbol) == []
-    lost = [
-        e["error"]
-        for e in outcome.log
-        if e.get("event") == "stream_down" and e.get("reason") == "not_synced"
-    ]
-    assert len(lost) == 2, lost  # the drop and the skipped u, each noticed once
-    assert all("ETH/USDT" in error and "1 update(s) lost" in error for error in lost), lost
-    assert stats["done"] is False, stats  # still replaying when the window closed
-    assert stats["unexpected"] == []
-    assert stats["frames_dropped"] == stats["fault_sequence"] == 1
-    truth = Truth.from_sent_log("bybit", RECORDING, tmp_path / "bybit.sent")
-    for symbol in (clean.symbol, faulty.symbol):
-        assert _unsequenced(tmp_path / "obd.sqlite", symbol, truth) == [], symbol
-
-
-def _unsequenced(database: Path, symbol: str, truth: Truth) -> list[int]:
-    """Websocket slots whose `seq` is not Bybit's `u` of the true book stored: obd keeps
-    ccxt's nonce, which ccxt leaves empty for Bybit and obd's check fills with `u`."""
-    from obd import research
-
-    at_u = {book.seq: book.floats(DEPTH) for _, book in truth.changes(symbol, 200)}
-    with research.open(database) as stored:
-        return [
-            snapshot.ts
-            for snapshot in stored.snapshots("bybit", symbol)
-            if snapshot.capture == "ws"
-            and at_u.get(snapshot.seq)
-            != {"bids": [list(x) for x in snapshot.bids], "asks": [list(x) for x in snapshot.asks]}
-        ]
+# Through obd: tests/test_replay_fidelity.py replays this exchange with every other
+# one into one daemon (CI time), with the faults above.

@@ -10,7 +10,6 @@ against the true books that stood at its slot (`tests/replay_support.py`).
 import asyncio
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from tests.emulator.replay import recording as rec
 from tests.emulator.replay.server import ReplayEmulator
 from tests.emulator.replay.truth import Truth
 from tests.emulator.replay.venue import Conn, RestRequest, create_venue
-from tests.replay_support import GAP_REASONS, Outcome, Run, Step, run_fidelity
 
 RECORDING = REPO / "tests" / "data" / "recordings" / "hyperliquid.jsonl.zst"
 BTC, ETH, SPOT = "BTC/USDC:USDC", "ETH/USDC:USDC", "BTC/USDC"  # SPOT: coin "@1", UBTC
@@ -189,70 +187,5 @@ async def _watch(emu: ReplayEmulator) -> tuple[list[tuple[str, int, Any]], Any]:
     return checked, rest
 
 
-# -- obd --
-
-SPEED = 1.0  # real pace: ~9 frames a second a coin, as Hyperliquid sends a busy book
-SLOTS = 62
-# As for the Binance family: a frame sent this long before a slot may still be on its
-# way on this shared host (never one sent after it); how late books really were is
-# bounded by AT_T.
-TOLERANCE_MS = 1000
-AT_T = 0.8  # of websocket slots whose book still stood at T
-DELISTED_S = 20  # ETH is delisted this long before the window closes
-
-
-def _run(tmp_path: Path, *faults: Step) -> Outcome:
-    """The replay into a real daemon collecting BTC, ETH (which takes `faults`) and the
-    spot pair at 1 s, depth 50, checked slot by slot against the truth."""
-    outcome = run_fidelity(
-        tmp_path,
-        [Run("hyperliquid", RECORDING.name, faults)],
-        speed=SPEED,
-        depth=DEPTH,
-        slots=SLOTS,
-        tolerance_ms=TOLERANCE_MS,
-    )
-    print(outcome.report())  # what was measured (pytest -s)
-    stats = outcome.stats["hyperliquid"]
-    assert outcome.exit_code == 0
-    assert stats["unexpected"] == []  # nothing asked that Hyperliquid would not answer
-    assert stats["done"] is False  # still replaying when the window closed
-    for verdict in outcome.verdicts:
-        assert verdict.slots >= 60, verdict
-        assert verdict.exact, verdict  # no wrong book, every slot accounted for
-        assert set(verdict.gaps) <= GAP_REASONS, verdict
-    late = [ms for verdict in outcome.verdicts for ms in verdict.late_ms]
-    assert sum(ms == 0 for ms in late) >= AT_T * len(late), late
-    return outcome
-
-
-@pytest.mark.slow
-def test_obd_stores_the_true_book_and_lost_frames_heal(tmp_path: Path) -> None:
-    """Every slot of all three coins a live book, each exactly a true book of its slot,
-    while ETH loses a frame every 6 s: Hyperliquid numbers nothing, so obd cannot see
-    a loss, and needs not: the next frame is the whole book."""
-    drops = [Step(6.0 * k, "drop", {"n": 1}) for k in range(1, 9)]
-    outcome = _run(tmp_path, *drops)
-    assert outcome.stats["hyperliquid"]["frames_dropped"] == 8
-    for verdict in outcome.verdicts:  # BTC, ETH, spot BTC/USDC: 100 %
-        assert verdict.ws == verdict.slots, verdict
-    assert [v.symbol for v in outcome.verdicts] == [BTC, ETH, SPOT]
-
-
-@pytest.mark.slow
-def test_stall_is_replaced_and_delisting_stops_with_reason(tmp_path: Path) -> None:
-    """A connection gone silent (no frames, no pongs) is dropped and replaced: a few
-    slots of every coin in between are gaps or REST snapshots, never a wrong book.
-    ETH delisted later: its slots become `not_listed` gaps; the others carry on."""
-    outcome = _run(tmp_path, Step(10, "stall"), Step(SLOTS - DELISTED_S, "delist"))
-    btc, eth, spot = outcome.verdicts
-    assert outcome.stats["hyperliquid"]["connections"] >= 2  # the stalled one, a new one
-    for verdict in (btc, spot):
-        # ccxt's missed pongs (2 s here) or the watchdog (3 s), then a backoff and a new
-        # connection: 2 to 7 slots measured on this shared host
-        assert verdict.slots - 12 <= verdict.ws < verdict.slots, verdict
-        assert "disconnected" in outcome.down("hyperliquid", verdict.symbol)
-    not_listed = eth.gaps.get("not_listed", 0)
-    # noticed at the next listing reload (markets_ttl_s 2 s, then ~2 s of requests)
-    assert DELISTED_S - 8 <= not_listed <= DELISTED_S, eth
-    assert "not_listed" in outcome.down("hyperliquid", ETH)
+# Through obd: tests/test_replay_fidelity.py replays this exchange with every other
+# one into one daemon (CI time), with the faults above.
