@@ -68,8 +68,10 @@ def _export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     export.add_argument("--exchange", help="only this exchange (default: all)")
     export.add_argument("--symbol", help="only this symbol (default: all)")
-    export.add_argument("--start", help="ms or ISO 8601, inclusive (default: the first)")
-    export.add_argument("--end", help="ms or ISO 8601, exclusive (default: past the last)")
+    export.add_argument(
+        "--start", help="ms, ISO 8601 or relative ('-1d'), inclusive (default: the first)"
+    )
+    export.add_argument("--end", help="ms, ISO 8601 or 'now', exclusive (default: past the last)")
     export.add_argument("--format", required=True, choices=("parquet", "csv", "ndjson"))
     export.add_argument("--out", required=True, metavar="DIR", help="Hive-partitioned tree")
 

@@ -67,6 +67,12 @@ class Auth(_Section, frozen=True):
     external: ExternalIssuer = ExternalIssuer()
 
 
+class Mcp(_Section, frozen=True):
+    # Where `obd mcp`'s download_history writes: relative to the config file; empty:
+    # downloads/ beside the database. Nothing is written outside it.
+    download_dir: str = ""
+
+
 class CoinEntry(_Section, frozen=True):
     exchange: str
     symbol: str
@@ -80,6 +86,7 @@ class Config(_Section, frozen=True):
     collection: Collection = Collection()
     plugins: Plugins = Plugins()
     auth: Auth = Auth()
+    mcp: Mcp = Mcp()
     exchanges: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     coins: list[CoinEntry] = msgspec.field(default_factory=list)
     # Not a TOML key: where relative paths start (the config file's directory).
@@ -95,6 +102,12 @@ class Config(_Section, frozen=True):
         if self.auth.key_file:
             return Path(self.base_dir, self.auth.key_file)
         return self.database.parent / "obd-signing-key.jwk"
+
+    @property
+    def download_dir(self) -> Path:
+        if self.mcp.download_dir:
+            return Path(self.base_dir, self.mcp.download_dir)
+        return self.database.parent / "downloads"
 
     @property
     def plugin_dirs(self) -> list[Path]:

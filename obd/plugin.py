@@ -2,9 +2,10 @@
 
 A plugin module exports `PLUGIN = PluginSpec(...)`. Its factory returns an
 `Exchange`; beside it an instance may have the optional capabilities
-`FetchesBooks` (REST snapshots) and `FetchesHistory` (order-book history), which
-the kernel finds with `isinstance`. The errors a plugin raises and the data types
-it yields are re-exported here, so `from obd.plugin import ...` is all it needs.
+`FetchesBooks` (REST snapshots), `FetchesHistory` (order-book history) and
+`ListsMarkets` (market discovery), which the kernel finds with `isinstance`. The
+errors a plugin raises and the data types it yields are re-exported here, so
+`from obd.plugin import ...` is all it needs.
 The kernel never names an exchange; it asks the loaded plugins for the one serving
 an exchange id. `obd.testing.check_plugin` runs the contract's tests on a plugin.
 """
@@ -45,6 +46,8 @@ __all__ = [
     "FetchesHistory",
     "HistoryNotAvailable",
     "Level",
+    "ListsMarkets",
+    "Market",
     "NoLiveStream",
     "NotFound",
     "NotSynced",
@@ -117,6 +120,27 @@ class FetchesHistory(Protocol):
         ...
 
 
+# -- optional: market discovery (list_markets) --
+
+
+class Market(msgspec.Struct, frozen=True):
+    """One instrument an exchange lists, as an agent picks a symbol from."""
+
+    symbol: str  # unified, as check_availability and add_coin take it
+    base: str
+    quote: str
+    type: str  # "spot", "swap", "future", "option" (ccxt's words)
+    active: bool  # trading now; False: listed but halted or delisting
+
+
+@runtime_checkable
+class ListsMarkets(Protocol):
+    """Optional, beside `Exchange`: every instrument the exchange lists, so an agent
+    never has to guess a symbol. Served by `list_markets`."""
+
+    async def list_markets(self) -> list[Market]: ...
+
+
 class PluginSpec(msgspec.Struct, frozen=True):
     """What a plugin module exports as `PLUGIN`."""
 
@@ -126,6 +150,8 @@ class PluginSpec(msgspec.Struct, frozen=True):
     # the checks (`Annotated[int, msgspec.Meta(ge=10)]`), so `obd check` makes them.
     options: type[msgspec.Struct] | None = None
     serves: Callable[[str], bool] | None = None  # more exchange ids (a generic plugin)
+    # The ids `serves` accepts, listed (cheaply: nothing imported) for list_exchanges.
+    exchange_ids: Callable[[], list[str]] | None = None
     description: str = ""
 
     def options_for(self, exchange_id: str, table: dict[str, Any] | None) -> Any:

@@ -1,4 +1,7 @@
-"""Times are integer ms since the Unix epoch (UTC); intervals are ms too."""
+"""Times are integer ms since the Unix epoch (UTC); intervals are ms too.
+
+Wherever a time is taken (HTTP, CLI, MCP, WebSocket) it may also be written as
+ISO 8601 or relative to now: `now`, `-90s`, `-15m`, `-6h`, `-1d`, `-2w`."""
 
 import re
 import time
@@ -12,6 +15,9 @@ MAX_TS = 32_503_680_000_000  # year 3000: anything later is a typo (or seconds*1
 
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _INTERVAL = re.compile(r"(\d{1,9})(ms|s|m|h|d)")
+_AGO = re.compile(r"-(\d{1,9})(ms|s|m|h|d|w)")  # `-6h`: six hours before now
+_AGO_UNIT_MS = {**_UNIT_MS, "w": 7 * 86_400_000}
+TIME_FORMS = "ms since the epoch or ISO 8601, or relative to now ('now', '-6h', '-1d')"
 
 
 def now_ms() -> int:
@@ -40,28 +46,42 @@ def parse_interval(value: object, name: str = "interval") -> int:
 
 
 def parse_time(value: object, name: str) -> int:
-    """Integer ms since the epoch, or ISO 8601 (naive means UTC) -> ms."""
+    """Integer ms since the epoch, ISO 8601 (naive means UTC), `now` or `-<n><unit>`
+    (units ms, s, m, h, d, w: that long before now) -> ms."""
     if isinstance(value, bool):
-        raise BadRequest(f"{name}: expected ms since the epoch or ISO 8601, got {value!r}")
+        raise BadRequest(f"{name}: expected {TIME_FORMS}, got {value!r}")
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 16:
         ms = int(value)
     elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise BadRequest(
-                f"{name}: expected ms since the epoch or ISO 8601, got {value[:40]!r}"
-            ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        ms = int(parsed.timestamp() * 1000)
+        ms = _parse_text(value.strip(), name)
     else:
-        raise BadRequest(f"{name}: expected ms since the epoch or ISO 8601, got {value!r}")
+        raise BadRequest(f"{name}: expected {TIME_FORMS}, got {value!r:.60}")
     if not 0 <= ms <= MAX_TS:
-        raise BadRequest(f"{name}: out of range (0 to year 3000), got {value!r}")
+        raise BadRequest(f"{name}: out of range (0 to year 3000), got {value!r:.60}")
     return ms
+
+
+def _parse_text(text: str, name: str) -> int:
+    if text.lower() == "now":
+        return now_ms()
+    if match := _AGO.fullmatch(text):
+        return now_ms() - int(match[1]) * _AGO_UNIT_MS[match[2]]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name}: expected {TIME_FORMS}, got {text[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    """`1767225600000` -> `'2026-01-01T00:00:00Z'` (milliseconds shown only when not 0)."""
+    seconds, rest = divmod(ms, 1000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{rest:03d}Z" if rest else f"{text}Z"
 
 
 def format_interval(ms: int) -> str:

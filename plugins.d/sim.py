@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from obd.plugin import Availability, BadRequest, Book, Level, NotFound, PluginSpec
+from obd.plugin import Availability, BadRequest, Book, Level, Market, NotFound, PluginSpec
 
 __all__ = ["MAX_DEPTH", "PLUGIN", "SimExchange", "SimOptions", "create"]
 
@@ -293,6 +293,11 @@ class SimExchange:
         if market is None:
             return Availability(False, reason=self._not_listed(symbol))
         return Availability(True, tick_size=1 / market.tick_den, lot_size=1 / market.lot_den)
+
+    async def list_markets(self) -> list[Market]:
+        """Every listing: spot, always trading."""
+        pairs = [(symbol, *symbol.split("/")) for symbol in self._markets]
+        return [Market(symbol, base, quote, "spot", True) for symbol, base, quote in pairs]
 
     def book_at(self, symbol: str, ts_ms: int, depth: int = MAX_DEPTH) -> Book:
         """The book as it stood at `ts_ms`: as of the last update at or before it."""

@@ -167,3 +167,15 @@ def test_healthz(daemon: Daemon) -> None:
     health = daemon.http.get("/healthz")
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
+
+
+def test_times_relative_to_now_work_over_http(daemon: Daemon) -> None:
+    """`now`, `-1h`, ... are times wherever a time is taken (obd.times), HTTP included."""
+    recent = daemon.http.get("/v1/books", params={**COIN, "start": "-1h", "end": "now"})
+    assert recent.status_code == 200, recent.text
+    assert recent.json()["items"]
+    later = daemon.http.get("/v1/coverage", params={**COIN, "start": "-1d", "end": "now"})
+    assert later.status_code == 200, later.text
+    _assert_error(
+        daemon.http.get("/v1/books", params={**COIN, "start": "-1y"}), 400, "relative to now"
+    )

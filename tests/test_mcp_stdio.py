@@ -63,7 +63,7 @@ async def _until_ok(session: ClientSession, name: str, arguments: dict[str, Any]
 
 def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
     config = filled_config(tmp_path)
-    target = tmp_path / "out.csv"
+    target = tmp_path.resolve() / "downloads" / "out.csv"
     good = [
         ("list_coins", {}),
         ("check_availability", {"exchange": "sim", "symbol": "ETH/USDT"}),
@@ -72,8 +72,10 @@ def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
         ("coverage", {**COIN, "start": T0, "end": T0 + 60_000}),
         (
             "download_history",
-            {**COIN, "start": T0, "end": T0 + 5_000, "format": "csv", "path": str(target)},
+            {**COIN, "start": T0, "end": T0 + 5_000, "format": "csv", "path": "out.csv"},
         ),
+        ("list_markets", {"exchange": "sim", "query": "BTC"}),
+        ("list_exchanges", {}),
         ("add_coin", {"exchange": "sim", "symbol": "ETH/USDT", "interval": "1s"}),
         ("remove_coin", {"exchange": "sim", "symbol": "ETH/USDT"}),
     ]
@@ -85,6 +87,13 @@ def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
         ("add_coin", {"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}, "check_availability"),
         ("remove_coin", {"exchange": "sim"}, "symbol: required"),
         ("download_history", {**COIN, "start": 0, "end": 1, "format": "xlsx"}, "format:"),
+        (
+            "download_history",
+            {**COIN, "start": 0, "end": "now", "format": "csv", "path": "/etc/x"},
+            "path:",
+        ),
+        ("list_markets", {"exchange": "ccxt"}, "'ccxt' is the name of a plugin"),
+        ("list_markets", {"exchange": "sim", "limit": -1}, "limit:"),
     ]
 
     async def scenario(session: ClientSession) -> Any:
@@ -106,6 +115,11 @@ def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
     assert results["download_history"]["path"] == str(target)
     assert target.read_text().startswith("ts,exchange_ts,received_ts,seq,side,level,price,size\n")
     assert results["add_coin"]["collecting"] is False
+    assert results["list_coins"]["collecting"] is False  # and no daemon runs: it says so
+    assert results["list_markets"]["markets"][0]["symbol"] == "BTC/USDT"
+    assert {"id": "sim", "plugin": "sim", "synthetic": True, "collected": 0} in results[
+        "list_exchanges"
+    ]["exchanges"]
     assert results["remove_coin"]["coin"]["status"] == "removed"
     for (name, _, mentions), result in zip(bad, errors, strict=True):
         assert mentions in error(result), name

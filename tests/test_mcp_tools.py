@@ -3,12 +3,13 @@ filled with sim books: schemas, results, size caps, error messages, resources.""
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from jsonschema import Draft7Validator, Draft202012Validator
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -18,12 +19,21 @@ from obd.collect.lock import CollectorLock, collecting
 from obd.config import load
 from obd.context import Runtime, open_runtime, open_service
 from obd.mcp.server import build
-from obd.mcp.shapes import HISTORY_BUDGET_BYTES, MAX_GAPS, MAX_HISTORY_ROWS
+from obd.mcp.shapes import (
+    HISTORY_BUDGET_BYTES,
+    MAX_EXCHANGES,
+    MAX_GAPS,
+    MAX_HISTORY_ROWS,
+    MAX_MARKETS,
+)
 from obd.mcp.tools import NAMES, Tools
 from obd.research import sinks as download
+from obd.service.markets import MarketView
 from obd.storage import reader
 from obd.storage.writer import GapIn, SnapshotIn
 from tests.conftest import write_config
+from tests.emulator import Emulator
+from tests.emulator.config import binance_table
 
 T = TypeVar("T")
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -79,7 +89,7 @@ def with_client(
     async def go() -> T:
         async with open_service(load(config)) as service:
             tools = (
-                Tools(service, files_dir=config.parent)
+                Tools(service, download_dir=load(config).download_dir)
                 if authenticator is None
                 else Tools(service, authenticator=authenticator)
             )
@@ -125,10 +135,76 @@ def test_lists_every_tool_with_schemas_and_descriptions(stored: Path) -> None:
         assert tool.output_schema is not None
         assert tool.output_schema["type"] == "object"
         assert tool.annotations is not None
+        assert tool.title
     history = tools["get_history"].input_schema
     assert history["required"] == ["exchange", "symbol", "start", "end"]
-    assert history["properties"]["limit"]["anyOf"][0]["maximum"] == MAX_HISTORY_ROWS
+    # An optional argument is advertised as its type: leaving it out means the default.
+    assert history["properties"]["limit"]["type"] == "integer"
+    assert history["properties"]["limit"]["maximum"] == MAX_HISTORY_ROWS
     assert tools["list_coins"].annotations.read_only_hint  # type: ignore[union-attr]
+
+
+VALIDATORS = (Draft7Validator, Draft202012Validator)
+UNPORTABLE = ("prefixItems", "$ref", "$defs", "$dynamicRef", "unevaluatedItems")
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _schemas(config: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    async def scenario(client: Client) -> Any:
+        return (await client.list_tools()).tools
+
+    return {t.name: (t.input_schema, t.output_schema or {}) for t in with_client(config, scenario)}
+
+
+def test_every_schema_reads_the_same_under_draft_07_and_2020_12(stored: Path) -> None:
+    """Issue 13: Ajv (draft-07, the TypeScript SDK) read `prefixItems` + `items: false` as
+    "no items", so every book failed. Each schema is a valid draft-07 and 2020-12 schema
+    and uses none of the forms the two read differently."""
+    for name, pair in _schemas(stored).items():
+        for schema in pair:
+            for validator in VALIDATORS:
+                validator.check_schema(schema)
+            for key, value in _walk(schema):
+                assert key not in UNPORTABLE, (name, key)
+                assert not (key == "items" and isinstance(value, bool | list)), (name, key)
+
+
+def test_real_results_validate_under_both_drafts(stored: Path, tmp_path: Path) -> None:
+    """Every tool's real answers (books with levels too) against its output schema, and
+    the arguments that produced them against its input schema, with both validators."""
+    calls = [
+        ("list_coins", {}),
+        ("list_exchanges", {}),
+        ("list_markets", {"exchange": "sim", "query": "usdt", "limit": 3}),
+        ("check_availability", {"exchange": "sim", "symbol": "ETH/USDT"}),
+        ("check_availability", {"exchange": "sim", "symbol": "ZZZNOTLISTED/USDT"}),
+        ("get_latest", {**COIN, "levels": 5}),
+        ("get_history", {**COIN, "start": T0, "end": T0 + 20_000, "levels": 3}),
+        ("get_history", {**COIN, "start": T0, "end": "2026-01-01T00:01:00Z", "limit": 5}),
+        ("coverage", {**COIN, "start": T0, "end": T0 + 60_000}),
+        ("download_history", {**COIN, "start": T0, "end": T0 + 3_000, "format": "ndjson"}),
+    ]
+    schemas = _schemas(stored)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    for (name, arguments), result in zip(calls, with_client(stored, scenario), strict=True):
+        inputs, outputs = schemas[name]
+        answer = ok(result)
+        for validator in VALIDATORS:
+            validator(inputs).validate(arguments)
+            validator(outputs).validate(answer)
+    assert {name for name, _ in calls} | {"add_coin", "remove_coin"} == set(NAMES)
 
 
 def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> None:
@@ -138,6 +214,7 @@ def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> N
     row = first["rows"][0]
     assert set(row) == {
         "ts",
+        "ts_iso",
         "best_bid",
         "best_ask",
         "mid",
@@ -147,6 +224,7 @@ def test_get_history_gives_compact_rows_and_says_how_to_go_on(stored: Path) -> N
         "imbalance_10",
     }
     assert row["ts"] == T0
+    assert row["ts_iso"] == "2026-01-01T00:00:00Z"
     assert row["best_bid"] < row["mid"] < row["best_ask"]
     assert str(first["next_start"]) in first["note"]
     rest = ok(call(stored, "get_history", **COIN, start=first["next_start"], end=T0 + 60_000))
@@ -210,6 +288,8 @@ def test_results_stay_small_whatever_is_asked(stored: Path) -> None:
         if name == "get_history":
             assert len(text.encode()) <= HISTORY_BUDGET_BYTES, (arguments, len(text))
             assert answer["truncated"] is True
+            if "levels" not in arguments:  # the budget leaves room for the whole limit
+                assert len(answer["rows"]) == MAX_HISTORY_ROWS
     coverage = ok(call(stored, "coverage", **everything))
     assert len(coverage["gaps"]) == MAX_GAPS
     assert coverage["gaps_total"] > MAX_GAPS
@@ -299,13 +379,15 @@ def test_add_and_remove_coin(tmp_path: Path) -> None:
 def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str) -> None:
     if form == "parquet" and not download.parquet_available():
         pytest.skip("pyarrow is not installed")
-    target = tmp_path / f"range.{form}"
-    arguments = {**COIN, "start": T0, "end": T0 + 30_000, "format": form, "path": str(target)}
+    relative = f"{tmp_path.name}/range.{form}"  # a folder made inside the download dir
+    target = stored.parent.resolve() / "downloads" / relative
+    arguments = {**COIN, "start": T0, "end": T0 + 30_000, "format": form, "path": relative}
     written = ok(call(stored, "download_history", **arguments))
     assert written["path"] == str(target)
     assert written["count"] == 30 - 30 // 11
+    assert written["start_iso"] == "2026-01-01T00:00:00Z"
     assert written["size_bytes"] == target.stat().st_size
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(target.parent.glob(".*partial"))
     stored_books = _stored_books(stored, T0, T0 + 30_000)
     if form == "ndjson":
         lines = target.read_text().splitlines()
@@ -403,7 +485,7 @@ class _ReadOnly:
 
 
 def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
-    linking = {**COIN, "start": T0, "end": T0 + 2000, "format": "csv"}
+    linking = {**COIN, "start": T0, "end": "2026-01-01T00:00:02Z", "format": "ndjson"}
 
     async def scenario(client: Client) -> list[CallToolResult]:
         return [
@@ -411,10 +493,220 @@ def test_over_http_writes_need_the_write_scope(stored: Path) -> None:
             await client.call_tool("remove_coin", COIN),
             await client.call_tool("list_coins", {}),
             await client.call_tool("download_history", linking),
+            await client.call_tool("download_history", {**linking, "format": "parquet"}),
+            await client.call_tool("download_history", {**linking, "path": "x.ndjson"}),
         ]
 
-    added, removed, listed, linked = with_client(stored, scenario, _ReadOnly())
+    added, removed, listed, linked, parquet, path = with_client(stored, scenario, _ReadOnly())
     assert "needs the 'write' scope" in error(added)
     assert "needs the 'write' scope" in error(removed)
     assert ok(listed)["coins"] == []
     assert ok(linked)["url"].startswith("/v1/books?exchange=sim&symbol=BTC%2FUSDT")
+    assert ok(linked)["url"].endswith(f"&start={T0}&end={T0 + 2000}&format=ndjson")
+    # Over HTTP only ndjson is served: said up front, never substituted silently.
+    assert error(parquet).startswith("format: over HTTP download_history serves ndjson only")
+    assert error(path).startswith("path: over HTTP nothing is written")
+
+
+def test_download_history_stays_inside_the_download_directory(stored: Path) -> None:
+    """Absolute paths elsewhere, `..`, and links inside pointing out are refused, naming
+    `path`; nothing is written (or made) outside the directory."""
+    root = stored.parent.resolve() / "downloads"
+    root.mkdir(exist_ok=True)
+    outside = stored.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (root / "out-link").unlink(missing_ok=True)
+    (root / "out-link").symlink_to(outside)  # a folder link leading out
+    (root / "file-link.csv").unlink(missing_ok=True)
+    (root / "file-link.csv").symlink_to(outside / "target.csv")  # a dangling file link
+    escapes = [
+        "/etc/x",
+        "/nonexistent/dir/x.ndjson",
+        "../../x",
+        "../outside/x.csv",
+        "sub/../../x.csv",
+        "out-link/x.csv",
+        "out-link/deeper/x.csv",
+        "~/x.csv",
+        "",
+        ".",
+    ]
+    base = {**COIN, "start": T0, "end": T0 + 3_000, "format": "csv"}
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        calls = [{**base, "path": path} for path in escapes]
+        calls.append({**base, "path": "file-link.csv"})
+        calls.append({**base, "path": str(root / "inside" / "abs.csv")})  # absolute, inside
+        return [await client.call_tool("download_history", arguments) for arguments in calls]
+
+    *refused, link, inside = with_client(stored, scenario)
+    for path, result in zip(escapes, refused, strict=True):
+        assert error(result).startswith("path: "), path
+    assert "leaves the download directory" in error(refused[0])
+    assert "already exists" in error(link)  # a link is never written through
+    assert ok(inside)["path"] == str(root / "inside" / "abs.csv")
+    assert list(outside.iterdir()) == []
+    assert not Path("/nonexistent").exists()
+    assert not (stored.parent / "x.csv").exists()
+
+
+def test_download_dir_is_configurable(tmp_path: Path) -> None:
+    config = filled_config(tmp_path)
+    config.write_text(config.read_text() + '\n[mcp]\ndownload_dir = "exports"\n')
+    arguments = {**COIN, "start": T0, "end": T0 + 3_000, "format": "ndjson", "path": "a.ndjson"}
+    written = ok(call(config, "download_history", **arguments))
+    assert written["path"] == str(tmp_path.resolve() / "exports" / "a.ndjson")
+
+
+def test_list_markets_filters_pages_and_marks_collected(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"})
+        return [
+            await client.call_tool("list_markets", {"exchange": "sim"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "query": "eth"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 3}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 3, "offset": 6}),
+            await client.call_tool("list_markets", {"exchange": "sim", "query": "ZZZNOTLISTED"}),
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": 0}),
+            await client.call_tool("list_markets", {"exchange": "nope"}),
+            await client.call_tool("list_exchanges", {}),
+        ]
+
+    every, eth, first, last, none, zero, unknown, exchanges = with_client(config, scenario)
+    markets = ok(every)["markets"]
+    symbols = [market["symbol"] for market in markets]
+    assert {"BTC/USDT", "ETH/USDT"} <= set(symbols)
+    assert "ZZZNOTLISTED/USDT" not in symbols
+    assert markets[symbols.index("BTC/USDT")] == {
+        "symbol": "BTC/USDT",
+        "base": "BTC",
+        "quote": "USDT",
+        "type": "spot",
+        "active": True,
+        "collected": False,
+    }
+    assert [m["symbol"] for m in ok(eth)["markets"]] == ["ETH/USDT"]
+    assert ok(eth)["markets"][0]["collected"] is True
+    page = ok(first)
+    assert (len(page["markets"]), page["truncated"], page["next_offset"]) == (3, True, 3)
+    assert page["total"] == len(symbols)
+    assert ok(last)["next_offset"] is None
+    assert ok(none)["markets"] == []
+    assert "limit:" in error(zero)
+    assert "exchange 'nope'" in error(unknown)
+    listed = {e["id"]: e for e in ok(exchanges)["exchanges"]}
+    assert listed["sim"] == {"id": "sim", "plugin": "sim", "synthetic": True, "collected": 1}
+    assert listed["binance"]["plugin"] == "ccxt"
+    assert listed["binance"]["synthetic"] is False
+    assert "ccxt" not in listed  # a plugin's name, not an exchange id
+
+
+def test_a_plugin_name_is_not_an_exchange(stored: Path) -> None:
+    for name in ("check_availability", "add_coin", "list_markets", "get_latest"):
+        symbol = {} if name == "list_markets" else {"symbol": "BTC/USDT"}
+        message = error(call(stored, name, exchange="ccxt", **symbol))
+        assert message.startswith("'ccxt' is the name of a plugin serving many exchanges"), name
+        assert "list_exchanges" in message
+        assert "try again" not in message
+
+
+def test_list_coins_says_whether_anything_collects(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> dict[str, Any]:
+        await client.call_tool("add_coin", {"exchange": "sim", "symbol": "ETH/USDT"})
+        return ok(await client.call_tool("list_coins", {}))
+
+    idle = with_client(config, scenario)
+    assert idle["collecting"] is False
+    assert idle["coins"][0]["status"] == "idle"
+    assert "obd run" in idle["note"]
+
+    async def go() -> dict[str, Any]:
+        async with CollectorLock(load(config).database), open_service(load(config)) as service:
+            tools = Tools(service, daemon_running=lambda: collecting(load(config).database))
+            async with Client(build(tools)) as client:
+                return ok(await client.call_tool("list_coins", {}))
+
+    busy = asyncio.run(go())
+    assert busy["collecting"] is True
+    assert busy["coins"][0]["status"] == "active"
+    assert busy["note"] is None
+
+
+def test_new_results_stay_small(tmp_path: Path) -> None:
+    """list_markets at its widest and list_exchanges with every ccxt id."""
+    config = write_config(tmp_path)
+
+    async def scenario(client: Client) -> list[CallToolResult]:
+        return [
+            await client.call_tool("list_markets", {"exchange": "sim", "limit": MAX_MARKETS}),
+            await client.call_tool("list_exchanges", {}),
+        ]
+
+    for result in with_client(config, scenario):
+        ok(result)
+        assert len(result.content[0].text.encode()) <= MAX_RESULT_BYTES  # type: ignore[union-attr]
+    # The worst case a market can weigh, times the most a page holds.
+    worst = MarketView(
+        "X" * 40 + "/" + "Y" * 20 + ":" + "Y" * 20, "X" * 40, "Y" * 20, "option", False, False
+    )
+    assert len(msgspec.json.encode(worst)) * MAX_MARKETS <= MAX_RESULT_BYTES
+    assert 70 * MAX_EXCHANGES <= MAX_RESULT_BYTES
+
+
+def test_list_markets_on_an_emulated_ccxt_exchange(tmp_path: Path) -> None:
+    """ccxt's loaded markets (Binance's exchangeInfo, emulated), a halted one inactive;
+    600 listings stay under the size cap."""
+    with Emulator(extra_symbols=600) as emu:
+        emu.delist("BNBUSDT")
+        config = write_config(tmp_path, binance_table(emu))
+
+        async def scenario(client: Client) -> list[CallToolResult]:
+            binance = {"exchange": "binance"}
+            return [
+                await client.call_tool("list_markets", {**binance, "query": "bnb"}),
+                await client.call_tool("list_markets", {**binance, "query": "BTC/USDT"}),
+                await client.call_tool("list_markets", {**binance, "limit": MAX_MARKETS}),
+            ]
+
+        bnb, btc, widest = with_client(config, scenario)
+    assert ok(bnb)["markets"] == [
+        {
+            "symbol": "BNB/USDT",
+            "base": "BNB",
+            "quote": "USDT",
+            "type": "spot",
+            "active": False,
+            "collected": False,
+        }
+    ]
+    assert ok(btc)["markets"][0]["symbol"] == "BTC/USDT"
+    page = ok(widest)
+    assert page["total"] == 603
+    assert len(page["markets"]) == MAX_MARKETS
+    assert page["truncated"] is True
+    assert len(widest.content[0].text.encode()) <= MAX_RESULT_BYTES  # type: ignore[union-attr]
+
+
+def test_list_markets_needs_the_capability(tmp_path: Path) -> None:
+    """A plugin without `list_markets` (ListsMarkets is optional): the tool says so."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(mode=0o755)
+    (plugins / "plain.py").write_text(
+        "from obd.plugin import Availability, PluginSpec\n\n\n"
+        "class Plain:\n"
+        "    synthetic = True\n\n"
+        "    async def check_availability(self, symbol):\n"
+        "        return Availability(True)\n\n"
+        "    async def close(self):\n"
+        "        pass\n\n\n"
+        "PLUGIN = PluginSpec(name='plain', factory=lambda exchange_id, options: Plain())\n"
+    )
+    config = write_config(tmp_path, plugins=[plugins])
+    message = error(call(config, "list_markets", exchange="plain"))
+    assert message.startswith("exchange: the plugin serving 'plain' cannot list its markets")
+    listed = ok(call(config, "list_exchanges"))["exchanges"]
+    assert listed == [{"id": "plain", "plugin": "plain", "synthetic": True, "collected": 0}]

@@ -55,3 +55,26 @@ def test_slots() -> None:
     assert slot_at_or_after(1000, 1000) == 1000
     assert slot_at_or_after(1001, 1000) == 2000
     assert slot_at_or_before(1999, 1000) == 1000
+
+
+def test_parse_time_relative_to_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    from obd import times
+
+    monkeypatch.setattr(times, "now_ms", lambda: 1_795_608_000_000)
+    assert parse_time("now", "start") == 1_795_608_000_000
+    assert parse_time(" NOW ", "start") == 1_795_608_000_000
+    assert parse_time("-6h", "start") == 1_795_608_000_000 - 6 * 3_600_000
+    assert parse_time("-1d", "end") == 1_795_608_000_000 - 86_400_000
+    assert parse_time("-2w", "end") == 1_795_608_000_000 - 14 * 86_400_000
+    assert parse_time("-90s", "end") == 1_795_608_000_000 - 90_000
+    for bad in ("+1h", "-1y", "now-1h", "-h"):
+        with pytest.raises(BadRequest, match=r"start: expected .* relative to now"):
+            parse_time(bad, "start")
+
+
+def test_iso() -> None:
+    from obd.times import iso
+
+    assert iso(1_767_225_600_000) == "2026-01-01T00:00:00Z"
+    assert iso(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
+    assert parse_time(iso(1_767_225_600_123), "start") == 1_767_225_600_123

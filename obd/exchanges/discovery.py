@@ -47,13 +47,40 @@ class Plugins:
 
     def spec_for(self, exchange: str) -> PluginSpec:
         if spec := self._by_name.get(exchange):
+            if spec.serves is not None and not spec.serves(exchange):
+                raise NotFound(_plugin_not_exchange(spec))
             return spec
         for spec in self._by_name.values():
             if spec.serves is not None and spec.serves(exchange):
                 return spec
         raise NotFound(
-            f"no plugin serves exchange {exchange!r}; known: {', '.join(self.names) or 'none'}"
+            f"no plugin serves exchange {exchange!r} (plugins: {', '.join(self.names) or 'none'}; "
+            "the MCP tool list_exchanges lists the exchange ids)"
         )
+
+    def exchange_ids(self) -> dict[str, str]:
+        """{exchange id: the plugin serving it}, every id the loaded plugins can name:
+        a plain plugin its own name, a generic one those its `exchange_ids` lists."""
+        served: dict[str, str] = {}
+        for name, spec in sorted(self._by_name.items()):
+            if spec.exchange_ids is not None:
+                served.update(dict.fromkeys(spec.exchange_ids(), name))
+        # exact names win over generic plugins, as in `spec_for`
+        for name, spec in self._by_name.items():
+            if spec.serves is None or spec.serves(name):
+                served[name] = name
+            else:
+                served.pop(name, None)
+        return dict(sorted(served.items()))
+
+
+def _plugin_not_exchange(spec: PluginSpec) -> str:
+    examples = (spec.exchange_ids() if spec.exchange_ids else [])[:3]
+    named = f", e.g. {', '.join(repr(e) for e in examples)}" if examples else ""
+    return (
+        f"{spec.name!r} is the name of a plugin serving many exchanges, not an exchange id: "
+        f"name the exchange itself{named} (the MCP tool list_exchanges lists them)"
+    )
 
 
 def discover(dirs: Sequence[Path], *, use_entry_points: bool = True) -> Plugins:

@@ -29,18 +29,20 @@ from pydantic import ValidationError
 
 from obd import __version__
 from obd.errors import NotFound, ObdError
+from obd.mcp.schemas import portable
 from obd.mcp.shapes import MAX_COINS, MAX_LATEST_LEVELS
-from obd.mcp.tools import ANNOTATIONS, NAMES, Tools, explain
+from obd.mcp.tools import ANNOTATIONS, NAMES, TITLES, Tools, explain
 
 __all__ = ["build"]
 
 INSTRUCTIONS = """\
 obd collects L2 order-book snapshots of crypto coins on a clock-aligned cadence and
 keeps them losslessly. Start with list_coins (what is collected, and the stored range
-of each). Times are integer ms since the Unix epoch (UTC) or ISO 8601; ranges are
-start <= ts < end. get_history gives compact rows for reading; download_history gives
-complete books for analysis; coverage says which slots are missing and why.
-check_availability then add_coin starts collecting a new coin."""
+of each). Times are integer ms since the Unix epoch (UTC), ISO 8601, or relative to
+now ('now', '-6h', '-1d'); ranges are start <= ts < end. get_history gives compact rows
+for reading; download_history gives complete books for analysis; coverage says which
+slots are missing and why. To collect a new coin: list_exchanges, list_markets (never
+guess a symbol), then add_coin."""
 
 LATEST_URI = "obd://latest{?exchange,symbol}"
 _json = msgspec.json.Encoder()
@@ -60,7 +62,8 @@ class _Server(MCPServer[Any]):
     ) -> CallToolResult | InputRequiredResult:
         known = self._properties.get(name)
         if known is not None and (unknown := sorted(set(arguments) - set(known))):
-            return _error(f"{unknown[0]}: unknown argument; {name} takes {', '.join(known)}")
+            takes = ", ".join(known) or "no arguments"
+            return _error(f"{unknown[0]}: unknown argument; {name} takes {takes}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -130,11 +133,15 @@ def _tool(tools: Tools, name: str) -> Tool:
     tool = Tool.from_function(
         call,
         name=name,
+        title=TITLES[name],
         description=inspect.getdoc(method),
         annotations=ANNOTATIONS[name],
         structured_output=False,  # the schema comes from the msgspec Struct instead
     )
-    tool.fn_metadata.output_schema = _object_schema(typing.get_type_hints(method)["return"])
+    # Advertised only: arguments are still checked by the pydantic model behind them.
+    tool.parameters = portable(tool.parameters, arguments=True)
+    output = _object_schema(typing.get_type_hints(method)["return"])
+    tool.fn_metadata.output_schema = portable(output)
     return tool
 
 

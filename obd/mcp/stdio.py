@@ -9,7 +9,6 @@ import functools
 import signal
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -42,7 +41,7 @@ async def _stdio(config: Config, collect: bool) -> None:
             await add_config_coins(runtime.service, config)
         tools = Tools(
             runtime.service,
-            files_dir=Path(config.base_dir),
+            download_dir=config.download_dir,
             daemon_running=functools.partial(lock.collecting, config.database),
         )
         await _serve_stdio(build(tools), runtime.background())

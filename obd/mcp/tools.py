@@ -4,7 +4,6 @@ Each tool is one call into the service layer; its docstring is the description a
 agent reads. Argument and result shapes live in `obd.mcp.shapes`.
 """
 
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,16 +13,15 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 from obd.auth import Authenticator, require
-from obd.errors import BadRequest, Conflict, NotFound, ObdError, Unavailable
+from obd.errors import BadRequest, NotFound, ObdError, Unavailable
+from obd.mcp import downloads
 from obd.mcp.shapes import (
     DEFAULT_HISTORY_ROWS,
     DEFAULT_LATEST_LEVELS,
-    HISTORY_BUDGET_BYTES,
-    LEVEL_BYTES,
+    DEFAULT_MARKETS,
     MAX_COINS,
+    MAX_EXCHANGES,
     MAX_GAPS,
-    MAX_HISTORY_ROWS,
-    ROW_BYTES,
     AddedCoin,
     CoinList,
     CoverageResult,
@@ -31,22 +29,31 @@ from obd.mcp.shapes import (
     Download,
     EveryArg,
     ExchangeArg,
+    ExchangeList,
     FormatArg,
     History,
     HistoryLevels,
     HistoryLimit,
     IntervalArg,
+    Latest,
     LatestLevels,
+    MarketList,
+    MarketsLimit,
+    OffsetArg,
     OptionalTime,
     PathArg,
+    QueryArg,
     RemovedCoin,
     SymbolArg,
     TimeArg,
+    coin_entry,
+    compact,
+    row_cap,
 )
-from obd.model import Snapshot
 from obd.plugin import Availability
 from obd.research import sinks as download
-from obd.service import BookCount, Service, SummaryRow, books_link
+from obd.service import BookCount, Service, books_link
+from obd.times import iso
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 ANNOTATIONS = {
@@ -64,25 +71,39 @@ ANNOTATIONS = {
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
     ),
     "coverage": _READ,
+    "list_markets": ToolAnnotations(read_only_hint=True, open_world_hint=True),
+    "list_exchanges": _READ,
 }
 NAMES = tuple(ANNOTATIONS)
+TITLES = {
+    "add_coin": "Start collecting a coin",
+    "remove_coin": "Stop collecting a coin",
+    "check_availability": "Check an exchange lists a symbol",
+    "list_coins": "List collected coins",
+    "get_latest": "Latest order book",
+    "get_history": "Order-book history (compact rows)",
+    "download_history": "Download complete order books",
+    "coverage": "Coverage and gaps",
+    "list_markets": "List an exchange's markets",
+    "list_exchanges": "List exchanges",
+}
 
 
 class Tools:
-    """The tools over one service. Over stdio (`files_dir` given) download_history writes
-    files there. Over HTTP (`authenticator` given) it answers with a link instead, and
+    """The tools over one service. Over stdio download_history writes files under
+    `download_dir`. Over HTTP (`authenticator` given) it answers with a link instead, and
     add/remove need the `write` scope of the caller's token."""
 
     def __init__(
         self,
         service: Service,
         *,
-        files_dir: Path | None = None,
+        download_dir: Path | None = None,
         daemon_running: Callable[[], bool] = lambda: False,
         authenticator: Authenticator | None = None,
     ) -> None:
         self.service = service
-        self.files_dir = files_dir or Path()
+        self.download_dir = download_dir or Path("downloads")
         self.over_http = authenticator is not None
         self._daemon_running = daemon_running
         self._authenticator = authenticator
@@ -102,7 +123,7 @@ class Tools:
         one interval: then call get_latest, get_history or coverage."""
         await self._require(ctx, "write")
         coin, created = await self.service.add_coin(exchange, symbol, interval, depth)
-        collecting = self.service.collecting or self._daemon_running()
+        collecting = self._collecting()
         note = _collection_note(created, collecting)
         return AddedCoin(coin=coin, created=created, collecting=collecting, note=note)
 
@@ -123,20 +144,31 @@ class Tools:
 
     async def list_coins(self) -> CoinList:
         """The coins obd collects: interval, depth, status, and the stored range
-        (first_ts, last_ts in ms, count of snapshots). Start here to find what data
-        exists and the times to pass to get_history or coverage."""
+        (first_ts, last_ts in ms and ISO 8601, count of snapshots), and whether any
+        process collects right now (`collecting`; status 'idle' when none does).
+        Start here to find what data exists and the times to pass to get_history."""
         coins = await self.service.list_coins()
-        return CoinList(coins=coins[:MAX_COINS], truncated=len(coins) > MAX_COINS)
+        collecting = self._collecting()
+        note = None if collecting or not coins else _collection_note(True, False)
+        return CoinList(
+            coins=[coin_entry(coin, collecting) for coin in coins[:MAX_COINS]],
+            truncated=len(coins) > MAX_COINS,
+            collecting=collecting,
+            note=note,
+        )
 
     async def get_latest(
         self, exchange: ExchangeArg, symbol: SymbolArg, levels: LatestLevels = None
-    ) -> Snapshot:
+    ) -> Latest:
         """The most recent stored snapshot of a collected coin: bids best (highest)
         first, asks best (lowest) first, each [price, size] exactly as the exchange gave
-        them, cut to `levels` a side. `ts` is the slot (ms) it belongs to."""
+        them, cut to `levels` a side. `ts` is the slot (ms) it belongs to, `ts_iso` the
+        same in ISO 8601."""
         snapshot = await self.service.latest(exchange, symbol)
         top = DEFAULT_LATEST_LEVELS if levels is None else levels
-        return msgspec.structs.replace(snapshot, bids=snapshot.bids[:top], asks=snapshot.asks[:top])
+        fields = msgspec.structs.asdict(snapshot)
+        fields.update(bids=snapshot.bids[:top], asks=snapshot.asks[:top])
+        return Latest(**fields, ts_iso=iso(snapshot.ts))
 
     async def get_history(
         self,
@@ -148,15 +180,16 @@ class Tools:
         levels: HistoryLevels = None,
         every: EveryArg = None,
     ) -> History:
-        """Compact rows of stored snapshots with start <= ts < end, oldest first: ts (ms),
-        best_bid, best_ask, mid, spread_bps (basis points), bid_size_10 / ask_size_10
-        (size summed over the 10 best levels, base units) and imbalance_10
-        ((bid - ask) / (bid + ask) of those sizes, -1 to 1). At most 200 rows a call:
-        pass `every` (e.g. '1h') to sample a long range with one row per bucket, continue
-        from `next_start`, or use download_history for complete books."""
+        """Compact rows of stored snapshots with start <= ts < end, oldest first: ts
+        (ms; ts_iso the same in ISO 8601), best_bid, best_ask, mid, spread_bps (basis
+        points), bid_size_10 / ask_size_10 (size summed over the 10 best levels, base
+        units) and imbalance_10 ((bid - ask) / (bid + ask) of those sizes, -1 to 1).
+        At most 200 rows a call: pass `every` (e.g. '1h') to sample a long range with
+        one row per bucket, continue from `next_start`, or use download_history for
+        complete books."""
         wanted = DEFAULT_HISTORY_ROWS if limit is None else limit
         top = levels or 0
-        cap = min(wanted, _row_cap(top))
+        cap = min(wanted, row_cap(top))
         page = await self.service.summaries(exchange, symbol, start, end, cap, every, top)
         note = None
         if page.next_start is not None:
@@ -167,7 +200,7 @@ class Tools:
             if cap < wanted:
                 note += f" (with levels={top} a call returns at most {cap} rows)"
         return History(
-            rows=[_compact(row) for row in page.rows],
+            rows=[compact(row) for row in page.rows],
             truncated=page.next_start is not None,
             next_start=page.next_start,
             note=note,
@@ -184,9 +217,13 @@ class Tools:
         path: PathArg = None,
     ) -> Download:
         """Complete, lossless snapshots of a range (start <= ts < end) for analysis
-        outside this conversation. Over stdio: writes a file and returns its path (count
-        and size too). Over HTTP: returns a url of obd's /v1/books endpoint that streams
-        the range as NDJSON (fetch it with the same Authorization header)."""
+        outside this conversation. Over stdio (`obd mcp`): writes a parquet, csv or ndjson
+        file under obd's download directory and returns its path (count and size too).
+        Over HTTP (/mcp): serves format='ndjson' only, as a url of obd's /v1/books
+        endpoint streaming the range (fetch it with the same Authorization header);
+        for parquet or csv files use `obd mcp` or `obd export` on the server."""
+        if self.over_http:
+            _http_only_ndjson(format, path)
         counted = await self.service.count_books(exchange, symbol, start, end)
         if counted.count == 0:
             raise NotFound(
@@ -194,9 +231,11 @@ class Tools:
                 f"{counted.end}); coverage shows what is stored"
             )
         if self.over_http:
-            return self._link(ctx, str(exchange), str(symbol), counted, format, path)
+            return self._link(ctx, str(exchange), str(symbol), counted)
         download.check_format(format)
-        target = self._target(str(exchange), str(symbol), counted.start, counted.end, format, path)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{exchange}_{symbol}")
+        default_name = f"{safe}_{counted.start}_{counted.end}.{format}"
+        target = downloads.target(self.download_dir, path, default_name)
         chunks = await self.service.stream_books(exchange, symbol, counted.start, counted.end)
         written = await download.write(chunks, target, format)
         return Download(
@@ -204,6 +243,8 @@ class Tools:
             count=written,
             start=counted.start,
             end=counted.end,
+            start_iso=iso(counted.start),
+            end_iso=iso(counted.end),
             path=str(target),
             size_bytes=target.stat().st_size,
         )
@@ -223,6 +264,8 @@ class Tools:
         return CoverageResult(
             start=found.start,
             end=found.end,
+            start_iso=iso(found.start),
+            end_iso=iso(found.end),
             interval_ms=found.interval_ms,
             expected=found.expected,
             present=found.present,
@@ -231,7 +274,38 @@ class Tools:
             truncated=len(found.gaps) > MAX_GAPS,
         )
 
+    async def list_markets(
+        self,
+        exchange: ExchangeArg,
+        query: QueryArg = None,
+        limit: MarketsLimit = None,
+        offset: OffsetArg = None,
+    ) -> MarketList:
+        """The markets (symbols) an exchange lists, exact and base matches first: symbol,
+        base, quote, type (spot, swap, future, option), active (trading now) and
+        collected (obd has it already). Filter with `query` ('BTC', '/USDC'); page with
+        `offset`. Pass a symbol from here to check_availability or add_coin."""
+        wanted = DEFAULT_MARKETS if limit is None else limit
+        page = await self.service.list_markets(exchange, query, wanted, offset)
+        return MarketList(
+            exchange=page.exchange,
+            markets=page.markets,
+            total=page.total,
+            truncated=page.next_offset is not None,
+            next_offset=page.next_offset,
+        )
+
+    async def list_exchanges(self) -> ExchangeList:
+        """The exchange ids obd can collect from (pass one as `exchange` to the other
+        tools): the plugin serving each, synthetic=true for made-up data (the 'sim'
+        test market), and how many coins obd collects there."""
+        found = await self.service.list_exchanges()
+        return ExchangeList(exchanges=found[:MAX_EXCHANGES], truncated=len(found) > MAX_EXCHANGES)
+
     # -- helpers --
+
+    def _collecting(self) -> bool:
+        return self.service.collecting or self._daemon_running()
 
     async def _require(self, ctx: Context, scope: str) -> None:
         if self._authenticator is None:
@@ -239,46 +313,33 @@ class Tools:
         headers = ctx.headers or {}
         require(await self._authenticator.authenticate(headers.get("authorization")), scope)
 
-    def _link(
-        self,
-        ctx: Context,
-        exchange: str,
-        symbol: str,
-        counted: BookCount,
-        form: str,
-        path: str | None,
-    ) -> Download:
+    def _link(self, ctx: Context, exchange: str, symbol: str, counted: BookCount) -> Download:
         link = books_link(exchange, symbol, counted.start, counted.end)
         # The Host the client reached us by (already checked against the allowed hosts).
         host = (ctx.headers or {}).get("host")
         url = f"http://{host}{link}" if host else link
-        notes = []
-        if form != "ndjson":
-            notes.append(
-                f"over HTTP the range is served as ndjson; {form} files come from `obd mcp`"
-            )
-        if path is not None:
-            notes.append("path is not used over HTTP: fetch the url")
         return Download(
             format="ndjson",
             count=counted.count,
             start=counted.start,
             end=counted.end,
+            start_iso=iso(counted.start),
+            end_iso=iso(counted.end),
             url=url,
-            note="; ".join(notes) or None,
         )
 
-    def _target(
-        self, exchange: str, symbol: str, start: int, end: int, form: str, path: str | None
-    ) -> Path:
-        if path is None:
-            safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{exchange}_{symbol}")
-            target = self.files_dir / "downloads" / f"{safe}_{start}_{end}.{form}"
-        else:
-            target = self.files_dir / Path(path).expanduser()  # an absolute path wins
-        if target.exists():
-            raise Conflict(f"path: {target} already exists; pass another path")
-        return target
+
+def _http_only_ndjson(form: str, path: str | None) -> None:
+    """Over HTTP the file is the client's to write: say so up front, never substitute.
+    (Parquet keeps its index at the end of the file, so /v1/books cannot stream it in
+    flat memory; `obd export` writes it on the server.)"""
+    if form != "ndjson":
+        raise BadRequest(
+            f"format: over HTTP download_history serves ndjson only (a link to "
+            f"GET /v1/books?format=ndjson); for a {form} file run `obd mcp` or `obd export`"
+        )
+    if path is not None:
+        raise BadRequest("path: over HTTP nothing is written on the server; omit path, fetch url")
 
 
 def _collection_note(created: bool, collecting: bool) -> str:
@@ -292,32 +353,11 @@ def _collection_note(created: bool, collecting: bool) -> str:
     )
 
 
-def _row_cap(levels: int) -> int:
-    return max(1, min(MAX_HISTORY_ROWS, HISTORY_BUDGET_BYTES // (ROW_BYTES + levels * LEVEL_BYTES)))
-
-
-def _compact(row: SummaryRow) -> SummaryRow:
-    """Derived columns rounded for reading (the file keeps full precision); prices stay exact."""
-    return msgspec.structs.replace(
-        row,
-        mid=_significant(row.mid, 12),
-        spread_bps=_significant(row.spread_bps, 4),
-        bid_size_10=_significant(row.bid_size_10, 12) or 0.0,
-        ask_size_10=_significant(row.ask_size_10, 12) or 0.0,
-        imbalance_10=_significant(row.imbalance_10, 4),
-    )
-
-
-def _significant(value: float | None, digits: int) -> float | None:
-    if value is None or not math.isfinite(value):
-        return value
-    return float(f"{value:.{digits}g}")
-
-
 _HINTS: dict[type[ObdError], dict[str, str]] = {
     NotFound: {
         "add_coin": "check_availability says whether the exchange lists a symbol",
         "check_availability": "",
+        "list_markets": "",
         "*": "list_coins shows what is collected and stored; add_coin starts collecting",
     },
     Unavailable: {"*": "the exchange could not be reached; try again in a minute"},

@@ -22,8 +22,10 @@ from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
+from obd.service import markets as discovery
 from obd.service.coverage import Coverage, coverage
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
+from obd.service.markets import ExchangeView, MarketPage, MarketView
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
@@ -35,9 +37,12 @@ __all__ = [
     "BookCount",
     "CoinView",
     "Coverage",
+    "ExchangeView",
     "FeedStats",
     "Health",
     "HistoryStream",
+    "MarketPage",
+    "MarketView",
     "Page",
     "Service",
     "Stats",
@@ -46,6 +51,7 @@ __all__ = [
     "books_link",
 ]
 
+MAX_MARKETS = 1_000  # markets in one list_markets page
 MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
 DEFAULT_PAGE = 100
 STREAM_CHUNK = 256  # snapshots read per step when streaming a range
@@ -194,6 +200,33 @@ class Service:
         )
         self._wake_collector()
         return await self._view(coin)
+
+    # -- discovery --
+
+    async def list_exchanges(self) -> list[ExchangeView]:
+        """Every exchange id obd can collect from, with how many coins it collects there."""
+        counts: dict[str, int] = {}
+        for coin in await self._reader.run(reader.coins):
+            counts[coin.exchange] = counts.get(coin.exchange, 0) + coin.active
+        return discovery.exchange_views(self._exchanges, counts)
+
+    async def list_markets(
+        self, exchange: object, query: object = None, limit: object = None, offset: object = None
+    ) -> MarketPage:
+        """The markets an exchange lists, filtered by `query` (a substring of the symbol)."""
+        exchange_id = _exchange(exchange)
+        if query is not None and (not isinstance(query, str) or len(query) > 100):
+            raise BadRequest(
+                f"query: expected a short text like 'BTC' or 'BTC/USDT', got {query!r:.60}"
+            )
+        size = _bounded("limit", limit, 1, MAX_MARKETS, DEFAULT_PAGE)
+        skip = _bounded("offset", offset, 0, 10**6, 0)
+        collected = {
+            coin.symbol
+            for coin in await self._reader.run(reader.coins)
+            if coin.exchange == exchange_id and coin.active
+        }
+        return await discovery.markets(self._exchanges, exchange_id, query, size, skip, collected)
 
     # -- books --
 

@@ -35,7 +35,7 @@ from obd.plugin import PluginSpec
 from .exchange import CcxtExchange
 from .options import CcxtOptions
 
-__all__ = ["PLUGIN", "CcxtExchange", "CcxtOptions", "create", "serves"]
+__all__ = ["PLUGIN", "CcxtExchange", "CcxtOptions", "create", "exchange_ids", "serves"]
 
 _ID = re.compile(r"[a-z][a-z0-9]{1,40}")
 
@@ -60,6 +60,16 @@ def serves(exchange_id: str) -> bool:
     )
 
 
+@functools.cache
+def exchange_ids() -> list[str]:
+    """Every exchange id ccxt has, from its file names (nothing imported)."""
+    root = _ccxt_root()
+    if root is None:
+        return []
+    found = (path.stem for path in (root / "async_support").glob("*.py"))
+    return sorted(name for name in found if _ID.fullmatch(name))
+
+
 def create(exchange_id: str, options: CcxtOptions | None) -> CcxtExchange:
     """The plugin's factory; ccxt itself is imported at first use, not here."""
     return CcxtExchange(exchange_id, options or CcxtOptions())
@@ -70,6 +80,7 @@ PLUGIN = PluginSpec(
     factory=create,
     options=CcxtOptions,
     serves=serves,
+    exchange_ids=exchange_ids,
     description=(
         "Real exchanges through ccxt: live books over websockets (ccxt.pro), REST"
         " snapshots where there is none. Serves every ccxt exchange id."

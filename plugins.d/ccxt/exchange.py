@@ -11,6 +11,7 @@ from obd.plugin import (
     Book,
     Disconnected,
     ExchangeError,
+    Market,
     NoLiveStream,
     NotFound,
     NotSynced,
@@ -69,6 +70,19 @@ class CcxtExchange:
         return Availability(
             True, tick_size=self._step(market, "price"), lot_size=self._step(market, "amount")
         )
+
+    async def list_markets(self) -> list[Market]:
+        """ccxt's loaded markets (reloaded every `markets_ttl_s`), in ccxt's words."""
+        return [
+            Market(
+                symbol=symbol,
+                base=str(market.get("base") or ""),
+                quote=str(market.get("quote") or ""),
+                type=str(market.get("type") or "spot"),
+                active=market.get("active") is not False,  # ccxt's None: not known, listed
+            )
+            for symbol, market in (await self._markets()).items()
+        ]
 
     async def watch(self, symbol: str, depth: int) -> AsyncIterator[Book]:
         """Books from the websocket: each change, and the same book again when the
