@@ -61,7 +61,14 @@ async def run(config: Config) -> None:
         runtime.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
             uvicorn.Config(
-                create_app(service, authenticator, mcp=mcp, hub=hub, oauth=oauth),
+                create_app(
+                    service,
+                    authenticator,
+                    mcp=mcp,
+                    hub=hub,
+                    oauth=oauth,
+                    host=config.server.host,
+                ),
                 log_config=None,
                 access_log=False,
                 lifespan="on",

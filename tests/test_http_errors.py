@@ -69,7 +69,8 @@ def test_add_coin_rejects_malformed_json(daemon: Daemon) -> None:
         "/v1/coins", content=b"{not json", headers={"content-type": "application/json"}
     )
     _assert_error(response, 400, "body")
-    _assert_error(daemon.http.post("/v1/coins", content=b"x" * 100_000), 413, "")
+    json_type = {"content-type": "application/json"}
+    _assert_error(daemon.http.post("/v1/coins", content=b"x" * 100_000, headers=json_type), 413, "")
     assert _coins(daemon) == before
 
 

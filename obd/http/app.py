@@ -8,11 +8,13 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.types import Message, Receive, Scope, Send
 
-from obd.auth import Authenticator, require
+from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import ObdError
 from obd.http import errors, routes
+from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import METRICS
@@ -32,8 +34,10 @@ def create_app(
     mcp: "McpHttp | None" = None,
     hub: Hub | None = None,
     oauth: "TokenEndpoint | None" = None,
+    host: str = "127.0.0.1",
 ) -> Litestar:
-    """`oauth` (token auth on) adds /oauth/token and the /.well-known documents."""
+    """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
+    (the configured one) is, beside the loopback names, a name browsers may use."""
     handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
     if oauth is not None:
         from obd.http import clients as client_routes
@@ -44,6 +48,13 @@ def create_app(
         route_handlers=handlers,
         lifespan=[mcp.lifespan] if mcp else [],
         guards=[_scope_guard],
+        middleware=[
+            DefineMiddleware(
+                BrowserGuard,
+                names=allowed_names(host),
+                check_names=isinstance(authenticator, OpenAccess),
+            )
+        ],
         before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
