@@ -67,6 +67,14 @@ class Auth(_Section, frozen=True):
     external: ExternalIssuer = ExternalIssuer()
 
 
+class History(_Section, frozen=True):
+    """Back-fill (a WebSocket `history` request fetching what storage lacks from the
+    plugin, and storing it) is a write: it is capped, in rows fetched."""
+
+    backfill_rows_per_request: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    backfill_rows_per_connection: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+
+
 class Mcp(_Section, frozen=True):
     # Where `obd mcp`'s download_history writes: relative to the config file; empty:
     # downloads/ beside the database. Nothing is written outside it.
@@ -86,6 +94,7 @@ class Config(_Section, frozen=True):
     collection: Collection = Collection()
     plugins: Plugins = Plugins()
     auth: Auth = Auth()
+    history: History = History()
     mcp: Mcp = Mcp()
     exchanges: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     coins: list[CoinEntry] = msgspec.field(default_factory=list)

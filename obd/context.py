@@ -99,6 +99,7 @@ async def open_runtime(
         collector,
         default_interval=config.collection.interval,
         default_depth=config.collection.depth,
+        history=config.history,
     )
     writing = asyncio.create_task(writer.run(), name="writer")
     try:
