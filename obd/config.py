@@ -28,6 +28,9 @@ class Server(_Section, frozen=True):
 
 class Storage(_Section, frozen=True):
     path: str = "obd.sqlite"  # relative to the config file
+    # Books waiting for the writer, MiB at most (an estimate); past it, while commits fail
+    # or lag, each new slot is recorded as a `storage_full` gap instead.
+    queue_mib: Annotated[int, msgspec.Meta(ge=1)] = 128
 
 
 class Collection(_Section, frozen=True):
