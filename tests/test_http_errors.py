@@ -45,6 +45,8 @@ def _assert_error(response: Any, status: int, mentions: str) -> None:
         ({**COIN, "interval": "7x"}, 400, "interval"),
         ({**COIN, "interval": "0"}, 400, "interval"),
         ({**COIN, "interval": -5}, 400, "interval"),
+        ({**COIN, "interval": "\u00b3"}, 400, "interval"),
+        ({**COIN, "interval": "\u00b3s"}, 400, "interval"),
         ({**COIN, "interval": "1s", "depth": 0}, 400, "depth"),
         ({**COIN, "depth": 10**9}, 400, "depth"),
         ({**COIN, "depth": "deep"}, 400, "depth"),
@@ -88,6 +90,12 @@ def test_add_coin_rejects_malformed_json(daemon: Daemon) -> None:
         ({**COIN, "limit": "1000000"}, 400, "limit"),
         ({**COIN, "limit": "-1"}, 400, "limit"),
         ({**COIN, "limit": "ten"}, 400, "limit"),
+        # Unicode digits pass str.isdigit() but not int(): a fuzzer's 500s (issue 17).
+        ({**COIN, "limit": "\u00b2"}, 400, "limit"),
+        ({**COIN, "start": "\u00b2"}, 400, "start"),
+        ({**COIN, "start": "\u0663\u0663"}, 400, "start"),
+        ({**COIN, "start": "--5"}, 400, "start"),
+        ({**COIN, "start": "-\u00b2h"}, 400, "start"),
         ({**COIN, "cursor": "garbage!"}, 400, "cursor"),
         ({**COIN, "start": "1000", "cursor": "b2JkMTo1"}, 400, "cursor"),  # ts 5: outside the range
         ({**COIN, "format": "xml"}, 400, "format"),

@@ -30,7 +30,14 @@ from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
 from obd.storage.writer import Writer
-from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_at_or_after
+from obd.times import (
+    format_interval,
+    is_digits,
+    now_ms,
+    parse_interval,
+    parse_time,
+    slot_at_or_after,
+)
 
 __all__ = [
     "BOOKS_PATH",
@@ -495,7 +502,7 @@ def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = N
     """An integer argument (or its decimal string) in [lo, hi]; the error names it."""
     if value is None and default is not None:
         return default
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+    if isinstance(value, str) and is_digits(value) and len(value) < 10:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
@@ -527,7 +534,7 @@ def _cursor_ts(cursor: object, begin: int, stop: int) -> int:
     except (ValueError, binascii.Error):
         raise malformed from None
     digits = raw.removeprefix(_CURSOR_PREFIX)
-    if digits == raw or not digits.isdigit():
+    if digits == raw or not (digits.isascii() and digits.isdigit()):
         raise malformed
     ts = int(digits)
     if not begin <= ts < stop:
