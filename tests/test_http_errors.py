@@ -188,3 +188,13 @@ def test_times_relative_to_now_work_over_http(daemon: Daemon) -> None:
     _assert_error(
         daemon.http.get("/v1/books", params={**COIN, "start": "-1y"}), 400, "relative to now"
     )
+
+
+def test_a_wrong_method_is_405_with_allow(daemon: Daemon) -> None:
+    response = daemon.http.put("/v1/coins", json=COIN)
+    _assert_error(response, 405, "")
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST", "DELETE"}
+    get_only = daemon.http.post("/v1/books/latest", json=COIN)
+    _assert_error(get_only, 405, "")
+    assert "GET" in get_only.headers["allow"]

@@ -126,7 +126,10 @@ def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byte
 def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, HTTPException)
     code = errors.code_for_status(exc.status_code)
-    return error_response(exc.status_code, code, str(exc.detail))
+    response = error_response(exc.status_code, code, str(exc.detail))
+    for name, value in (exc.headers or {}).items():  # a 405's `Allow` (RFC 9110 §15.5.6)
+        response.headers[name] = value
+    return response
 
 
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
