@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import apsw
+import pytest
 
+from obd.errors import Unavailable
 from obd.model import Book
 from obd.storage import coins, reader
 from obd.storage.coins import CoinRequest
@@ -128,3 +130,25 @@ def test_stop_during_an_outage_does_not_wait_for_space(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert isinstance(apsw.sqlitelibversion(), str)
+
+
+def test_a_call_that_meets_a_full_disk_is_unavailable(tmp_path: Path) -> None:
+    """Adding a coin or back-filling on a full disk is the caller's 503, not a crash."""
+
+    async def scenario() -> None:
+        writer = Writer(tmp_path / "obd.sqlite")
+        await writer.open()
+        running = asyncio.create_task(writer.run())
+        pages = await writer.call(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await writer.call(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+        with pytest.raises(Unavailable, match="storage: database or disk is full"):
+            await writer.call(
+                lambda conn: conn.execute(
+                    "CREATE TABLE big (x); INSERT INTO big VALUES (zeroblob(1e6))"
+                )
+            )
+        await writer.stop()
+        await running
+        await writer.close()
+
+    asyncio.run(scenario())

@@ -18,6 +18,7 @@ import apsw
 import msgspec
 import structlog
 
+from obd.errors import Unavailable
 from obd.metrics import METRICS
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
@@ -211,6 +212,9 @@ class Writer:
             else:
                 result = await self._in_thread(call.fn, self._conn)
         except Exception as exc:  # handed to the caller, who owns the error
+            if call.transaction and isinstance(exc, apsw.FullError | apsw.IOError):
+                # A full disk is the caller's 503 (add a coin, back-fill), not a crash.
+                exc = Unavailable(f"storage: {exc}; the daemon's health says more")
             if not call.future.done():
                 call.future.set_exception(exc)
         else:
