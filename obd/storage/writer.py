@@ -33,7 +33,9 @@ log = structlog.get_logger("obd.writer")
 BATCH_ROWS = 1_000  # rows per transaction at most; under light load each commit holds a few
 QUEUE_ROWS = 20_000  # beyond this the samplers wait (backpressure, never dropped rows)
 QUEUE_BYTES = 128 * 1024 * 1024  # 128 MiB of books waiting at most (`[storage] queue_mib`)
-RETRY_S = (0.5, 1, 2, 5, 10, 30)  # a failing commit (disk full, I/O error) is retried, capped
+# A failing commit (disk full, I/O error) is retried, capped at 5 s: a failed write costs
+# little, and collection resumes within seconds of space returning.
+RETRY_S = (0.5, 1, 2, 5)
 # What a queued row holds, roughly: a level is a tuple of two floats (~104 bytes) and its
 # slot in the list; 20,000 rows of depth 1000 would be ~5 GB, hence a bound in bytes.
 _ROW_BYTES = 512
