@@ -15,6 +15,7 @@ MAX_DEPTH = 5_000  # levels a side: the deepest book any major exchange serves
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 Depth = Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)]
 Interval = str | int
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[?[0-9A-Fa-f:.]{2,45}\]?")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -24,6 +25,9 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class Server(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8787  # 0 picks a free port (tests)
+    # With auth off, names besides loopback and `host` that a request's Host or Origin may
+    # use (any port): a page of any other name is refused, a DNS-rebinding defence.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
 
 class Storage(_Section, frozen=True):
@@ -167,6 +171,12 @@ def _checked(config: Config) -> Config:
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
+    for index, name in enumerate(config.server.allowed_hosts):
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"server.allowed_hosts[{index}]: expected a host name or address without "
+                f"scheme or port, got {name!r:.60}"
+            )
     return config
 
 

@@ -56,7 +56,7 @@ async def run(config: Config) -> None:
         from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)
-        mcp = McpHttp(service, authenticator, config.server.host)
+        mcp = McpHttp(service, authenticator, config.server.host, config.server.allowed_hosts)
         hub = Hub()
         runtime.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
@@ -68,6 +68,7 @@ async def run(config: Config) -> None:
                     hub=hub,
                     oauth=oauth,
                     host=config.server.host,
+                    allowed_hosts=config.server.allowed_hosts,
                 ),
                 log_config=None,
                 access_log=False,

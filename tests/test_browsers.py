@@ -11,6 +11,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+from obd.config import load
+from obd.errors import ConfigError
 from tests.conftest import Daemon, write_config
 from tests.ws_support import SIM, ask, open_ws
 
@@ -116,3 +118,35 @@ async def _websocket(daemon: Daemon) -> None:
         assert (await ask(ws, {"op": "latest", **SIM, "id": 1}))["type"] in ("latest", "error")
     finally:
         await ws.close()
+
+
+def test_allowed_hosts_adds_names(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    text = config.read_text().replace(
+        "[server]\nport = 0\n", '[server]\nport = 0\nallowed_hosts = ["obd.lan"]\n'
+    )
+    config.write_text(text)
+    daemon = Daemon(config)
+    try:
+        assert daemon.http.get("/v1/coins", headers={"host": "obd.lan:8787"}).status_code == 200
+        origin = {"origin": "http://obd.lan:8787"}
+        assert daemon.http.get("/v1/coins", headers=origin).status_code == 200
+        _refused(daemon.http.get("/v1/coins", headers={"host": "evil.lan"}), 403, "forbidden")
+        # /mcp checks the same names (its own refusal is a 421).
+        mcp = daemon.http.post("/mcp/", json={}, headers={"host": "evil.lan"})
+        assert mcp.status_code == 421
+        mcp = daemon.http.post("/mcp/", json={}, headers={"host": "obd.lan"})
+        assert mcp.status_code != 421
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_allowed_hosts_are_names_not_urls(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(
+        config.read_text().replace(
+            "[server]\nport = 0\n", '[server]\nport = 0\nallowed_hosts = ["http://x:1"]\n'
+        )
+    )
+    with pytest.raises(ConfigError, match=r"server.allowed_hosts\[0\]"):
+        load(config)

@@ -1,5 +1,6 @@
 """Builds the Litestar app: routes, the auth guard, and the one error mapping."""
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,9 +36,11 @@ def create_app(
     hub: Hub | None = None,
     oauth: "TokenEndpoint | None" = None,
     host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
 ) -> Litestar:
     """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
-    (the configured one) is, beside the loopback names, a name browsers may use."""
+    (the configured one) and `allowed_hosts` are, beside the loopback names, the names
+    a request may use with auth off."""
     handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
     if oauth is not None:
         from obd.http import clients as client_routes
@@ -51,7 +54,7 @@ def create_app(
         middleware=[
             DefineMiddleware(
                 BrowserGuard,
-                names=allowed_names(host),
+                names=allowed_names(host, allowed_hosts),
                 check_names=isinstance(authenticator, OpenAccess),
             )
         ],

@@ -21,9 +21,11 @@ __all__ = ["BrowserGuard", "allowed_names"]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def allowed_names(host: str) -> frozenset[str]:
-    """The names that mean this machine: loopback names and the configured host."""
-    return frozenset({"localhost", "127.0.0.1", "::1", host.strip("[]").lower()})
+def allowed_names(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The names that mean this machine: loopback names, the configured host, and
+    `[server] allowed_hosts`."""
+    names = {"localhost", "127.0.0.1", "::1", host, *extra}
+    return frozenset(name.strip("[]").lower() for name in names)
 
 
 class BrowserGuard:
