@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import Daemon, wait_for, write_config
@@ -198,3 +199,25 @@ def test_a_wrong_method_is_405_with_allow(daemon: Daemon) -> None:
     get_only = daemon.http.post("/v1/books/latest", json=COIN)
     _assert_error(get_only, 405, "")
     assert "GET" in get_only.headers["allow"]
+
+
+def test_errors_honour_accept_msgpack(daemon: Daemon) -> None:
+    msgpack = {"accept": "application/msgpack"}
+    for response, status, code in [
+        (
+            daemon.http.get("/v1/books", params={**COIN, "limit": "ten"}, headers=msgpack),
+            400,
+            "bad_request",
+        ),
+        (daemon.http.get("/v1/nowhere", headers=msgpack), 404, "not_found"),
+        (
+            daemon.http.get("/v1/coins", headers={**msgpack, "host": "evil.example"}),
+            403,
+            "forbidden",
+        ),
+    ]:
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/msgpack")
+        error = msgspec.msgpack.decode(response.content)["error"]
+        assert error["code"] == code
+        assert set(error) == {"code", "message"}

@@ -105,19 +105,20 @@ async def _scope_guard(
     require(principal, scope)
 
 
-def error_response(status: int, code: str, message: str) -> Response[bytes]:
+def error_response(
+    status: int, code: str, message: str, accept: str | None = None
+) -> Response[bytes]:
+    """The error body in the media type the request's `accept` asked for (JSON else)."""
+    content, media_type = errors.encoded(code, message, accept)
     return Response(
-        errors.body(code, message),
-        status_code=status,
-        media_type="application/json",
-        headers=errors.headers(status) or None,
+        content, status_code=status, media_type=media_type, headers=errors.headers(status) or None
     )
 
 
 def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
     status = errors.status(exc)
-    response = error_response(status, exc.code, str(exc))
+    response = error_response(status, exc.code, str(exc), request.headers.get("accept"))
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
         metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
@@ -126,10 +127,11 @@ def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byte
     return response
 
 
-def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, HTTPException)
     code = errors.code_for_status(exc.status_code)
-    response = error_response(exc.status_code, code, str(exc.detail))
+    accept = request.headers.get("accept")
+    response = error_response(exc.status_code, code, str(exc.detail), accept)
     for name, value in (exc.headers or {}).items():  # a 405's `Allow` (RFC 9110 §15.5.6)
         response.headers[name] = value
     return response
@@ -140,4 +142,4 @@ def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         "request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}", exc_info=exc
     )
     message = "internal error; the daemon log has the details"
-    return error_response(500, ObdError.code, message)
+    return error_response(500, ObdError.code, message, request.headers.get("accept"))

@@ -94,8 +94,9 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ObdError) -> 
     """The HTTP error answer; a WebSocket handshake gets the same one where the server
     can send it (the `websocket.http.response` extension), else a 1008 close."""
     status = errors.status(exc)
-    body = errors.body(exc.code, str(exc))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
+    body, media_type = errors.encoded(exc.code, str(exc), accept)
+    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
     if scope["type"] == ScopeType.HTTP:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
