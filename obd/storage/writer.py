@@ -98,7 +98,9 @@ class Writer:
         memory stays bounded and every slot is still accounted for."""
         size = _held_bytes(item)
         if isinstance(item, SnapshotIn):
-            full = self.queued_bytes + size > self.queue_bytes
+            # Once full, books wait for a quarter to drain: not one in, one out, at the edge.
+            limit = self.queue_bytes * 3 // 4 if self._full else self.queue_bytes
+            full = self.queued_bytes + size > limit
             if full != self._full:
                 self._full = full
                 event = "queue_full" if full else "queue_accepting"
