@@ -57,6 +57,21 @@ class GapIn(msgspec.Struct, frozen=True):
     reason: GapReason
 
 
+class RetractIn(msgspec.Struct, frozen=True):
+    """Live snapshots of a coin in slots (after, until] turned out unverifiable: they
+    are deleted and recorded as gaps with `reason` (REST captures stay: each is a book
+    asked for on its own)."""
+
+    coin_id: int
+    after: int
+    until: int
+    reason: GapReason
+    interval_ms: int
+
+
+Row = SnapshotIn | GapIn | RetractIn
+
+
 class _Call(msgspec.Struct):
     fn: Callable[[apsw.Connection], Any]
     future: asyncio.Future[Any]
@@ -92,7 +107,7 @@ class Writer:
     def on_commit(self, listener: Committed) -> None:
         self._listeners.append(listener)
 
-    async def put(self, item: SnapshotIn | GapIn) -> None:
+    async def put(self, item: Row) -> None:
         """Queue a row. A book that would take what waits past `queue_bytes` (commits are
         failing, or too slow) is queued as a `storage_full` gap of its slot instead:
         memory stays bounded and every slot is still accounted for."""
@@ -175,7 +190,7 @@ class Writer:
         self._thread.shutdown(wait=True)
 
     async def _commit(self, items: list[Any]) -> None:
-        rows: list[SnapshotIn | GapIn] = []
+        rows: list[Row] = []
         for item in items:
             if isinstance(item, _Call):
                 await self._write_rows(rows)
@@ -185,7 +200,7 @@ class Writer:
                 rows.append(item)
         await self._write_rows(rows)
 
-    async def _write_rows(self, rows: list[SnapshotIn | GapIn]) -> None:
+    async def _write_rows(self, rows: list[Row]) -> None:
         if not rows:
             return
         pauses = _pauses()
@@ -234,16 +249,16 @@ def _pauses() -> Iterator[float]:
 
 
 def _is_row(item: object) -> bool:
-    return isinstance(item, SnapshotIn | GapIn)
+    return isinstance(item, SnapshotIn | GapIn | RetractIn)
 
 
-def _held_bytes(item: SnapshotIn | GapIn) -> int:
+def _held_bytes(item: Row) -> int:
     if isinstance(item, SnapshotIn):
         return _ROW_BYTES + _LEVEL_BYTES * (len(item.book.bids) + len(item.book.asks))
     return _ROW_BYTES
 
 
-def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
+def _count(rows: list[Row], stored: list[Snapshot]) -> None:
     for snapshot in stored:
         METRICS.inc(
             "obd_snapshots_total",
@@ -283,11 +298,13 @@ def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T
     return result
 
 
-def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[Snapshot]:
+def _write_batch(conn: apsw.Connection, rows: list[Row]) -> list[Snapshot]:
     stored: list[Snapshot] = []
     with _atomic(conn):
         for row in rows:
-            if isinstance(row, GapIn):
+            if isinstance(row, RetractIn):
+                retract(conn, row)
+            elif isinstance(row, GapIn):
                 record_gap(conn, row.coin_id, row.start, row.end, row.reason)
             elif insert_snapshot(conn, row):
                 stored.append(as_snapshot(row))
@@ -349,6 +366,18 @@ def record_gap(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
             (coin_id, start, end, reason),
         )
+
+
+def retract(conn: apsw.Connection, row: RetractIn) -> None:
+    """Delete the live snapshots of (after, until] and record their slots as gaps."""
+    where = "series = ? AND ts > ? AND ts <= ? AND capture IN ('ws', 'synthetic')"
+    bounds = (row.coin_id, row.after, row.until)
+    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshots WHERE {where}", bounds)]
+    conn.execute(f"DELETE FROM snapshots WHERE {where}", bounds)
+    for ts in slots:
+        record_gap(conn, row.coin_id, ts, ts + row.interval_ms, row.reason)
+    if slots:
+        log.warning("retracted", coin_id=row.coin_id, slots=len(slots), reason=row.reason)
 
 
 def clear_gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> None:
