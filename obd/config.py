@@ -15,6 +15,7 @@ MAX_DEPTH = 5_000  # levels a side: the deepest book any major exchange serves
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 Depth = Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)]
 Interval = str | int
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[?[0-9A-Fa-f:.]{2,45}\]?")
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -24,10 +25,16 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class Server(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8787  # 0 picks a free port (tests)
+    # With auth off, names besides loopback and `host` that a request's Host or Origin may
+    # use (any port): a page of any other name is refused, a DNS-rebinding defence.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
 
 
 class Storage(_Section, frozen=True):
     path: str = "obd.sqlite"  # relative to the config file
+    # Books waiting for the writer, MiB at most (an estimate); past it, while commits fail
+    # or lag, each new slot is recorded as a `storage_full` gap instead.
+    queue_mib: Annotated[int, msgspec.Meta(ge=1)] = 128
 
 
 class Collection(_Section, frozen=True):
@@ -67,6 +74,14 @@ class Auth(_Section, frozen=True):
     external: ExternalIssuer = ExternalIssuer()
 
 
+class History(_Section, frozen=True):
+    """Back-fill (a WebSocket `history` request fetching what storage lacks from the
+    plugin, and storing it) is a write: it is capped, in rows fetched."""
+
+    backfill_rows_per_request: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    backfill_rows_per_connection: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+
+
 class Mcp(_Section, frozen=True):
     # Where `obd mcp`'s download_history writes: relative to the config file; empty:
     # downloads/ beside the database. Nothing is written outside it.
@@ -86,6 +101,7 @@ class Config(_Section, frozen=True):
     collection: Collection = Collection()
     plugins: Plugins = Plugins()
     auth: Auth = Auth()
+    history: History = History()
     mcp: Mcp = Mcp()
     exchanges: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     coins: list[CoinEntry] = msgspec.field(default_factory=list)
@@ -155,6 +171,12 @@ def _checked(config: Config) -> Config:
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
+    for index, name in enumerate(config.server.allowed_hosts):
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"server.allowed_hosts[{index}]: expected a host name or address without "
+                f"scheme or port, got {name!r:.60}"
+            )
     return config
 
 

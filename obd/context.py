@@ -86,7 +86,7 @@ async def open_runtime(
     `collector_started_ms` a collector is built too; the caller runs `background()`."""
     exchanges = Exchanges(load_plugins(config), config.exchanges)
     exchanges.check_options()
-    writer = Writer(config.database)
+    writer = Writer(config.database, queue_bytes=config.storage.queue_mib * 1024 * 1024)
     await writer.open()
     read = Reader(config.database)
     collector = (
@@ -99,6 +99,7 @@ async def open_runtime(
         collector,
         default_interval=config.collection.interval,
         default_depth=config.collection.depth,
+        history=config.history,
     )
     writing = asyncio.create_task(writer.run(), name="writer")
     try:

@@ -56,12 +56,20 @@ async def run(config: Config) -> None:
         from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)
-        mcp = McpHttp(service, authenticator, config.server.host)
+        mcp = McpHttp(service, authenticator, config.server.host, config.server.allowed_hosts)
         hub = Hub()
         runtime.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
             uvicorn.Config(
-                create_app(service, authenticator, mcp=mcp, hub=hub, oauth=oauth),
+                create_app(
+                    service,
+                    authenticator,
+                    mcp=mcp,
+                    hub=hub,
+                    oauth=oauth,
+                    host=config.server.host,
+                    allowed_hosts=config.server.allowed_hosts,
+                ),
                 log_config=None,
                 access_log=False,
                 lifespan="on",

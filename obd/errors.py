@@ -34,6 +34,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "codes",
 ]
 
@@ -97,6 +98,13 @@ class Conflict(ObdError):
 class TooLarge(ObdError):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaType(ObdError):
+    """A request body that is not JSON (a page's cross-origin form post, say)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooManyRequests(ObdError):

@@ -19,6 +19,7 @@ GapReason = Literal[
     "stale",  # the feed gave no sign of life long after the slot
     "late",  # the slot passed while obd could not look at it (loop stalled)
     "removed",  # the coin was removed and later added again
+    "storage_full",  # the book could not be kept: writes were failing and the queue was full
     # computed when a range is read, never stored
     "not_collected",  # before the coin was first added
     "pending",  # collection has not reached the slot yet

@@ -14,8 +14,10 @@ MAX_INTERVAL_MS = 86_400_000  # 1 day
 MAX_TS = 32_503_680_000_000  # year 3000: anything later is a typo (or seconds*1000 twice)
 
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_INTERVAL = re.compile(r"(\d{1,9})(ms|s|m|h|d)")
-_AGO = re.compile(r"-(\d{1,9})(ms|s|m|h|d|w)")  # `-6h`: six hours before now
+# ASCII digits only: `\d` and str.isdigit() also take '²' or '٣', which int() refuses.
+_INTERVAL = re.compile(r"([0-9]{1,9})(ms|s|m|h|d)")
+_AGO = re.compile(r"-([0-9]{1,9})(ms|s|m|h|d|w)")  # `-6h`: six hours before now
+_MS = re.compile(r"-?[0-9]{1,16}")  # an integer ms, as text
 _AGO_UNIT_MS = {**_UNIT_MS, "w": 7 * 86_400_000}
 TIME_FORMS = "ms since the epoch or ISO 8601, or relative to now ('now', '-6h', '-1d')"
 
@@ -24,13 +26,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def is_digits(text: str) -> bool:
+    """Whether `text` is a non-negative integer in ASCII digits (what int() surely takes)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_interval(value: object, name: str = "interval") -> int:
     """`"30s"`, `"5m"`, `"1h"` or integer ms -> ms, within [1 s, 1 d]."""
     if isinstance(value, bool):
         raise BadRequest(f"{name}: expected a duration like '5m' or integer ms, got {value!r}")
     if isinstance(value, int):
         ms = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and is_digits(value):
         ms = int(value)
     elif isinstance(value, str) and (match := _INTERVAL.fullmatch(value.strip())):
         ms = int(match[1]) * _UNIT_MS[match[2]]
@@ -52,7 +59,7 @@ def parse_time(value: object, name: str) -> int:
         raise BadRequest(f"{name}: expected {TIME_FORMS}, got {value!r}")
     if isinstance(value, int):
         ms = value
-    elif isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 16:
+    elif isinstance(value, str) and _MS.fullmatch(value):
         ms = int(value)
     elif isinstance(value, str):
         ms = _parse_text(value.strip(), name)

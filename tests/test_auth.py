@@ -318,6 +318,30 @@ def test_ws_scopes(env: Env) -> None:
     assert _ws_status(env, headers=_bearer(_issued(env, "writer"))) == 403
 
 
+def test_ws_history_backfills_only_with_write(env: Env) -> None:
+    """Back-fill fetches and stores: a `read` token gets what is stored, holes as gaps."""
+    admin = _bearer(_issued(env, "admin"))
+    added = env.daemon.http.post("/v1/coins", json={**SIM, "interval": "1s"}, headers=admin)
+    assert added.status_code in (200, 201), added.text
+    end = int(time.time()) * 1000 - 60_000  # before the coin was added: final slots
+    request = {"op": "history", **SIM, "start": end - 10_000, "end": end, "id": "h"}
+
+    async def history(token: str) -> dict[str, Any]:
+        url = env.daemon.url.replace("http://", "ws://") + "/v1/ws"
+        async with connect(url, additional_headers=_bearer(token)) as ws:
+            await ws.send(json.dumps(request))
+            while (answer := json.loads(await ws.recv()))["type"] == "history_chunk":
+                pass
+            return dict(answer)
+
+    read_only = asyncio.run(history(_issued(env, "reader")))
+    assert read_only["type"] == "history_complete", read_only
+    assert (read_only["count"], read_only["backfilled"]) == (0, 0)
+    assert [gap[2] for gap in read_only["gaps"]] == ["not_collected"]
+    written = asyncio.run(history(_issued(env, "admin")))
+    assert (written["count"], written["backfilled"]) == (10, 10), written
+
+
 # -- MCP over HTTP --
 
 

@@ -63,6 +63,29 @@ def test_failure_limit_counts_per_key_within_a_window() -> None:
     assert limit.retry_after_s("a", "x") == 0
 
 
+def test_concurrent_wrong_secrets_stop_at_the_limit() -> None:
+    """Secrets are checked off the loop: attempts in flight count, so 14 wrong secrets
+    sent at once get 5 checks, not 14 (issue 17)."""
+    limit = FailureLimit(5, 60)
+    checked = 0
+
+    async def wrong_secret() -> None:
+        nonlocal checked
+        if limit.retry_after_s("client:c", "address:a"):
+            return
+        with limit.attempt("client:c", "address:a"):
+            checked += 1
+            await asyncio.sleep(0.01)  # scrypt in a thread
+            limit.failed("client:c", "address:a")
+
+    async def burst() -> None:
+        await asyncio.gather(*(wrong_secret() for _ in range(14)))
+
+    asyncio.run(burst())
+    assert checked == 5
+    assert limit.retry_after_s("client:c") > 1  # the failures now hold it
+
+
 def _hs256_config() -> Config:
     return Config(auth=Auth(enabled=True, algorithm="HS256", secret=SECRET))
 

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import Daemon, wait_for, write_config
@@ -45,6 +46,8 @@ def _assert_error(response: Any, status: int, mentions: str) -> None:
         ({**COIN, "interval": "7x"}, 400, "interval"),
         ({**COIN, "interval": "0"}, 400, "interval"),
         ({**COIN, "interval": -5}, 400, "interval"),
+        ({**COIN, "interval": "\u00b3"}, 400, "interval"),
+        ({**COIN, "interval": "\u00b3s"}, 400, "interval"),
         ({**COIN, "interval": "1s", "depth": 0}, 400, "depth"),
         ({**COIN, "depth": 10**9}, 400, "depth"),
         ({**COIN, "depth": "deep"}, 400, "depth"),
@@ -69,7 +72,8 @@ def test_add_coin_rejects_malformed_json(daemon: Daemon) -> None:
         "/v1/coins", content=b"{not json", headers={"content-type": "application/json"}
     )
     _assert_error(response, 400, "body")
-    _assert_error(daemon.http.post("/v1/coins", content=b"x" * 100_000), 413, "")
+    json_type = {"content-type": "application/json"}
+    _assert_error(daemon.http.post("/v1/coins", content=b"x" * 100_000, headers=json_type), 413, "")
     assert _coins(daemon) == before
 
 
@@ -87,6 +91,12 @@ def test_add_coin_rejects_malformed_json(daemon: Daemon) -> None:
         ({**COIN, "limit": "1000000"}, 400, "limit"),
         ({**COIN, "limit": "-1"}, 400, "limit"),
         ({**COIN, "limit": "ten"}, 400, "limit"),
+        # Unicode digits pass str.isdigit() but not int(): a fuzzer's 500s (issue 17).
+        ({**COIN, "limit": "\u00b2"}, 400, "limit"),
+        ({**COIN, "start": "\u00b2"}, 400, "start"),
+        ({**COIN, "start": "\u0663\u0663"}, 400, "start"),
+        ({**COIN, "start": "--5"}, 400, "start"),
+        ({**COIN, "start": "-\u00b2h"}, 400, "start"),
         ({**COIN, "cursor": "garbage!"}, 400, "cursor"),
         ({**COIN, "start": "1000", "cursor": "b2JkMTo1"}, 400, "cursor"),  # ts 5: outside the range
         ({**COIN, "format": "xml"}, 400, "format"),
@@ -179,3 +189,35 @@ def test_times_relative_to_now_work_over_http(daemon: Daemon) -> None:
     _assert_error(
         daemon.http.get("/v1/books", params={**COIN, "start": "-1y"}), 400, "relative to now"
     )
+
+
+def test_a_wrong_method_is_405_with_allow(daemon: Daemon) -> None:
+    response = daemon.http.put("/v1/coins", json=COIN)
+    _assert_error(response, 405, "")
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST", "DELETE"}
+    get_only = daemon.http.post("/v1/books/latest", json=COIN)
+    _assert_error(get_only, 405, "")
+    assert "GET" in get_only.headers["allow"]
+
+
+def test_errors_honour_accept_msgpack(daemon: Daemon) -> None:
+    msgpack = {"accept": "application/msgpack"}
+    for response, status, code in [
+        (
+            daemon.http.get("/v1/books", params={**COIN, "limit": "ten"}, headers=msgpack),
+            400,
+            "bad_request",
+        ),
+        (daemon.http.get("/v1/nowhere", headers=msgpack), 404, "not_found"),
+        (
+            daemon.http.get("/v1/coins", headers={**msgpack, "host": "evil.example"}),
+            403,
+            "forbidden",
+        ),
+    ]:
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/msgpack")
+        error = msgspec.msgpack.decode(response.content)["error"]
+        assert error["code"] == code
+        assert set(error) == {"code", "message"}

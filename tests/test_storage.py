@@ -9,10 +9,12 @@ import pytest
 
 from obd.errors import Conflict, NotFound, StoreError
 from obd.model import Book, Snapshot
+from obd.service.coverage import coverage
 from obd.storage import coins, reader, schema
 from obd.storage.coins import CoinRequest
 from obd.storage.connect import open_reader, open_writer
 from obd.storage.writer import GapIn, SnapshotIn, Writer, record_gap
+from tests.ws_support import prefill
 
 BOOK = Book(bids=[(100.5, 1.25), (100.0, 3.0)], asks=[(101.0, 0.5)], exchange_ts=990)
 
@@ -245,3 +247,27 @@ def test_seq_round_trips_and_reads_as_null_in_files_from_before_it(tmp_path: Pat
     [old] = reader.books(copy, old_coin, 0, 3000, 10)
     assert old.seq is None
     assert (old.bids, old.asks) == (BOOK.bids, BOOK.asks)
+
+
+def test_coverage_counts_back_filled_slots_before_collection_once(tmp_path: Path) -> None:
+    """Slots before the coin was added hold back-filled rows or nothing: present and
+    `not_collected` must not overlap (issue 17)."""
+    path = tmp_path / "obd.sqlite"
+    t = 1_000_000
+    # Added at t; back-filled [t-30s, t-20s) and [t-10s, t-5s); collected [t+1s, t+10s).
+    coin = prefill(
+        path,
+        [(t - 30_000, t - 20_000), (t - 10_000, t - 5_000), (t + 1000, t + 10_000)],
+        added_ts=t,
+    )
+    conn = open_reader(path)
+    found = coverage(conn, coin, t - 40_000, t + 10_000, now=t + 10_000)
+    assert found.expected == 50
+    assert found.present == 10 + 5 + 9
+    assert [(g.start, g.end, g.reason) for g in found.gaps] == [
+        (t - 40_000, t - 30_000, "not_collected"),
+        (t - 20_000, t - 10_000, "not_collected"),
+        (t - 5_000, t + 1000, "not_collected"),
+    ]
+    gap_slots = sum((g.end - g.start) // 1000 for g in found.gaps)
+    assert found.present + gap_slots == found.expected

@@ -78,3 +78,11 @@ def test_iso() -> None:
     assert iso(1_767_225_600_000) == "2026-01-01T00:00:00Z"
     assert iso(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
     assert parse_time(iso(1_767_225_600_123), "start") == 1_767_225_600_123
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "--5", "-\u00b2h", "1\u00b2"])
+def test_only_ascii_digits_are_numbers(text: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_time(text, "start")
+    with pytest.raises(BadRequest):
+        parse_interval(text)

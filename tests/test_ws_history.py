@@ -159,7 +159,10 @@ async def _two_histories_while_live(
 def test_history_adds_the_coin_runs_four_at_once_and_cancels(
     tmp_path: Path, start_daemon: Any
 ) -> None:
-    daemon = start_daemon(config(tmp_path))
+    # Back-fill limits high enough that each stream is still running when cancelled.
+    unmetered = "[history]\nbackfill_rows_per_request = 10000000\n"
+    unmetered += "backfill_rows_per_connection = 10000000\n"
+    daemon = start_daemon(config(tmp_path, extra=unmetered))
     asyncio.run(_limits_and_cancel(daemon))
     # History made sure the coin is collected (at the configured default cadence).
     listed = daemon.http.get("/v1/coins").json()["items"]

@@ -6,7 +6,7 @@ import json
 import msgspec
 import pytest
 
-from obd.http.ws.hub import BACKLOG_FLOOR, HISTORY_QUEUED, Feed, Hub
+from obd.http.ws.hub import BACKLOG_FLOOR, HISTORY_QUEUED, LIVE_PER_COMMIT, Feed, Hub
 from obd.model import Snapshot
 
 KEY = ("sim", "BTC/USDT")
@@ -120,3 +120,15 @@ def test_dropping_wakes_whoever_waits_for_it(wire: str) -> None:
         return await asyncio.wait_for(waiting, 1)
 
     assert asyncio.run(scenario()) == "gone"
+
+
+def test_a_backlog_flushed_after_an_outage_does_not_drop_a_normal_reader() -> None:
+    """After a writer outage one commit can hold hundreds of a coin's slots: only the
+    newest go out live, the rest are history (issue 17)."""
+    hub = Hub()
+    feed = Feed("json")
+    hub.subscribe(feed, KEY)
+    hub.publish([_snapshot(1000 * n) for n in range(1, 301)])
+    assert feed.dropped is None
+    times = [json.loads(frame)["data"]["ts"] for frame in _drain(feed)]
+    assert times == [1000 * n for n in range(301 - LIVE_PER_COMMIT, 301)]

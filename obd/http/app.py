@@ -1,5 +1,6 @@
 """Builds the Litestar app: routes, the auth guard, and the one error mapping."""
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -8,11 +9,13 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.types import Message, Receive, Scope, Send
 
-from obd.auth import Authenticator, require
+from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import ObdError
 from obd.http import errors, routes
+from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import METRICS
@@ -32,8 +35,12 @@ def create_app(
     mcp: "McpHttp | None" = None,
     hub: Hub | None = None,
     oauth: "TokenEndpoint | None" = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
 ) -> Litestar:
-    """`oauth` (token auth on) adds /oauth/token and the /.well-known documents."""
+    """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
+    (the configured one) and `allowed_hosts` are, beside the loopback names, the names
+    a request may use with auth off."""
     handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
     if oauth is not None:
         from obd.http import clients as client_routes
@@ -44,6 +51,13 @@ def create_app(
         route_handlers=handlers,
         lifespan=[mcp.lifespan] if mcp else [],
         guards=[_scope_guard],
+        middleware=[
+            DefineMiddleware(
+                BrowserGuard,
+                names=allowed_names(host, allowed_hosts),
+                check_names=isinstance(authenticator, OpenAccess),
+            )
+        ],
         before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
@@ -91,19 +105,20 @@ async def _scope_guard(
     require(principal, scope)
 
 
-def error_response(status: int, code: str, message: str) -> Response[bytes]:
+def error_response(
+    status: int, code: str, message: str, accept: str | None = None
+) -> Response[bytes]:
+    """The error body in the media type the request's `accept` asked for (JSON else)."""
+    content, media_type = errors.encoded(code, message, accept)
     return Response(
-        errors.body(code, message),
-        status_code=status,
-        media_type="application/json",
-        headers=errors.headers(status) or None,
+        content, status_code=status, media_type=media_type, headers=errors.headers(status) or None
     )
 
 
 def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
     status = errors.status(exc)
-    response = error_response(status, exc.code, str(exc))
+    response = error_response(status, exc.code, str(exc), request.headers.get("accept"))
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
         metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
@@ -112,10 +127,14 @@ def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byte
     return response
 
 
-def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, HTTPException)
     code = errors.code_for_status(exc.status_code)
-    return error_response(exc.status_code, code, str(exc.detail))
+    accept = request.headers.get("accept")
+    response = error_response(exc.status_code, code, str(exc.detail), accept)
+    for name, value in (exc.headers or {}).items():  # a 405's `Allow` (RFC 9110 §15.5.6)
+        response.headers[name] = value
+    return response
 
 
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -123,4 +142,4 @@ def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         "request_failed", path=request.url.path, error=f"{type(exc).__name__}: {exc}", exc_info=exc
     )
     message = "internal error; the daemon log has the details"
-    return error_response(500, ObdError.code, message)
+    return error_response(500, ObdError.code, message, request.headers.get("accept"))

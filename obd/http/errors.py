@@ -6,10 +6,12 @@ import msgspec
 
 from obd.errors import BadRequest, MethodNotAllowed, NotFound, ObdError, TooLarge
 
-__all__ = ["CHALLENGE", "body", "code_for_status", "headers", "status"]
+__all__ = ["CHALLENGE", "body", "code_for_status", "encoded", "headers", "status", "wants_msgpack"]
 
 CHALLENGE = 'Bearer realm="obd"'  # WWW-Authenticate on every 401
 _json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+MSGPACK = "application/msgpack"
 # Litestar's own refusals (no route, wrong method, body too large) in obd's codes.
 _BY_STATUS: dict[int, type[ObdError]] = {
     404: NotFound,
@@ -25,6 +27,18 @@ def status(exc: ObdError) -> int:
 
 def body(code: str, message: str) -> bytes:
     return _json.encode({"error": {"code": code, "message": message}})
+
+
+def wants_msgpack(accept: str | None) -> bool:
+    """Whether an `Accept` header asks for msgpack, as the routes' answers read it."""
+    return accept is not None and MSGPACK in accept
+
+
+def encoded(code: str, message: str, accept: str | None) -> tuple[bytes, str]:
+    """(body, media type) of an error, in the media type the request asked for."""
+    if wants_msgpack(accept):
+        return _msgpack.encode({"error": {"code": code, "message": message}}), MSGPACK
+    return body(code, message), "application/json"
 
 
 def headers(status: int) -> dict[str, str]:

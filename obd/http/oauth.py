@@ -64,9 +64,11 @@ class TokenEndpoint:
             return _too_many(wait)
         if _one(form, "grant_type") != "client_credentials":
             raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
-        client = await self.verify(client_id, secret)
+        with self.limit.attempt(*keys):
+            client = await self.verify(client_id, secret)
+            if client is None:
+                self.limit.failed(*keys)
         if client is None:
-            self.limit.failed(*keys)
             log.warning("token_refused", client_id=client_id[:64], address=address)
             raise OAuthError("invalid_client", "unknown client or wrong secret", 401)
         try:

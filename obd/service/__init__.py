@@ -17,20 +17,27 @@ import msgspec
 
 from obd.auth.clients import Clients
 from obd.collect import Collector
-from obd.config import MAX_DEPTH
+from obd.config import MAX_DEPTH, History
 from obd.errors import BadRequest, Forbidden, NotFound
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
 from obd.service import markets as discovery
 from obd.service.coverage import Coverage, coverage
-from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, HistoryStream
+from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, Allowance, HistoryStream
 from obd.service.markets import ExchangeView, MarketPage, MarketView
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
 from obd.storage.writer import Writer
-from obd.times import format_interval, now_ms, parse_interval, parse_time, slot_at_or_after
+from obd.times import (
+    format_interval,
+    is_digits,
+    now_ms,
+    parse_interval,
+    parse_time,
+    slot_at_or_after,
+)
 
 __all__ = [
     "BOOKS_PATH",
@@ -140,6 +147,7 @@ class Service:
         *,
         default_interval: str | int = "5m",
         default_depth: int = 100,
+        history: History | None = None,
     ) -> None:
         self._exchanges = exchanges
         self._reader = read
@@ -147,6 +155,7 @@ class Service:
         self._collector = collector  # None where this process does not collect
         self._default_interval = default_interval
         self._default_depth = default_depth
+        self._history_limits = history or History()
         self.clients = Clients(read, writer)
 
     @property
@@ -328,9 +337,11 @@ class Service:
         chunk: object = None,
         *,
         may_add: bool = True,
+        backfill: Allowance | None = None,
     ) -> HistoryStream:
-        """[start, end) of a coin, stored and back-filled (see `obd.service.history`): makes sure
-        the coin is collected first, adding it if `may_add` (Forbidden otherwise)."""
+        """[start, end) of a coin, stored and back-filled within `backfill` (None: stored rows
+        only; see `obd.service.history`): makes sure the coin is collected first, adding it
+        if `may_add` (Forbidden otherwise)."""
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
         for name, value in (("start", start), ("end", end)):
             if value is None:
@@ -347,7 +358,13 @@ class Service:
             writer=self._writer,
             source=self._exchanges.get(coin.exchange),
             plugin=self._exchanges.plugins.spec_for(coin.exchange).name,
+            backfill=backfill,
         )
+
+    def backfill_allowance(self) -> Allowance:
+        """What one client (a WebSocket connection) may back-fill, from `[history]`."""
+        limits = self._history_limits
+        return Allowance(limits.backfill_rows_per_request, limits.backfill_rows_per_connection)
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
@@ -485,7 +502,7 @@ def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = N
     """An integer argument (or its decimal string) in [lo, hi]; the error names it."""
     if value is None and default is not None:
         return default
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+    if isinstance(value, str) and is_digits(value) and len(value) < 10:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
@@ -517,7 +534,7 @@ def _cursor_ts(cursor: object, begin: int, stop: int) -> int:
     except (ValueError, binascii.Error):
         raise malformed from None
     digits = raw.removeprefix(_CURSOR_PREFIX)
-    if digits == raw or not digits.isdigit():
+    if digits == raw or not (digits.isascii() and digits.isdigit()):
         raise malformed
     ts = int(digits)
     if not begin <= ts < stop:

@@ -28,7 +28,16 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
     lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
     found = reader.gaps(conn, coin.id, lo, hi)
     if lo < first_slot:
-        found.insert(0, Gap(lo, min(first_slot, hi), "not_collected"))
+        # Before the first collected slot, back-filled rows are present: only the slots
+        # between them were not collected (else they would count twice, issue 17).
+        before = min(first_slot, hi)
+        at = lo
+        holes: list[Gap] = []
+        for start, end in reader.runs(conn, coin.id, lo, before, interval):
+            holes.append(Gap(at, start, "not_collected"))
+            at = end
+        holes.append(Gap(at, before, "not_collected"))
+        found[:0] = [hole for hole in holes if hole.start < hole.end]
     until = max(reader.accounted_until(conn, coin) or first_slot, lo)
     if until < hi:
         recent = until >= now - 2 * interval - 2_000

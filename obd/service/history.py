@@ -7,6 +7,12 @@ out), and back-filled books are stored and streamed in batches of the same size.
 Back-filled rows go through the writer with their provenance (`capture =
 "backfill:<plugin>"`), never to live subscribers.
 
+Back-filling fetches from the exchange and grows the file, so it is metered: a
+request back-fills only within an `Allowance` (rows per request, and rows in all
+for the client's connection, from `[history]`), and a request that needs more ends
+with `TooManyRequests` once what it fetched is stored and sent. Without an
+allowance (a token lacking `write`) holes stay gaps.
+
 Only slots that collection is done with are back-filled: those before the coin was
 first collected and those already recorded as gaps (or missing) before the last
 slot the collector accounted for. Later slots belong to the running sampler: a
@@ -20,7 +26,7 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import HistoryNotAvailable, ObdError
+from obd.errors import HistoryNotAvailable, ObdError, TooManyRequests
 from obd.model import Book, Coin, Gap, GapReason, Snapshot
 from obd.plugin import Exchange, FetchesHistory
 from obd.service.coverage import join
@@ -29,7 +35,7 @@ from obd.storage.reader import Reader
 from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
 from obd.times import now_ms, slot_at_or_after
 
-__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "HistoryStream"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "Allowance", "HistoryStream"]
 
 log = structlog.get_logger("obd.service.history")
 
@@ -37,8 +43,17 @@ DEFAULT_CHUNK = 500  # snapshots per chunk unless asked otherwise
 MAX_CHUNK = 5_000  # at most: a chunk is held in memory whole (x depth x 2 sides)
 READ_ROWS = 256  # stored snapshots read per step
 BACKFILL_ROWS = 128  # back-filled snapshots per writer transaction: live rows wait behind it
-MAX_BACKFILL = 100_000  # snapshots one request may back-fill; beyond, the slots stay gaps
 MAX_GAPS = 1_000  # gaps reported per request; a range in shreds says so instead
+
+
+class Allowance:
+    """Rows one client may still have back-filled: `per_request` each request, and
+    `left` in all (shared by the requests of its connection)."""
+
+    def __init__(self, per_request: int, total: int) -> None:
+        self.per_request = per_request
+        self.total = total
+        self.left = total
 
 
 class HistoryStream:
@@ -56,6 +71,7 @@ class HistoryStream:
         writer: Writer,
         source: Exchange,
         plugin: str,
+        backfill: Allowance | None = None,
     ) -> None:
         self.coin = coin
         self.start = slot_at_or_after(start, coin.interval_ms)
@@ -71,19 +87,26 @@ class HistoryStream:
         self._writer = writer
         self._source = source
         self._capture = f"backfill:{plugin}"
+        self._allowance = backfill
+        self._fetched = 0  # rows back-filled (fetched and written) by this request
         self._horizon = self.start  # slots before this are final; set when streaming starts
 
     async def chunks(self) -> AsyncGenerator[list[Snapshot], None]:
         """The range oldest first, `chunk` snapshots at a time (the last one shorter)."""
         self._horizon = await self._read.run(_horizon, self.coin)
         out: list[Snapshot] = []
-        async with contextlib.aclosing(self._pieces()) as pieces:
-            async for piece in pieces:
-                self.count += len(piece)
-                out += piece
-                while len(out) >= self.chunk:
-                    yield out[: self.chunk]
-                    out = out[self.chunk :]
+        try:
+            async with contextlib.aclosing(self._pieces()) as pieces:
+                async for piece in pieces:
+                    self.count += len(piece)
+                    out += piece
+                    while len(out) >= self.chunk:
+                        yield out[: self.chunk]
+                        out = out[self.chunk :]
+        except TooManyRequests:  # over the back-fill allowance: what was stored goes out
+            if out:
+                yield out
+            raise
         if out:
             yield out
 
@@ -125,7 +148,24 @@ class HistoryStream:
         await self._missing(max(start, self._horizon), end, otherwise="pending")
 
     def _may_backfill(self) -> bool:
-        return self.backfill_error is None and self.backfilled < MAX_BACKFILL
+        return self.backfill_error is None and self._allowance is not None
+
+    def _over(self, fetched: int) -> TooManyRequests | None:
+        """The error if one more row would exceed the allowance (`fetched` this request)."""
+        allowance = self._allowance
+        assert allowance is not None
+        if fetched >= allowance.per_request:
+            return TooManyRequests(
+                f"history: back-fill is limited to {allowance.per_request} rows a request "
+                "([history] backfill_rows_per_request); what was fetched is stored and sent, "
+                "ask again for the rest"
+            )
+        if allowance.left <= 0:
+            return TooManyRequests(
+                f"history: back-fill is limited to {allowance.total} rows a connection "
+                "([history] backfill_rows_per_connection)"
+            )
+        return None
 
     async def _backfill(self, start: int, end: int) -> AsyncGenerator[list[Snapshot], None]:
         interval, depth = self.coin.interval_ms, self.coin.depth
@@ -133,6 +173,7 @@ class HistoryStream:
         batch: list[SnapshotIn] = []
         books: AsyncIterator[tuple[int, Book]] | None = None
         source = self._source
+        over: TooManyRequests | None = None
         try:
             if not isinstance(source, FetchesHistory):  # the capability is optional
                 raise HistoryNotAvailable(f"history not available from {self.coin.exchange}")
@@ -140,15 +181,18 @@ class HistoryStream:
             async for slot, book in books:
                 if slot < expected or slot >= end or slot % interval:
                     continue  # not a slot of this hole: the plugin overreached
+                if (over := self._over(self._fetched)) is not None:
+                    break
                 if slot > expected:
                     await self._missing(expected, slot)
+                self._fetched += 1
+                assert self._allowance is not None
+                self._allowance.left -= 1
                 batch.append(self._row(slot, book))
                 expected = slot + interval
                 if len(batch) == BACKFILL_ROWS:
                     yield await self._store(batch)
                     batch = []
-                if self.backfilled + len(batch) >= MAX_BACKFILL:
-                    break
         except ObdError as exc:  # no history there (or not now): the slots stay gaps
             self.backfill_error = str(exc)
             log.info("backfill_unavailable", exchange=self.coin.exchange, error=str(exc))
@@ -157,6 +201,8 @@ class HistoryStream:
                 await close()  # an abandoned async generator would be closed late, by gc
         if batch:
             yield await self._store(batch)
+        if over is not None:
+            raise over
         await self._missing(expected, end)
 
     def _row(self, slot: int, book: Book) -> SnapshotIn:

@@ -298,6 +298,25 @@ def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:
     return int(row[0]) if row else 0
 
 
+def runs(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, interval_ms: int
+) -> list[tuple[int, int]]:
+    """[first, last + interval) of each run of consecutive stored slots in [start, end),
+    oldest first (rows off the slot grid are not slots)."""
+    rows = conn.execute(
+        "SELECT min(ts), max(ts) FROM (SELECT ts, ts - ? * row_number() OVER (ORDER BY ts) "
+        "AS island FROM snapshots WHERE series = ? AND ts >= ? AND ts < ? AND ts % ? = 0) "
+        "GROUP BY island ORDER BY 1",
+        (interval_ms, coin_id, start, end, interval_ms),
+    ).fetchall()
+    out: list[tuple[int, int]] = []
+    for first, last in rows:
+        assert isinstance(first, int)
+        assert isinstance(last, int)
+        out.append((first, last + interval_ms))
+    return out
+
+
 def gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> list[Gap]:
     """Recorded gaps overlapping [start, end), clipped to it, oldest first."""
     rows = conn.execute(

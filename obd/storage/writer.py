@@ -6,9 +6,10 @@ event loop never waits on a commit.
 """
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import apsw
 import msgspec
 import structlog
 
+from obd.errors import Unavailable
 from obd.metrics import METRICS
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
@@ -30,7 +32,14 @@ log = structlog.get_logger("obd.writer")
 
 BATCH_ROWS = 1_000  # rows per transaction at most; under light load each commit holds a few
 QUEUE_ROWS = 20_000  # beyond this the samplers wait (backpressure, never dropped rows)
-RETRY_S = (0.5, 1, 2, 5, 10, 30)  # a failing commit (disk full, I/O error) is retried, capped
+QUEUE_BYTES = 128 * 1024 * 1024  # 128 MiB of books waiting at most (`[storage] queue_mib`)
+# A failing commit (disk full, I/O error) is retried, capped at 5 s: a failed write costs
+# little, and collection resumes within seconds of space returning.
+RETRY_S = (0.5, 1, 2, 5)
+# What a queued row holds, roughly: a level is a tuple of two floats (~104 bytes) and its
+# slot in the list; 20,000 rows of depth 1000 would be ~5 GB, hence a bound in bytes.
+_ROW_BYTES = 512
+_LEVEL_BYTES = 112
 
 
 class SnapshotIn(msgspec.Struct, frozen=True):
@@ -76,15 +85,19 @@ Committed = Callable[[Sequence[Snapshot]], None]
 class Writer:
     """Queue in, batched commits out; listeners hear of snapshots only after they commit."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, queue_bytes: int = QUEUE_BYTES) -> None:
         self.path = path
-        self.failing: str | None = None  # the last commit error while it persists
+        self.queue_bytes = queue_bytes
+        self.queued_bytes = 0  # held by rows put and not yet committed (an estimate)
+        self.failing: str | None = None  # the last commit or checkpoint error while it persists
         self.rows_written = 0
         self.last_batch_s = 0.0  # how long the last commit took
         self._queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_ROWS)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="obd-write")
         self._conn: apsw.Connection | None = None
         self._listeners: list[Committed] = []
+        self._full = False  # books are being refused for want of queue space
+        self._stopping = asyncio.Event()  # set by stop(): a failing commit is not retried
 
     async def open(self) -> None:
         """Create or migrate the file; errors here are start-up errors (StoreError)."""
@@ -95,6 +108,22 @@ class Writer:
         self._listeners.append(listener)
 
     async def put(self, item: Row) -> None:
+        """Queue a row. A book that would take what waits past `queue_bytes` (commits are
+        failing, or too slow) is queued as a `storage_full` gap of its slot instead:
+        memory stays bounded and every slot is still accounted for."""
+        size = _held_bytes(item)
+        if isinstance(item, SnapshotIn):
+            # Once full, books wait for a quarter to drain: not one in, one out, at the edge.
+            limit = self.queue_bytes * 3 // 4 if self._full else self.queue_bytes
+            full = self.queued_bytes + size > limit
+            if full != self._full:
+                self._full = full
+                event = "queue_full" if full else "queue_accepting"
+                log.warning(event, queued_bytes=self.queued_bytes, limit=self.queue_bytes)
+            if full:
+                item = GapIn(item.coin.id, item.ts, item.ts + item.coin.interval_ms, "storage_full")
+                size = _held_bytes(item)
+        self.queued_bytes += size
         await self._queue.put(item)
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -112,10 +141,23 @@ class Writer:
 
     async def checkpoint_every(self, interval_s: float) -> None:
         """SQLite checkpoints by WAL size (1000 pages); at a 5-minute cadence that can
-        take hours, so the daemon also checkpoints on a timer."""
+        take hours, so the daemon also checkpoints on a timer. A failing checkpoint (disk
+        full, I/O error) is logged and tried again, backing off to `interval_s`: it must
+        not end the process (issue 17)."""
+        pause_s = interval_s
+        retries = _pauses()
         while True:
-            await asyncio.sleep(interval_s)
-            await self.checkpoint()
+            await asyncio.sleep(pause_s)
+            try:
+                await self.checkpoint()
+            except apsw.Error as exc:
+                self.failing = f"checkpoint: {type(exc).__name__}: {exc}"
+                log.error("checkpoint_failed", error=self.failing)
+                pause_s = min(interval_s, next(retries))
+            else:
+                if self.failing is not None and self.failing.startswith("checkpoint:"):
+                    self.failing = None
+                pause_s, retries = interval_s, _pauses()
 
     @property
     def backlog(self) -> int:
@@ -129,11 +171,15 @@ class Writer:
                 batch.append(self._queue.get_nowait())
             stop = _STOP in batch
             await self._commit([item for item in batch if item is not _STOP])
+            self.queued_bytes -= sum(_held_bytes(item) for item in batch if _is_row(item))
             if stop:
                 return
 
     async def stop(self) -> None:
-        """Ask `run()` to finish once what is queued now is committed."""
+        """Ask `run()` to finish once what is queued now is committed; from now on a
+        commit that fails is not retried (its rows are logged as lost), so a stop during
+        a disk-full outage ends within a few seconds."""
+        self._stopping.set()
         await self._queue.put(_STOP)
 
     async def close(self) -> None:
@@ -157,7 +203,7 @@ class Writer:
     async def _write_rows(self, rows: list[Row]) -> None:
         if not rows:
             return
-        pauses = itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))
+        pauses = _pauses()
         while True:
             try:
                 began = time.perf_counter()
@@ -166,8 +212,12 @@ class Writer:
                 break
             except apsw.Error as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
+                if self._stopping.is_set():
+                    log.error("rows_not_written", error=self.failing, rows=len(rows))
+                    return
                 log.error("commit_failed", error=self.failing, rows=len(rows))
-                await asyncio.sleep(next(pauses))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), next(pauses))
         self.failing = None
         self.rows_written += len(stored)
         _count(rows, stored)
@@ -181,6 +231,9 @@ class Writer:
             else:
                 result = await self._in_thread(call.fn, self._conn)
         except Exception as exc:  # handed to the caller, who owns the error
+            if call.transaction and isinstance(exc, apsw.FullError | apsw.IOError):
+                # A full disk is the caller's 503 (add a coin, back-fill), not a crash.
+                exc = Unavailable(f"storage: {exc}; the daemon's health says more")
             if not call.future.done():
                 call.future.set_exception(exc)
         else:
@@ -189,6 +242,20 @@ class Writer:
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def _pauses() -> Iterator[float]:
+    return itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))
+
+
+def _is_row(item: object) -> bool:
+    return isinstance(item, SnapshotIn | GapIn | RetractIn)
+
+
+def _held_bytes(item: Row) -> int:
+    if isinstance(item, SnapshotIn):
+        return _ROW_BYTES + _LEVEL_BYTES * (len(item.book.bids) + len(item.book.asks))
+    return _ROW_BYTES
 
 
 def _count(rows: list[Row], stored: list[Snapshot]) -> None:
@@ -210,15 +277,30 @@ def _count(rows: list[Row], stored: list[Snapshot]) -> None:
             )
 
 
+@contextlib.contextmanager
+def _atomic(conn: apsw.Connection) -> Iterator[None]:
+    """A transaction that keeps the error that ended it: on a full disk SQLite may have
+    rolled back already, and `with conn:` would report "cannot rollback - no transaction
+    is active" instead of "database or disk is full"."""
+    conn.execute("BEGIN")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
-    with conn:
+    with _atomic(conn):
         result = fn(conn)
     return result
 
 
 def _write_batch(conn: apsw.Connection, rows: list[Row]) -> list[Snapshot]:
     stored: list[Snapshot] = []
-    with conn:
+    with _atomic(conn):
         for row in rows:
             if isinstance(row, RetractIn):
                 retract(conn, row)
@@ -339,5 +421,10 @@ def _passive_checkpoint(conn: apsw.Connection) -> None:
 
 
 def _checkpoint_and_close(conn: apsw.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    """A checkpoint that fails (disk full) leaves the WAL for the next open to apply."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except apsw.Error as exc:
+        log.error("checkpoint_failed", error=f"{type(exc).__name__}: {exc}", at="close")
+    finally:
+        conn.close()

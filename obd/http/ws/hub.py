@@ -23,6 +23,10 @@ Key = tuple[str, str]  # (exchange, symbol)
 
 BACKLOG_FLOOR = 32  # unsent frames a feed may hold before it is dropped, at least...
 BACKLOG_PER_COIN = 4  # ...or this many per subscribed coin: all coins' slots can land at once
+# A commit publishes at most this many of a coin's newest slots: after a writer outage a
+# commit can hold hundreds, which would drop every subscriber that reads at a normal pace
+# (issue 17); the older ones are history.
+LIVE_PER_COMMIT = BACKLOG_PER_COIN // 2
 HISTORY_QUEUED = 2  # history chunks queued per feed; their producer waits for room
 
 _json = msgspec.json.Encoder()
@@ -145,8 +149,15 @@ class Hub:
 
     def publish(self, snapshots: Sequence[Snapshot]) -> None:
         """Fan out newly committed snapshots; never blocks, never raises for a slow feed."""
+        per_coin: dict[tuple[str, str], int] = {}
         for snapshot in snapshots:
             key = (snapshot.exchange, snapshot.symbol)
+            per_coin[key] = per_coin.get(key, 0) + 1
+        for snapshot in snapshots:
+            key = (snapshot.exchange, snapshot.symbol)
+            per_coin[key] -= 1
+            if per_coin[key] >= LIVE_PER_COMMIT:
+                continue  # a backlog's older slot: history, not live
             # Live means newer than the last one published: a back-filled or re-written
             # older slot is history, and a subscriber sees each coin's slots in order.
             if snapshot.ts <= self._last_ts.get(key, -1):

@@ -132,6 +132,8 @@ class Connection:
         self._hub = hub
         self._principal = principal
         self._histories: dict[object, asyncio.Task[None]] = {}
+        # Back-fill is a write: only with `write`, and within the connection's allowance.
+        self._backfill = service.backfill_allowance() if "write" in principal.scopes else None
         self._tasks = asyncio.TaskGroup()
         client = socket.scope.get("client")
         self._peer = f"{client[0]}:{client[1]}" if client else "?"
@@ -264,6 +266,7 @@ class Connection:
             request.end,
             request.chunk,
             may_add="write" in self._principal.scopes,
+            backfill=self._backfill,
         )
         wire = self.feed.wire
         seq = 0

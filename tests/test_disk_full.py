@@ -1,0 +1,78 @@
+"""The daemon through a full disk, for real: a file size limit on the running process
+(RLIMIT_FSIZE, set with prlimit; no root, no mount) makes every write of the file fail
+as a full disk would. Reads keep being served, health says why, books past the queue
+bound become `storage_full` gaps, writing resumes when the limit is lifted, and a
+SIGTERM during the outage exits 0 at once."""
+
+import resource
+import time
+from pathlib import Path
+
+from tests.conftest import Daemon, wait_for, write_config
+from tests.ws_support import SIM, coin_toml, rss_mib
+
+S = 1000
+CONFIG = '[storage]\npath = "obd.sqlite"\nqueue_mib = 1\n'
+
+
+def _disk_full(pid: int) -> None:
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, hard))
+
+
+def _space_back(pid: int) -> None:
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+
+def _health(daemon: Daemon) -> dict[str, object]:
+    answer = daemon.http.get("/healthz")
+    body = answer.json()
+    assert answer.status_code == (200 if body["status"] == "ok" else 503)
+    return dict(body)
+
+
+def _latest_ts(daemon: Daemon) -> int:
+    answer = daemon.http.get("/v1/books/latest", params=SIM)
+    return int(answer.json()["ts"]) if answer.status_code == 200 else 0
+
+
+def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
+    config = write_config(tmp_path, coins=coin_toml("BTC/USDT", 1000))
+    config.write_text(config.read_text().replace('[storage]\npath = "obd.sqlite"\n', CONFIG))
+    daemon = Daemon(config)
+    pid = daemon.process.pid
+    wait_for(lambda: _latest_ts(daemon) > 0)
+
+    _disk_full(pid)
+    began = time.time() * 1000
+    wait_for(lambda: _health(daemon)["writer_error"] is not None)
+    stuck = _latest_ts(daemon)
+    time.sleep(8)  # slots pass: past 1 MiB of books, each is a storage_full gap
+    health = _health(daemon)
+    assert health["status"] == "degraded"
+    assert "full" in str(health["writer_error"]) or "I/O" in str(health["writer_error"])
+    # Reads are served throughout; nothing new is committed.
+    assert daemon.http.get("/v1/coins").status_code == 200
+    assert _latest_ts(daemon) == stuck
+    rss_outage = rss_mib(pid)
+
+    _space_back(pid)
+    resumed = time.time() * 1000
+    wait_for(lambda: _health(daemon)["writer_error"] is None, timeout_s=40)
+    wait_for(lambda: _latest_ts(daemon) > resumed)
+    window = {**SIM, "start": int(began) // S * S, "end": int(resumed) // S * S}
+    coverage = daemon.http.get("/v1/coverage", params=window).json()
+    reasons = {gap[2] for gap in coverage["gaps"]}
+    assert "storage_full" in reasons, coverage
+    gap_slots = sum((end - start) // S for start, end, _ in coverage["gaps"])
+    assert coverage["present"] + gap_slots == coverage["expected"], coverage
+    assert rss_outage < 400, rss_outage  # 1 MiB of books queued, not a row per slot
+
+    # A second outage, and a stop in the middle of it: exit 0, at once.
+    _disk_full(pid)
+    wait_for(lambda: _health(daemon)["writer_error"] is not None)
+    stopping = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - stopping < 10
+    assert any(event.get("event") == "stopped" for event in daemon.log)
