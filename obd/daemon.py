@@ -17,7 +17,13 @@ import uvicorn
 from obd.auth import Authenticator, OpenAccess
 from obd.collect.lock import CollectorLock
 from obd.config import Config
-from obd.context import add_config_coins, check_bind_allowed, open_runtime
+from obd.context import (
+    add_config_coins,
+    load_plugins,
+    open_runtime,
+    start_checks,
+    vet_config_coins,
+)
 from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
 from obd.http.ws import route as ws
@@ -42,17 +48,21 @@ class _Server(uvicorn.Server):
 
 
 async def run(config: Config) -> None:
-    check_bind_allowed(config)
+    plugins = load_plugins(config)
+    for check in start_checks(config, plugins):  # `obd check` runs the same list
+        check()
+    sock = bind(config.server.host, config.server.port)
     started = now_ms()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     lock = CollectorLock(config.database)  # one collector per file; `obd mcp` looks for it
-    async with lock, open_runtime(config, collector_started_ms=started) as runtime:
+    opened = open_runtime(config, collector_started_ms=started, plugins=plugins)
+    async with lock, opened as runtime:
         service = runtime.service
+        await vet_config_coins(runtime.exchanges, config)
         await add_config_coins(service, config)
-        sock = bind(config.server.host, config.server.port)
         from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)

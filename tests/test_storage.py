@@ -245,3 +245,20 @@ def test_seq_round_trips_and_reads_as_null_in_files_from_before_it(tmp_path: Pat
     [old] = reader.books(copy, old_coin, 0, 3000, 10)
     assert old.seq is None
     assert (old.bids, old.asks) == (BOOK.bids, BOOK.asks)
+
+
+def test_unable_to_open_says_why(tmp_path: Path) -> None:
+    """SQLite's bare "unable to open database file" gains the reason (issue 12, item 7)."""
+    import errno
+
+    from obd.errors import StoreError
+    from obd.storage.access import why
+    from obd.storage.connect import open_reader
+
+    with pytest.raises(StoreError, match=r"unable to open database file \(missing directory "):
+        open_reader(tmp_path / "nowhere" / "obd.sqlite")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(StoreError, match=r"adir is not a regular file\)"):
+        open_reader(tmp_path / "adir")
+    assert why(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
+    assert why(OSError(errno.EROFS, "Read-only file system")) == "Read-only file system"
