@@ -179,3 +179,25 @@ def test_times_relative_to_now_work_over_http(daemon: Daemon) -> None:
     _assert_error(
         daemon.http.get("/v1/books", params={**COIN, "start": "-1y"}), 400, "relative to now"
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query"),
+    [
+        ("GET", "/v1/books/latest", {**COIN, "levels": "5"}),
+        ("GET", "/v1/books", {**COIN, "depth": "5"}),
+        ("GET", "/v1/coins", {"exchange": "sim"}),
+        ("GET", "/v1/coverage", {**COIN, "limit": "5"}),
+        ("GET", "/v1/availability", {**COIN, "levels": "5"}),
+        ("DELETE", "/v1/coins", {"exchange": "nosuch", "symbol": "X/Y", "levels": "5"}),
+    ],
+)
+def test_unknown_query_parameter_is_a_400_naming_it(
+    daemon: Daemon, method: str, path: str, query: dict[str, str]
+) -> None:
+    """Not silently ignored: `levels=5` used to return 100 levels (issue 12, item 4)."""
+    unknown = (set(query) - {"exchange", "symbol"} or {"exchange"}).pop()
+    response = daemon.http.request(method, path, params=query)
+    _assert_error(response, 400, f"unknown query parameter '{unknown}'")
+    assert response.json()["error"]["code"] == "bad_request"
+    assert len(_coins(daemon)) == 1  # the DELETE changed nothing

@@ -11,7 +11,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, require
-from obd.errors import ObdError
+from obd.errors import BadRequest, ObdError
 from obd.http import errors, routes
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
@@ -43,7 +43,7 @@ def create_app(
     app = Litestar(
         route_handlers=handlers,
         lifespan=[mcp.lifespan] if mcp else [],
-        guards=[_scope_guard],
+        guards=[_scope_guard, _known_query],
         before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
@@ -89,6 +89,21 @@ async def _scope_guard(
     authenticator: Authenticator = connection.app.state.authenticator
     principal = await authenticator.authenticate(connection.headers.get("authorization"))
     require(principal, scope)
+
+
+async def _known_query(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """A route that lists its query parameters (`opt["query"]`) refuses any other, by
+    name: a misspelt or unsupported one would otherwise be silently ignored."""
+    takes = handler.opt.get("query")
+    if takes is None:
+        return
+    unknown = sorted(set(connection.query_params) - set(takes))
+    if unknown:
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5])
+        allowed = ", ".join(takes) or "none"
+        raise BadRequest(f"unknown query parameter {listed}; this route takes: {allowed}")
 
 
 def error_response(status: int, code: str, message: str) -> Response[bytes]:

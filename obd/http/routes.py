@@ -16,6 +16,11 @@ from obd.service import BOOKS_PATH, Service
 
 MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
 
+# The query parameters each /v1 route takes, in its `opt["query"]`: any other is a
+# 400 naming it (app.py's guard), not silently ignored (`levels=5` is no depth limit).
+_COIN = ("exchange", "symbol")
+_RANGE = (*_COIN, "start", "end")
+
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 AnyRequest = Request[Any, Any, Any]
@@ -49,12 +54,16 @@ def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[b
     return Response(_json.encode(payload), status_code=status, media_type="application/json")
 
 
-@get("/v1/coins", opt={"scope": "read"})
+@get("/v1/coins", opt={"scope": "read", "query": ()})
 async def list_coins(request: AnyRequest) -> Response[bytes]:
     return _respond(request, {"items": await _service(request).list_coins()})
 
 
-@post("/v1/coins", opt={"scope": "write"}, request_max_body_size=MAX_BODY_BYTES)
+@post(
+    "/v1/coins",
+    opt={"scope": "write", "query": ()},
+    request_max_body_size=MAX_BODY_BYTES,
+)
 async def add_coin(request: AnyRequest) -> Response[bytes]:
     try:
         body = _add_coin_body.decode(await request.body())
@@ -70,7 +79,7 @@ async def add_coin(request: AnyRequest) -> Response[bytes]:
     return _respond(request, coin, 201 if created else 200)
 
 
-@delete("/v1/coins", opt={"scope": "write"}, status_code=200)
+@delete("/v1/coins", opt={"scope": "write", "query": _COIN}, status_code=200)
 async def remove_coin(request: AnyRequest) -> Response[bytes]:
     coin = await _service(request).remove_coin(
         _query(request, "exchange"), _query(request, "symbol")
@@ -78,7 +87,7 @@ async def remove_coin(request: AnyRequest) -> Response[bytes]:
     return _respond(request, coin)
 
 
-@get("/v1/availability", opt={"scope": "read"})
+@get("/v1/availability", opt={"scope": "read", "query": _COIN})
 async def availability(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).availability(
         _query(request, "exchange"), _query(request, "symbol")
@@ -86,7 +95,7 @@ async def availability(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get(BOOKS_PATH, opt={"scope": "read"})
+@get(BOOKS_PATH, opt={"scope": "read", "query": (*_RANGE, "format", "limit", "cursor")})
 async def books(request: AnyRequest) -> Response[Any]:
     service = _service(request)
     exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
@@ -108,7 +117,7 @@ async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]
         yield ndjson.lines(chunk)
 
 
-@get(f"{BOOKS_PATH}/latest", opt={"scope": "read"})
+@get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _COIN})
 async def latest(request: AnyRequest) -> Response[bytes]:
     snapshot = await _service(request).latest(
         _query(request, "exchange"), _query(request, "symbol")
@@ -116,7 +125,7 @@ async def latest(request: AnyRequest) -> Response[bytes]:
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read"})
+@get("/v1/coverage", opt={"scope": "read", "query": _RANGE})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
