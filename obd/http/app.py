@@ -12,7 +12,7 @@ from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, require
 from obd.errors import BadRequest, ObdError
-from obd.http import errors, routes
+from obd.http import errors, openapi, routes
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import METRICS
@@ -47,9 +47,10 @@ def create_app(
         before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
-        openapi_config=None,
+        openapi_config=openapi.config(),
         debug=False,
     )
+    openapi.describe(app)
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.oauth = oauth
