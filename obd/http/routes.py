@@ -1,11 +1,11 @@
-"""The `/v1` routes and `/healthz`. Each handler parses its request, calls the
+"""The `/v1` routes, `/healthz` and `/readyz`. Each handler parses its request, calls the
 service layer once, and encodes the answer (JSON, or msgpack on `Accept`)."""
 
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import HttpMethod, Request, Response, delete, get, post, route
 from litestar.response import Stream
 
 from obd import ndjson
@@ -136,8 +136,20 @@ async def coverage(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get("/healthz")
+_PROBE = [HttpMethod.GET, HttpMethod.HEAD]  # HEAD: the status alone, for a supervisor
+
+
+@route("/healthz", http_method=_PROBE)
 async def healthz(request: AnyRequest) -> Response[bytes]:
+    """Liveness: the loop answered and the writer commits. A stale exchange is not a
+    reason to restart the daemon, so it does not fail this (it fails `/readyz`)."""
+    alive = _service(request).liveness()
+    return _respond(request, alive, 200 if alive.status == "ok" else 503)
+
+
+@route("/readyz", http_method=_PROBE)
+async def readyz(request: AnyRequest) -> Response[bytes]:
+    """Readiness: every coin fresh (a snapshot within 3 intervals + 30 s) and the writer ok."""
     health = await _service(request).health()
     return _respond(request, health, 200 if health.status == "ok" else 503)
 
@@ -150,5 +162,5 @@ async def metrics(request: AnyRequest) -> Response[bytes]:
 
 HANDLERS = [
     *(list_coins, add_coin, remove_coin, availability, books, latest, coverage),
-    *(healthz, metrics),
+    *(healthz, readyz, metrics),
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "FeedStats",
     "Health",
     "HistoryStream",
+    "Liveness",
     "MarketPage",
     "MarketView",
     "Page",
@@ -95,6 +96,12 @@ class Health(msgspec.Struct, frozen=True):
     writer_backlog: int
     writer_error: str | None
     coins: list[dict[str, Any]]
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    status: str  # "ok" or "failing": the writer cannot commit
+    writer_backlog: int
+    writer_error: str | None
 
 
 class FeedStats(msgspec.Struct, frozen=True):
@@ -353,6 +360,16 @@ class Service:
         return coin
 
     # -- health --
+
+    def liveness(self) -> Liveness:
+        """Whether the process works (it answered, so its loop turns; its writer commits);
+        stale coins are readiness (`health`), never a reason to restart."""
+        error = self._writer.failing
+        return Liveness(
+            status="failing" if error else "ok",
+            writer_backlog=self._writer.backlog,
+            writer_error=error,
+        )
 
     async def health(self) -> Health:
         coins = []
