@@ -199,7 +199,10 @@ def replayed(seconds: float) -> list[dict[str, Any]]:
             symbols = probe.symbols
             probe.stop()
         for count in sorted({1, len(symbols)}):
-            rows.append(_replayed(exchange, recording, symbols[:count], seconds))
+            try:
+                rows.append(_replayed(exchange, recording, symbols[:count], seconds))
+            except RuntimeError as exc:  # one exchange's trouble is a row, not the end
+                print(f"{exchange}, {count} coins: {exc}", file=sys.stderr, flush=True)
     return rows
 
 
