@@ -18,7 +18,7 @@ from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
 from obd.service import Service, vet_coin
 from obd.storage import schema
-from obd.storage.access import check_database_path
+from obd.storage.access import check_database_path, database_path_problem
 from obd.storage.connect import open_reader
 from obd.storage.reader import Reader
 from obd.storage.writer import Committed, Writer
@@ -139,11 +139,16 @@ def start_checks(config: Config, plugins: Plugins) -> list[Callable[[], None]]:
 
 def check_signing_key(config: Config) -> None:
     """An existing key file must be readable, private and an EC key; a missing one is
-    made on first start."""
-    if config.auth.enabled and config.signing_key_path.exists():
+    made on first start, so its directory must take it."""
+    if not config.auth.enabled:
+        return
+    path = config.signing_key_path
+    if path.exists():
         from obd.auth.tokens import signing_key
 
         signing_key(config)
+    elif config.auth.algorithm == "ES256" and (problem := database_path_problem(path)):
+        raise ConfigError(f"auth.key_file: {problem}")
 
 
 async def vet_config_coins(exchanges: Exchanges, config: Config) -> None:

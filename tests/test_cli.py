@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,15 @@ def _taken_port(tmp_path: Path) -> str:
 
 
 _HELD: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_held_ports() -> Iterator[None]:
+    yield
+    while _HELD:
+        _HELD.pop().close()
+
+
 _SIM_COIN = "[[coins]]\nexchange = 'sim'\nsymbol = '{symbol}'\n"
 
 
@@ -187,6 +197,10 @@ _RUN_REFUSES: dict[str, tuple[Any, str]] = {
     "port-taken": (_taken_port, "server: cannot listen on 127.0.0.1:"),
     "key-readable-by-others": (_world_readable_key, "auth.key_file: "),
     "read-only-directory": (_read_only_directory, "permission denied"),
+    "key-in-proc": (
+        "[auth]\nenabled = true\nkey_file = '/proc/obd-key.jwk'\n",
+        "auth.key_file: cannot create files in /proc",
+    ),
 }
 
 
