@@ -144,6 +144,10 @@ class FeedError(Unavailable):
 
     code = "exchange_error"
     gap_reason: ClassVar[GapReason] = "exchange_error"
+    # Set by a plugin when the error proves that the books it served since this time
+    # (ms) may have been wrong: a lost frame, noticed only at the book's next frame.
+    # The kernel retracts the live snapshots stored after it: gaps, never a wrong book.
+    unverified_since_ms: int | None = None
 
 
 class ExchangeError(FeedError):

@@ -39,7 +39,10 @@ class Expect(msgspec.Struct, frozen=True):
 
     run: Run
     delisted: bool = True  # the faulted symbol is delisted near the end
-    notice_s: int = 6  # ... and that is noticed within this long (a listing reload)
+    # ... and that is noticed within this long: at the next listing reload (every 2 s
+    # here), which on some exchanges is several rate-limited requests (Bybit 11, ~1.1 s)
+    # and waits its turn on a loaded host running eight exchanges at once
+    notice_s: int = 7
     faulted_slack: int = 6  # slots the faulted symbol may miss from the live book
     clean_slack: int = 0  # ... and the clean ones (a connection-wide resync: Coinbase)
     clean_quiet: bool = True  # the clean symbols' streams never went down
@@ -92,16 +95,9 @@ EXPECTED = [
         Run(
             "kraken",
             "kraken.jsonl.zst",
-            # No dropped frame here: a lost frame shows only at that book's next frame,
-            # and a depth-10 book can stay quiet for seconds, during which the slots hold
-            # the book as it stood before the loss (seen: 4 slots in one CI run). That
-            # limit is every protocol's; docs/EXCHANGES.md says so. A bad checksum is
-            # caught on the frame that carries it.
-            (
-                Step(12, "fault", {"kind": "checksum"}),
-                Step(24, "fault", {"kind": "checksum"}),
-                DELIST,
-            ),
+            # A lost frame shows only at that book's next frame, and a depth-10 book can
+            # stay quiet for seconds: the slots stored meanwhile are retracted (gaps).
+            (Step(12, "drop", {"n": 1}), Step(24, "fault", {"kind": "checksum"}), DELIST),
             depth=10,
             # ccxt pings kraken itself and drops a socket 2 pings without a pong: at the
             # emulator's 1 s a loaded host can trip it; this run is about books
@@ -126,9 +122,6 @@ EXPECTED = [
             (*(Step(6.0 * k, "drop", {"n": 1}) for k in range(1, 8)), DELIST),
         ),
         faulted_slack=2,
-        # one connection carries every coin, so a delisted coin's silence is not a
-        # dead feed: the listing reload says so (four rate-limited POST /info, ~2 s)
-        notice_s=7,
     ),
 ]
 

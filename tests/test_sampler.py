@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from obd.collect.sampler import Sampler, _Timeline
-from obd.errors import Disconnected, HistoryNotAvailable, NotFound
+from obd.errors import ChecksumFailed, Disconnected, HistoryNotAvailable, NotFound
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Found, Plugins
 from obd.model import Book, Coin
@@ -171,6 +171,33 @@ def test_a_slot_waits_for_the_feed_to_speak_and_a_failure_is_a_gap(tmp_path: Pat
     assert _ms(T0 + S) not in books
     assert gaps[-1][0] == _ms(T0 + S)
     assert gaps[-1][2] == "disconnected"
+
+
+def test_a_loss_found_late_retracts_what_was_stored_since_the_last_verified_frame(
+    tmp_path: Path,
+) -> None:
+    """A frame lost after A's arrival shows only at the book's next frame; meanwhile
+    heartbeats (other symbols' frames) let slots 1 and 2 be stored with A. When the
+    plugin says so (`unverified_since_ms`), those slots become gaps: never a wrong
+    book in the file. Slot 3's decision waits no longer: it is the same gap."""
+
+    async def script(rig: Rig) -> None:
+        await rig.push(T0 + S // 2 + 10, A)  # A arrives, verified by its own frame
+        await rig.push(T0 + S + 5, A)  # heartbeat: slot 1 stored with A
+        await rig.push(T0 + 2 * S + 5, A)  # heartbeat: slot 2 stored with A
+        for _ in range(200):  # the writer commits on its own thread
+            if len(rig.stored()[0]) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(rig.stored()[0]) == [_ms(T0 + S), _ms(T0 + 2 * S)]
+        lost = ChecksumFailed("BTC book CRC mismatch")
+        lost.unverified_since_ms = _ms(T0 + S // 2 + 10)
+        await rig.push(T0 + 2 * S + 400, lost)
+        await rig.clock.to(T0 + 3 * S + 1)
+
+    books, gaps = _run(tmp_path, script).stored()
+    assert books == {}
+    assert gaps[-1] == (_ms(T0 + S), _ms(T0 + 4 * S), "checksum")
 
 
 def test_a_delisted_symbol_is_not_listed(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from obd.errors import FeedError, NoLiveStream, NotFound, ObdError, RateLimited
 from obd.exchanges import Exchanges
 from obd.model import Book, Coin, GapReason
 from obd.plugin import Exchange, FetchesBooks
-from obd.storage.writer import GapIn, SnapshotIn, Writer
+from obd.storage.writer import GapIn, RetractIn, SnapshotIn, Writer
 from obd.times import slot_at_or_after
 
 log = structlog.get_logger("obd.collect")
@@ -67,12 +67,18 @@ class _Timeline:
     def add(self, book: Book) -> None:
         self._append(self._clock.now_us(), book)
 
-    def mark(self, reason: GapReason) -> None:
+    def mark(self, reason: GapReason, since_us: int | None = None) -> None:
         """The feed failed. When it died is unknown: from just after its last sign of
-        life (if that was a book; a feed already down changes reason now)."""
+        life (if that was a book; a feed already down changes reason now), or, where
+        the plugin says its books were unverifiable since `since_us`, from then on:
+        what was heard after that proves nothing."""
         at_us = self._clock.now_us()
         if self._entries and not isinstance(self._entries[-1][1], _Mark):
             at_us = min(at_us, self._entries[-1][0] + 1)
+        if since_us is not None:
+            at_us = min(at_us, since_us + 1)
+            while self._entries and self._entries[-1][0] >= at_us:
+                self._entries.pop()
         self._append(at_us, _Mark(reason))
 
     def _append(self, at_us: int, entry: Book | _Mark) -> None:
@@ -169,6 +175,7 @@ class Sampler:
         backoff = Backoff()
         reason: GapReason
         while True:
+            unverified_since_ms: int | None = None
             try:
                 await self._follow(self._exchanges.get(self.coin.exchange), backoff)
                 reason, error, floor_s = "disconnected", "stream ended", 0.0
@@ -178,7 +185,13 @@ class Sampler:
                 return
             except Exception as exc:  # the one broad except: logged, counted, retried
                 reason, error, floor_s = _diagnose(exc)
-            self._timeline.mark(reason)
+                if isinstance(exc, FeedError):
+                    unverified_since_ms = exc.unverified_since_ms
+            if unverified_since_ms is None:
+                self._timeline.mark(reason)
+            else:  # undecided slots first, then the stored ones
+                self._timeline.mark(reason, unverified_since_ms * 1000)
+                await self._retract(unverified_since_ms, reason)
             self.state, self.last_error = reason, error
             self.failures += 1
             pause_s = max(backoff.next_pause_s(), floor_s)
@@ -186,6 +199,16 @@ class Sampler:
                 "stream_down", reason=reason, error=error, retry_in_s=round(pause_s, 2)
             )
             await asyncio.sleep(pause_s)
+
+    async def _retract(self, since_ms: int, reason: GapReason) -> None:
+        """The plugin found, at a book's next frame, that a frame was lost some time
+        after `since_ms`: the live snapshots stored for later slots may hold the book
+        as it stood before the loss. They become gaps (the live feed has shown them)."""
+        until = self._now_ms()
+        if since_ms < until:
+            self._log.warning("unverified", since_ms=since_ms, until_ms=until, reason=reason)
+            interval = self.coin.interval_ms
+            await self._writer.put(RetractIn(self.coin.id, since_ms, until, reason, interval))
 
     async def _follow(self, exchange: Exchange, backoff: Backoff) -> None:
         self._capture = "synthetic" if exchange.synthetic else "ws"

@@ -48,6 +48,21 @@ class GapIn(msgspec.Struct, frozen=True):
     reason: GapReason
 
 
+class RetractIn(msgspec.Struct, frozen=True):
+    """Live snapshots of a coin in slots (after, until] turned out unverifiable: they
+    are deleted and recorded as gaps with `reason` (REST captures stay: each is a book
+    asked for on its own)."""
+
+    coin_id: int
+    after: int
+    until: int
+    reason: GapReason
+    interval_ms: int
+
+
+Row = SnapshotIn | GapIn | RetractIn
+
+
 class _Call(msgspec.Struct):
     fn: Callable[[apsw.Connection], Any]
     future: asyncio.Future[Any]
@@ -79,7 +94,7 @@ class Writer:
     def on_commit(self, listener: Committed) -> None:
         self._listeners.append(listener)
 
-    async def put(self, item: SnapshotIn | GapIn) -> None:
+    async def put(self, item: Row) -> None:
         await self._queue.put(item)
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
@@ -129,7 +144,7 @@ class Writer:
         self._thread.shutdown(wait=True)
 
     async def _commit(self, items: list[Any]) -> None:
-        rows: list[SnapshotIn | GapIn] = []
+        rows: list[Row] = []
         for item in items:
             if isinstance(item, _Call):
                 await self._write_rows(rows)
@@ -139,7 +154,7 @@ class Writer:
                 rows.append(item)
         await self._write_rows(rows)
 
-    async def _write_rows(self, rows: list[SnapshotIn | GapIn]) -> None:
+    async def _write_rows(self, rows: list[Row]) -> None:
         if not rows:
             return
         pauses = itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1]))
@@ -176,7 +191,7 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
 
-def _count(rows: list[SnapshotIn | GapIn], stored: list[Snapshot]) -> None:
+def _count(rows: list[Row], stored: list[Snapshot]) -> None:
     for snapshot in stored:
         METRICS.inc(
             "obd_snapshots_total",
@@ -201,11 +216,13 @@ def _transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T
     return result
 
 
-def _write_batch(conn: apsw.Connection, rows: list[SnapshotIn | GapIn]) -> list[Snapshot]:
+def _write_batch(conn: apsw.Connection, rows: list[Row]) -> list[Snapshot]:
     stored: list[Snapshot] = []
     with conn:
         for row in rows:
-            if isinstance(row, GapIn):
+            if isinstance(row, RetractIn):
+                retract(conn, row)
+            elif isinstance(row, GapIn):
                 record_gap(conn, row.coin_id, row.start, row.end, row.reason)
             elif insert_snapshot(conn, row):
                 stored.append(as_snapshot(row))
@@ -267,6 +284,18 @@ def record_gap(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
             (coin_id, start, end, reason),
         )
+
+
+def retract(conn: apsw.Connection, row: RetractIn) -> None:
+    """Delete the live snapshots of (after, until] and record their slots as gaps."""
+    where = "series = ? AND ts > ? AND ts <= ? AND capture IN ('ws', 'synthetic')"
+    bounds = (row.coin_id, row.after, row.until)
+    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshots WHERE {where}", bounds)]
+    conn.execute(f"DELETE FROM snapshots WHERE {where}", bounds)
+    for ts in slots:
+        record_gap(conn, row.coin_id, ts, ts + row.interval_ms, row.reason)
+    if slots:
+        log.warning("retracted", coin_id=row.coin_id, slots=len(slots), reason=row.reason)
 
 
 def clear_gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> None:

@@ -112,7 +112,12 @@ class CcxtExchange:
                 if pending is not None and pending.done():
                     if pending.cancelled():  # ccxt closed the connection under it
                         raise Disconnected(f"{self.exchange_id} connection closed; reconnecting")
-                    watcher.source, pending = pending.result(), None
+                    try:
+                        watcher.source = pending.result()
+                    except NotSynced as exc:  # ccxt found a sequence gap at this frame
+                        watcher.unverified(exc)
+                        raise
+                    pending = None
                 if not internals.attach(exchange, self.exchange_id, watcher):
                     raise Disconnected(f"{self.exchange_id} connection closed; reconnecting")
                 if watcher.failure is not None:  # a frame proved the book wrong

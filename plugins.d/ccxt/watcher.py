@@ -4,7 +4,9 @@ import asyncio
 import time
 from typing import Any
 
-from .books import version
+from obd.plugin import FeedError
+
+from .books import now_ms, version
 
 _HEARTBEAT_S = 0.2  # a quiet book is re-confirmed at most this often (frames permitting)
 
@@ -26,6 +28,10 @@ class Watcher:
         self.heard = False  # a frame arrived since the last yield
         self.ticked = False  # time to look at the connection and the listing
         self.failure: Exception | None = None
+        # When a frame last changed this book (ms): the book is verified as of then. A
+        # loss found at a later frame makes everything served since unverifiable.
+        self.own_ms: int | None = None
+        self._seen: tuple[Any, Any, Any] = (None, None, None)  # (book, nonce, timestamp)
         self._woken_s = 0.0
 
     def tick(self) -> None:
@@ -40,6 +46,8 @@ class Watcher:
 
     def on_frame(self, books: dict[str, Any]) -> None:
         current = books.get(self.symbol)
+        if current is not None and (current, *version(current)) != self._seen:
+            self._seen, self.own_ms = (current, *version(current)), now_ms()
         changed = current is not None and self.changed(current)
         now_s = time.monotonic()
         if changed or now_s - self._woken_s >= _HEARTBEAT_S:
@@ -48,6 +56,14 @@ class Watcher:
             self.wake.set()
 
     def fail(self, error: Exception) -> None:
+        """A frame proved the book wrong: keep the error, stamped with when the book
+        was last verified (before that frame changed it)."""
         if self.failure is None:
-            self.failure = error
+            self.failure = self.unverified(error)
         self.wake.set()
+
+    def unverified(self, error: Exception) -> Exception:
+        """`error`, saying the books served since the last verified frame may be wrong."""
+        if isinstance(error, FeedError) and error.unverified_since_ms is None:
+            error.unverified_since_ms = self.own_ms
+        return error
