@@ -13,9 +13,16 @@ import msgspec
 
 from obd import __version__, log
 from obd.config import Config, load, locate
-from obd.context import check_bind_allowed, database_problems, load_plugins, open_service
+from obd.context import (
+    database_problems,
+    load_plugins,
+    open_service,
+    start_checks,
+    vet_config_coins,
+)
 from obd.errors import ObdError
 from obd.exchanges import Exchanges
+from obd.exchanges.discovery import Plugins
 from obd.service import Service
 
 EXIT_USER_ERROR = 2
@@ -279,29 +286,39 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
-    problems = []
+    """`obd run`'s start-up checks through the same functions, stopping where `run`
+    would stop with the line `run` would print; also plugins that failed to load (`run`
+    warns and serves the others) and the file's integrity (`PRAGMA quick_check`)."""
     registry = load_plugins(config)
-    problems += [f"plugin {f.name} ({f.origin}): {f.error}" for f in registry.found if f.error]
+    problems = [f"plugin {f.name} ({f.origin}): {f.error}" for f in registry.found if f.error]
     try:
-        Exchanges(registry, config.exchanges).check_options()
-        check_bind_allowed(config)
-        if config.auth.enabled and config.signing_key_path.exists():
-            from obd.auth.tokens import signing_key
-
-            signing_key(config)  # readable, private, an EC key: or a finding
-        for index, coin in enumerate(config.coins):
-            try:
-                registry.spec_for(coin.exchange)
-            except ObdError as exc:
-                problems.append(f"coins[{index}]: {exc}")
+        for check in start_checks(config, registry):
+            check()
+        _can_listen(config)
+        asyncio.run(_vet_coins(config, registry))
     except ObdError as exc:
         problems.append(str(exc))
-    problems += database_problems(config.database)
+    else:
+        problems += database_problems(config.database)
     for problem in problems:
         print(f"obd: {problem}", file=sys.stderr)
     if not problems:
         print(f"ok: config, plugins ({', '.join(registry.names)}) and database {config.database}")
     return EXIT_USER_ERROR if problems else 0
+
+
+def _can_listen(config: Config) -> None:
+    from obd.daemon import bind
+
+    bind(config.server.host, config.server.port).close()
+
+
+async def _vet_coins(config: Config, registry: Plugins) -> None:
+    exchanges = Exchanges(registry, config.exchanges)
+    try:
+        await vet_config_coins(exchanges, config)
+    finally:
+        await exchanges.close()
 
 
 _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], int]] = {

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import apsw
 import structlog
 
 from obd.collect import Collector
@@ -15,8 +16,9 @@ from obd.config import Config
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, StoreError
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
-from obd.service import Service
+from obd.service import Service, vet_coin
 from obd.storage import schema
+from obd.storage.access import check_database_path, database_path_problem
 from obd.storage.connect import open_reader
 from obd.storage.reader import Reader
 from obd.storage.writer import Committed, Writer
@@ -26,10 +28,14 @@ __all__ = [
     "Runtime",
     "add_config_coins",
     "check_bind_allowed",
+    "check_database_file",
+    "check_signing_key",
     "database_problems",
     "load_plugins",
     "open_runtime",
     "open_service",
+    "start_checks",
+    "vet_config_coins",
 ]
 
 log = structlog.get_logger("obd")
@@ -80,11 +86,11 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(
-    config: Config, *, collector_started_ms: int | None = None
+    config: Config, *, collector_started_ms: int | None = None, plugins: Plugins | None = None
 ) -> AsyncIterator[Runtime]:
     """The parts over the configured file, with its writer running. With
     `collector_started_ms` a collector is built too; the caller runs `background()`."""
-    exchanges = Exchanges(load_plugins(config), config.exchanges)
+    exchanges = Exchanges(plugins or load_plugins(config), config.exchanges)
     exchanges.check_options()
     writer = Writer(config.database, queue_bytes=config.storage.queue_mib * 1024 * 1024)
     await writer.open()
@@ -119,6 +125,47 @@ async def open_service(config: Config) -> AsyncIterator[Service]:
         yield runtime.service
 
 
+def start_checks(config: Config, plugins: Plugins) -> list[Callable[[], None]]:
+    """What `obd run` checks before it opens anything, in its order; each raises an
+    ObdError with the one line the CLI prints. `obd check` runs the same list (and
+    `vet_config_coins`, which needs the exchanges) and reports every failure."""
+    return [
+        lambda: check_bind_allowed(config),
+        Exchanges(plugins, config.exchanges).check_options,
+        lambda: check_database_path(config.database),
+        lambda: check_database_file(config.database),
+        lambda: check_signing_key(config),
+    ]
+
+
+def check_signing_key(config: Config) -> None:
+    """An existing key file must be readable, private and an EC key; a missing one is
+    made on first start, so its directory must take it."""
+    if not config.auth.enabled:
+        return
+    path = config.signing_key_path
+    if path.exists():
+        from obd.auth.tokens import signing_key
+
+        signing_key(config)
+    elif config.auth.algorithm == "ES256" and (problem := database_path_problem(path)):
+        raise ConfigError(f"auth.key_file: {problem}")
+
+
+async def vet_config_coins(exchanges: Exchanges, config: Config) -> None:
+    """Each `[[coins]]` entry valid and listed by its exchange: a definite mistake is a
+    ConfigError; an exchange that cannot answer now is a warning (`run` collects the rest)."""
+    for index, entry in enumerate(config.coins):
+        interval = config.collection.interval if entry.interval is None else entry.interval
+        depth = config.collection.depth if entry.depth is None else entry.depth
+        try:
+            await vet_coin(exchanges, entry.exchange, entry.symbol, interval, depth)
+        except (BadRequest, NotFound, Conflict) as exc:
+            raise ConfigError(f"coins[{index}]: {exc}") from None
+        except ObdError as exc:
+            log.warning("config_coin_failed", index=index, error=str(exc))
+
+
 async def add_config_coins(service: Service, config: Config) -> None:
     """`[[coins]]` are added at start; a definite mistake in one is a config error."""
     for index, entry in enumerate(config.coins):
@@ -149,19 +196,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_database_file(path: Path) -> None:
+    """An existing file must be one this obd can open and read (StoreError); a missing
+    one is created on first run."""
+    if not path.is_file():
+        return
+    conn = open_reader(path)
+    try:
+        schema.known_version(conn)
+    except apsw.Error as exc:  # e.g. "file is not a database"
+        raise StoreError(f"database {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
 def database_problems(path: Path) -> list[str]:
-    """What would stop a process from using the file (`obd check`); a missing file is fine."""
-    if not path.exists():
-        return []  # created on first run
+    """What `obd check` adds to `run`'s checks: the file's integrity (`PRAGMA
+    quick_check` reads every page, too slow for every start)."""
+    if not path.is_file():
+        return []
     try:
         conn = open_reader(path)
         try:
-            schema.known_version(conn)
             verdict = str(conn.execute("PRAGMA quick_check").fetchall()[0][0])
-        except StoreError as exc:
-            return [str(exc)]
         finally:
             conn.close()
-    except Exception as exc:  # any way the file is unusable is a finding, not a crash
+    except (StoreError, apsw.Error) as exc:
         return [f"database {path}: {exc}"]
     return [] if verdict == "ok" else [f"database {path}: {verdict}"]

@@ -6,6 +6,8 @@ the WAL is checkpointed, and the process exits 0.
 
 import asyncio
 import contextlib
+import functools
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -14,15 +16,29 @@ from typing import TYPE_CHECKING
 import structlog
 import uvicorn
 
+from obd import __version__
 from obd.auth import Authenticator, OpenAccess
 from obd.collect.lock import CollectorLock
 from obd.config import Config
-from obd.context import add_config_coins, check_bind_allowed, open_runtime
+from obd.context import (
+    add_config_coins,
+    load_plugins,
+    open_runtime,
+    start_checks,
+    vet_config_coins,
+)
 from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
 from obd.http.ws import route as ws
 from obd.http.ws.hub import Hub
-from obd.notify import keep_watchdog_fed, notify, watchdog_interval_s
+from obd.notify import (
+    STATUS_INTERVAL_S,
+    keep_status_current,
+    keep_watchdog_fed,
+    notify,
+    under_systemd,
+    watchdog_interval_s,
+)
 from obd.service import Service
 from obd.times import now_ms
 
@@ -42,17 +58,22 @@ class _Server(uvicorn.Server):
 
 
 async def run(config: Config) -> None:
-    check_bind_allowed(config)
+    log.info("starting", version=__version__, pid=os.getpid(), database=str(config.database))
+    plugins = load_plugins(config)
+    for check in start_checks(config, plugins):  # `obd check` runs the same list
+        check()
+    sock = bind(config.server.host, config.server.port)
     started = now_ms()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     lock = CollectorLock(config.database)  # one collector per file; `obd mcp` looks for it
-    async with lock, open_runtime(config, collector_started_ms=started) as runtime:
+    opened = open_runtime(config, collector_started_ms=started, plugins=plugins)
+    async with lock, opened as runtime:
         service = runtime.service
+        await vet_config_coins(runtime.exchanges, config)
         await add_config_coins(service, config)
-        sock = bind(config.server.host, config.server.port)
         from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
 
         authenticator, oauth = _auth(config, service)
@@ -99,6 +120,10 @@ async def run(config: Config) -> None:
             notify("READY=1")
             if interval_s := watchdog_interval_s():
                 jobs.append(tasks.create_task(keep_watchdog_fed(interval_s), name="watchdog"))
+            if under_systemd():
+                status = functools.partial(_status_line, service)
+                report = keep_status_current(status, STATUS_INTERVAL_S)
+                jobs.append(tasks.create_task(report, name="status"))
             await stop.wait()
             notify("STOPPING=1")
             log.info("stopping")
@@ -107,6 +132,14 @@ async def run(config: Config) -> None:
             server.should_exit = True
             await serving
     log.info("stopped")
+
+
+async def _status_line(service: Service) -> str:
+    """One line for `systemctl status`: coins live (fresh) of those collected, backlog."""
+    health = await service.health()
+    live = sum(1 for coin in health.coins if coin["fresh"])
+    line = f"{live}/{len(health.coins)} coins live, writer backlog {health.writer_backlog}"
+    return line + (f", writer failing: {health.writer_error}" if health.writer_error else "")
 
 
 async def _until_started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:

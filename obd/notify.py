@@ -1,12 +1,16 @@
 """systemd's notify protocol: one datagram per state change to `$NOTIFY_SOCKET`.
 
-`READY=1` once serving, `WATCHDOG=1` at half of `$WATCHDOG_USEC`, `STOPPING=1` on
-shutdown. Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing.
+`READY=1` once serving, `WATCHDOG=1` at half of `$WATCHDOG_USEC`, `STATUS=...` (coins
+live, writer backlog; `systemctl status` shows it) every STATUS_INTERVAL_S, `STOPPING=1`
+on shutdown. Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing.
 """
 
 import asyncio
 import os
 import socket
+from collections.abc import Awaitable, Callable
+
+STATUS_INTERVAL_S = 10  # how stale `systemctl status` may be; a few reads a coin each
 
 
 def notify(state: str) -> bool:
@@ -38,4 +42,15 @@ async def keep_watchdog_fed(interval_s: float) -> None:
     """Ping while the loop turns: a stuck loop stops the pings and systemd restarts obd."""
     while True:
         notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
+
+
+def under_systemd() -> bool:
+    return bool(os.environ.get("NOTIFY_SOCKET"))
+
+
+async def keep_status_current(status: Callable[[], Awaitable[str]], interval_s: float) -> None:
+    """`STATUS=<status()>` now and every `interval_s`, while the process serves."""
+    while True:
+        notify(f"STATUS={await status()}")
         await asyncio.sleep(interval_s)

@@ -1,6 +1,9 @@
 """The CLI as a user runs it: one-line errors naming the problem, non-zero exits."""
 
+import os
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,102 @@ def test_world_writable_plugin_dir_is_refused(tmp_path: Path) -> None:
     listed = obd("plugins", config=config)
     assert listed.returncode == 1
     assert "writable" in listed.stdout
+
+
+def _taken_port(tmp_path: Path) -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    _HELD.append(sock)  # held for the session: both commands must find the port taken
+    return f"[server]\nport = {sock.getsockname()[1]}\n"
+
+
+_HELD: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_held_ports() -> Iterator[None]:
+    yield
+    while _HELD:
+        _HELD.pop().close()
+
+
+_SIM_COIN = "[[coins]]\nexchange = 'sim'\nsymbol = '{symbol}'\n"
+
+
+def _world_readable_key(tmp_path: Path) -> str:
+    key = tmp_path / "key.jwk"
+    key.write_text("{}")
+    key.chmod(0o644)
+    return f"[auth]\nenabled = true\nkey_file = '{key}'\n"
+
+
+def _not_a_database(tmp_path: Path) -> str:
+    (tmp_path / "junk.sqlite").write_bytes(b"not sqlite at all " * 512)
+    return "[storage]\npath = 'junk.sqlite'\n"
+
+
+def _under_a_file(tmp_path: Path) -> str:
+    (tmp_path / "afile").write_text("")
+    return "[storage]\npath = 'afile/obd.sqlite'\n"
+
+
+def _a_directory(tmp_path: Path) -> str:
+    (tmp_path / "adir").mkdir()
+    return "[storage]\npath = 'adir'\n"
+
+
+def _read_only_directory(tmp_path: Path) -> str:
+    (tmp_path / "ro").mkdir(mode=0o500)
+    return "[storage]\npath = 'ro/obd.sqlite'\n"
+
+
+# (config body or a function of tmp_path that writes what it needs, words the message has)
+_RUN_REFUSES: dict[str, tuple[Any, str]] = {
+    "proc": (
+        "[storage]\npath = '/proc/obd.sqlite'\n",
+        "storage.path: cannot create files in /proc",
+    ),
+    "proc-missing-dir": (
+        "[storage]\npath = '/proc/no/such/obd.sqlite'\n",
+        "directory /proc/no/such is missing and cannot be created",
+    ),
+    "unlisted-symbol": (_SIM_COIN.format(symbol="NOPE/USDT"), "coins[0]: NOPE/USDT is not listed"),
+    "bad-symbol": (_SIM_COIN.format(symbol="BTC USDT"), "coins[0]: symbol"),
+    "unknown-exchange": ("[[coins]]\nexchange = 'nope'\nsymbol = 'X/Y'\n", "coins[0]: "),
+    "update-ms-with-coin": (
+        "[exchanges.sim]\nupdate_ms = 5\n" + _SIM_COIN.format(symbol="BTC/USDT"),
+        "exchanges.sim.update_ms: Expected `int` >= 10",
+    ),
+    "a-directory": (_a_directory, "is not a regular file"),
+    "under-a-file": (_under_a_file, "afile is not a directory"),
+    "not-a-database": (_not_a_database, "file is not a database"),
+    "port-taken": (_taken_port, "server: cannot listen on 127.0.0.1:"),
+    "key-readable-by-others": (_world_readable_key, "auth.key_file: "),
+    "read-only-directory": (_read_only_directory, "permission denied"),
+    "key-in-proc": (
+        "[auth]\nenabled = true\nkey_file = '/proc/obd-key.jwk'\n",
+        "auth.key_file: cannot create files in /proc",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_RUN_REFUSES))
+def test_check_refuses_what_run_refuses_in_the_same_words(tmp_path: Path, case: str) -> None:
+    """`obd check` runs `obd run`'s start-up checks through the same code: same exit
+    code, same one line, and never an "internal error" (issue 12, item 2)."""
+    body, mentions = _RUN_REFUSES[case]
+    if case == "read-only-directory" and os.geteuid() == 0:
+        pytest.skip("root writes into a mode 0500 directory: no permission to be denied")
+    text = body(tmp_path) if callable(body) else body
+    server = "" if "[server]" in text else "[server]\nport = 0\n"  # never the default 8787
+    config = tmp_path / "config.toml"
+    config.write_text(f"[plugins]\ndirs = ['{PLUGINS}']\nentry_points = false\n{server}{text}")
+    results = [obd(command, config=config, timeout=30) for command in ("check", "run")]
+    for result in results:
+        assert result.returncode == 2, result
+        assert "internal error" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert mentions in result.stderr, result.stderr
+    assert results[0].stderr == results[1].stderr

@@ -173,10 +173,29 @@ def test_msgpack_on_accept(daemon: Daemon) -> None:
     assert msgspec.msgpack.decode(response.content)["symbol"] == "BTC/USDT"
 
 
-def test_healthz(daemon: Daemon) -> None:
-    health = daemon.http.get("/healthz")
-    assert health.status_code == 200
-    assert health.json()["status"] == "ok"
+def test_healthz_is_liveness_and_readyz_readiness(daemon: Daemon) -> None:
+    """Liveness never looks at coins (a stale exchange must not get obd restarted);
+    readiness has each coin's freshness. HEAD answers both with the status alone."""
+    alive = daemon.http.get("/healthz")
+    assert alive.status_code == 200
+    assert set(alive.json()) == {"status", "writer_backlog", "writer_error"}  # no coins
+    assert (alive.json()["status"], alive.json()["writer_error"]) == ("ok", None)
+    ready = daemon.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ok"
+    assert [(c["symbol"], c["fresh"]) for c in ready.json()["coins"]] == [("BTC/USDT", True)]
+    for path in ("/healthz", "/readyz"):
+        head = daemon.http.head(path)
+        assert (head.status_code, head.content) == (200, b"")
+
+
+def test_every_log_line_names_version_and_pid(daemon: Daemon) -> None:
+    """Lines from many hosts and restarts can be told apart (issue 12, item 7)."""
+    from obd import __version__
+
+    events = [line for line in daemon.log if "event" in line]
+    assert events[0]["event"] == "starting"
+    assert {(e["version"], e["pid"]) for e in events} == {(__version__, daemon.process.pid)}
 
 
 def test_times_relative_to_now_work_over_http(daemon: Daemon) -> None:
@@ -221,3 +240,25 @@ def test_errors_honour_accept_msgpack(daemon: Daemon) -> None:
         error = msgspec.msgpack.decode(response.content)["error"]
         assert error["code"] == code
         assert set(error) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query"),
+    [
+        ("GET", "/v1/books/latest", {**COIN, "levels": "5"}),
+        ("GET", "/v1/books", {**COIN, "depth": "5"}),
+        ("GET", "/v1/coins", {"exchange": "sim"}),
+        ("GET", "/v1/coverage", {**COIN, "limit": "5"}),
+        ("GET", "/v1/availability", {**COIN, "levels": "5"}),
+        ("DELETE", "/v1/coins", {"exchange": "nosuch", "symbol": "X/Y", "levels": "5"}),
+    ],
+)
+def test_unknown_query_parameter_is_a_400_naming_it(
+    daemon: Daemon, method: str, path: str, query: dict[str, str]
+) -> None:
+    """Not silently ignored: `levels=5` used to return 100 levels (issue 12, item 4)."""
+    unknown = (set(query) - {"exchange", "symbol"} or {"exchange"}).pop()
+    response = daemon.http.request(method, path, params=query)
+    _assert_error(response, 400, f"unknown query parameter '{unknown}'")
+    assert response.json()["error"]["code"] == "bad_request"
+    assert len(_coins(daemon)) == 1  # the DELETE changed nothing

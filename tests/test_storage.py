@@ -271,3 +271,20 @@ def test_coverage_counts_back_filled_slots_before_collection_once(tmp_path: Path
     ]
     gap_slots = sum((g.end - g.start) // 1000 for g in found.gaps)
     assert found.present + gap_slots == found.expected
+
+
+def test_unable_to_open_says_why(tmp_path: Path) -> None:
+    """SQLite's bare "unable to open database file" gains the reason (issue 12, item 7)."""
+    import errno
+
+    from obd.errors import StoreError
+    from obd.storage.access import why
+    from obd.storage.connect import open_reader
+
+    with pytest.raises(StoreError, match=r"unable to open database file \(missing directory "):
+        open_reader(tmp_path / "nowhere" / "obd.sqlite")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(StoreError, match=r"adir is not a regular file\)"):
+        open_reader(tmp_path / "adir")
+    assert why(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
+    assert why(OSError(errno.EROFS, "Read-only file system")) == "Read-only file system"

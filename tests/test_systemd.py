@@ -1,11 +1,16 @@
 """systemd's notify protocol, over a real Unix datagram socket, and the shipped unit."""
 
 import configparser
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import REPO, write_config
 
@@ -37,7 +42,10 @@ def test_ready_watchdog_stopping_in_order(tmp_path: Path, start_daemon: Any) -> 
         after = _messages(sock, "STOPPING=1")
         assert after[-1] == "STOPPING=1"
         assert daemon.process.wait(timeout=30) == 0
-    assert set(before_ready[:-1] + pings + after[:-1]) <= {"WATCHDOG=1"}
+    status = [m for m in before_ready[:-1] + pings + after[:-1] if m.startswith("STATUS=")]
+    assert status, "no STATUS= line for systemctl status"
+    assert status[0] == "STATUS=0/0 coins live, writer backlog 0"
+    assert set(before_ready[:-1] + pings + after[:-1]) - set(status) <= {"WATCHDOG=1"}
 
 
 def test_unit_file_is_type_notify_and_sandboxed() -> None:
@@ -51,6 +59,25 @@ def test_unit_file_is_type_notify_and_sandboxed() -> None:
     assert service["NoNewPrivileges"] == "yes"
     assert int(service["TimeoutStopSec"]) > 10  # longer than the writer's drain
     assert service["Restart"] == "on-failure"
+    for hardening in ("ProcSubset=pid", "PrivateUsers=yes", "MemoryDenyWriteExecute=yes"):
+        key, value = hardening.split("=")
+        assert service[key] == value
+
+
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    """The unit as systemd itself parses it, with ExecStart pointing at this venv's obd."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed here")
+    obd_bin = Path(sys.executable).parent / "obd"
+    text = (REPO / "systemd" / "obd.service").read_text()
+    unit = tmp_path / "obd.service"
+    unit.write_text(text.replace("/opt/obd/.venv/bin/obd", str(obd_bin)))
+    result = subprocess.run(
+        [tool, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "obd.service" not in result.stderr, result.stderr  # no warning about the unit
 
 
 def test_backup_while_writing_is_consistent(tmp_path: Path, start_daemon: Any) -> None:

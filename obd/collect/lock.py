@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from obd.errors import Conflict
+from obd.errors import Conflict, StoreError
+from obd.storage.access import why
 
 ACQUIRE_WAIT_S = 0.25  # a probe holds its shared lock for microseconds; ride those out
 _RETRY_S = 0.02
@@ -57,8 +58,11 @@ class CollectorLock:
     def acquire(self) -> None:
         """Blocks for at most ACQUIRE_WAIT_S (once, at start-up)."""
         path = lock_path(self.database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"storage.path: cannot open lock file {path}: {why(exc)}") from None
         deadline = time.monotonic() + ACQUIRE_WAIT_S
         while True:
             try:

@@ -13,8 +13,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
-from obd.errors import ObdError
-from obd.http import errors, routes
+from obd.errors import BadRequest, ObdError
+from obd.http import errors, openapi, routes
 from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
@@ -50,7 +50,7 @@ def create_app(
     app = Litestar(
         route_handlers=handlers,
         lifespan=[mcp.lifespan] if mcp else [],
-        guards=[_scope_guard],
+        guards=[_scope_guard, _known_query],
         middleware=[
             DefineMiddleware(
                 BrowserGuard,
@@ -61,9 +61,10 @@ def create_app(
         before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
-        openapi_config=None,
+        openapi_config=openapi.config(),
         debug=False,
     )
+    openapi.describe(app)
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.oauth = oauth
@@ -103,6 +104,21 @@ async def _scope_guard(
     authenticator: Authenticator = connection.app.state.authenticator
     principal = await authenticator.authenticate(connection.headers.get("authorization"))
     require(principal, scope)
+
+
+async def _known_query(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """A route that lists its query parameters (`opt["query"]`) refuses any other, by
+    name: a misspelt or unsupported one would otherwise be silently ignored."""
+    takes = handler.opt.get("query")
+    if takes is None:
+        return
+    unknown = sorted(set(connection.query_params) - set(takes))
+    if unknown:
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5])
+        allowed = ", ".join(takes) or "none"
+        raise BadRequest(f"unknown query parameter {listed}; this route takes: {allowed}")
 
 
 def error_response(

@@ -45,13 +45,13 @@ def _respond(payload: Any, status: int = 200) -> Response[bytes]:
     return Response(_json.encode(payload), status_code=status, media_type="application/json")
 
 
-@get("/v1/clients", opt={"scope": "admin"})
+@get("/v1/clients", opt={"scope": "admin", "query": ()})
 async def list_clients(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).clients.listing()
     return _respond({"items": [_view(client) for client in found]})
 
 
-@post("/v1/clients", opt={"scope": "admin"}, request_max_body_size=MAX_BODY_BYTES)
+@post("/v1/clients", opt={"scope": "admin", "query": ()}, request_max_body_size=MAX_BODY_BYTES)
 async def add_client(request: AnyRequest) -> Response[bytes]:
     """201 `{"client_id", "client_secret", "scopes"}`: the only time the secret is shown."""
     try:
@@ -70,7 +70,7 @@ async def add_client(request: AnyRequest) -> Response[bytes]:
     )
 
 
-@delete("/v1/clients", opt={"scope": "admin"}, status_code=200)
+@delete("/v1/clients", opt={"scope": "admin", "query": ("name",)}, status_code=200)
 async def remove_client(request: AnyRequest) -> Response[bytes]:
     name = request.query_params.get("name")
     if not name:

@@ -1,11 +1,11 @@
-"""The `/v1` routes and `/healthz`. Each handler parses its request, calls the
+"""The `/v1` routes, `/healthz` and `/readyz`. Each handler parses its request, calls the
 service layer once, and encodes the answer (JSON, or msgpack on `Accept`)."""
 
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import HttpMethod, Request, Response, delete, get, post, route
 from litestar.response import Stream
 
 from obd import ndjson
@@ -15,6 +15,11 @@ from obd.model import Snapshot
 from obd.service import BOOKS_PATH, Service
 
 MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
+
+# The query parameters each /v1 route takes, in its `opt["query"]`: any other is a
+# 400 naming it (app.py's guard), not silently ignored (`levels=5` is no depth limit).
+_COIN = ("exchange", "symbol")
+_RANGE = (*_COIN, "start", "end")
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -49,12 +54,16 @@ def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[b
     return Response(_json.encode(payload), status_code=status, media_type="application/json")
 
 
-@get("/v1/coins", opt={"scope": "read"})
+@get("/v1/coins", opt={"scope": "read", "query": ()})
 async def list_coins(request: AnyRequest) -> Response[bytes]:
     return _respond(request, {"items": await _service(request).list_coins()})
 
 
-@post("/v1/coins", opt={"scope": "write"}, request_max_body_size=MAX_BODY_BYTES)
+@post(
+    "/v1/coins",
+    opt={"scope": "write", "query": ()},
+    request_max_body_size=MAX_BODY_BYTES,
+)
 async def add_coin(request: AnyRequest) -> Response[bytes]:
     try:
         body = _add_coin_body.decode(await request.body())
@@ -70,7 +79,7 @@ async def add_coin(request: AnyRequest) -> Response[bytes]:
     return _respond(request, coin, 201 if created else 200)
 
 
-@delete("/v1/coins", opt={"scope": "write"}, status_code=200)
+@delete("/v1/coins", opt={"scope": "write", "query": _COIN}, status_code=200)
 async def remove_coin(request: AnyRequest) -> Response[bytes]:
     coin = await _service(request).remove_coin(
         _query(request, "exchange"), _query(request, "symbol")
@@ -78,7 +87,7 @@ async def remove_coin(request: AnyRequest) -> Response[bytes]:
     return _respond(request, coin)
 
 
-@get("/v1/availability", opt={"scope": "read"})
+@get("/v1/availability", opt={"scope": "read", "query": _COIN})
 async def availability(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).availability(
         _query(request, "exchange"), _query(request, "symbol")
@@ -86,7 +95,7 @@ async def availability(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get(BOOKS_PATH, opt={"scope": "read"})
+@get(BOOKS_PATH, opt={"scope": "read", "query": (*_RANGE, "format", "limit", "cursor")})
 async def books(request: AnyRequest) -> Response[Any]:
     service = _service(request)
     exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
@@ -108,7 +117,7 @@ async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]
         yield ndjson.lines(chunk)
 
 
-@get(f"{BOOKS_PATH}/latest", opt={"scope": "read"})
+@get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _COIN})
 async def latest(request: AnyRequest) -> Response[bytes]:
     snapshot = await _service(request).latest(
         _query(request, "exchange"), _query(request, "symbol")
@@ -116,7 +125,7 @@ async def latest(request: AnyRequest) -> Response[bytes]:
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read"})
+@get("/v1/coverage", opt={"scope": "read", "query": _RANGE})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
@@ -127,8 +136,20 @@ async def coverage(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get("/healthz")
+_PROBE = [HttpMethod.GET, HttpMethod.HEAD]  # HEAD: the status alone, for a supervisor
+
+
+@route("/healthz", http_method=_PROBE)
 async def healthz(request: AnyRequest) -> Response[bytes]:
+    """Liveness: the loop answered and the writer commits. A stale exchange is not a
+    reason to restart the daemon, so it does not fail this (it fails `/readyz`)."""
+    alive = _service(request).liveness()
+    return _respond(request, alive, 200 if alive.status == "ok" else 503)
+
+
+@route("/readyz", http_method=_PROBE)
+async def readyz(request: AnyRequest) -> Response[bytes]:
+    """Readiness: every coin fresh (a snapshot within 3 intervals + 30 s) and the writer ok."""
     health = await _service(request).health()
     return _respond(request, health, 200 if health.status == "ok" else 503)
 
@@ -141,5 +162,5 @@ async def metrics(request: AnyRequest) -> Response[bytes]:
 
 HANDLERS = [
     *(list_coins, add_coin, remove_coin, availability, books, latest, coverage),
-    *(healthz, metrics),
+    *(healthz, readyz, metrics),
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "FeedStats",
     "Health",
     "HistoryStream",
+    "Liveness",
     "MarketPage",
     "MarketView",
     "Page",
@@ -56,6 +57,7 @@ __all__ = [
     "SummaryPage",
     "SummaryRow",
     "books_link",
+    "vet_coin",
 ]
 
 MAX_MARKETS = 1_000  # markets in one list_markets page
@@ -101,6 +103,12 @@ class Health(msgspec.Struct, frozen=True):
     writer_backlog: int
     writer_error: str | None
     coins: list[dict[str, Any]]
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    status: str  # "ok" or "failing": the writer cannot commit
+    writer_backlog: int
+    writer_error: str | None
 
 
 class FeedStats(msgspec.Struct, frozen=True):
@@ -176,26 +184,12 @@ class Service:
         self, exchange: object, symbol: object, interval: object = None, depth: object = None
     ) -> tuple[CoinView, bool]:
         """(coin, created); checks the exchange lists the symbol first (404 if not)."""
-        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        interval_given = self._default_interval if interval is None else interval
-        interval_ms = parse_interval(interval_given)
-        levels = _bounded("depth", depth, 1, MAX_DEPTH, self._default_depth)
-        source = self._exchanges.get(exchange_id)
-        listed = await source.check_availability(symbol_name)
-        if not listed.available:
-            raise NotFound(listed.reason or f"{symbol_name} is not listed on {exchange_id}")
-        spelled = (
-            interval_given if isinstance(interval_given, str) else format_interval(interval_ms)
-        )
-        want = coin_writes.CoinRequest(
-            exchange=exchange_id,
-            symbol=symbol_name,
-            interval_ms=interval_ms,
-            interval=spelled,
-            depth=levels,
-            synthetic=source.synthetic,
-            tick_size=listed.tick_size,
-            lot_size=listed.lot_size,
+        want = await vet_coin(
+            self._exchanges,
+            exchange,
+            symbol,
+            self._default_interval if interval is None else interval,
+            self._default_depth if depth is None else depth,
         )
         now = now_ms()
         coin, created = await self._writer.call(lambda conn: coin_writes.add_coin(conn, want, now))
@@ -384,6 +378,16 @@ class Service:
 
     # -- health --
 
+    def liveness(self) -> Liveness:
+        """Whether the process works (it answered, so its loop turns; its writer commits);
+        stale coins are readiness (`health`), never a reason to restart."""
+        error = self._writer.failing
+        return Liveness(
+            status="failing" if error else "ok",
+            writer_backlog=self._writer.backlog,
+            writer_error=error,
+        )
+
     async def health(self) -> Health:
         coins = []
         stale = False
@@ -471,6 +475,30 @@ class Service:
     def _wake_collector(self) -> None:
         if self._collector is not None:
             self._collector.wake()
+
+
+async def vet_coin(
+    exchanges: Exchanges, exchange: object, symbol: object, interval: object, depth: object
+) -> coin_writes.CoinRequest:
+    """What adding a coin writes, once its arguments are valid and the exchange lists
+    the symbol (NotFound if not): `add_coin`, `obd run`'s `[[coins]]` and `obd check`."""
+    exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+    interval_ms = parse_interval(interval)
+    levels = _bounded("depth", depth, 1, MAX_DEPTH)
+    source = exchanges.get(exchange_id)
+    listed = await source.check_availability(symbol_name)
+    if not listed.available:
+        raise NotFound(listed.reason or f"{symbol_name} is not listed on {exchange_id}")
+    return coin_writes.CoinRequest(
+        exchange=exchange_id,
+        symbol=symbol_name,
+        interval_ms=interval_ms,
+        interval=interval if isinstance(interval, str) else format_interval(interval_ms),
+        depth=levels,
+        synthetic=source.synthetic,
+        tick_size=listed.tick_size,
+        lot_size=listed.lot_size,
+    )
 
 
 def _size(path: Path) -> int:

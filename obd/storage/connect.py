@@ -5,6 +5,7 @@ from pathlib import Path
 import apsw
 
 from obd.errors import StoreError
+from obd.storage.access import database_path_problem, why
 from obd.storage.schema import PAGE_SIZE
 
 BUSY_TIMEOUT_MS = 5_000  # other processes (`obd coins add`) hold the write lock for ms, not s
@@ -20,7 +21,11 @@ def open_writer(path: Path) -> apsw.Connection:
         # page_size only takes effect before the file has content (and before WAL).
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    except (apsw.Error, OSError) as exc:
+    except apsw.CantOpenError as exc:
+        raise StoreError(f"cannot open database {path}: {exc} ({_cause(path)})") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {why(exc)} ({exc})") from exc
+    except apsw.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     if not mode or str(mode[0]).lower() != "wal":
         raise StoreError(f"cannot put database {path} in WAL mode (got {mode})")
@@ -40,6 +45,15 @@ def open_reader(path: Path, *, read_only: bool = False) -> apsw.Connection:
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA query_only = 1")
+    except apsw.CantOpenError as exc:
+        raise StoreError(f"cannot open database {path}: {exc} ({_cause(path)})") from exc
     except apsw.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     return conn
+
+
+def _cause(path: Path) -> str:
+    """SQLite says only "unable to open database file": say which of the usual it is."""
+    if not path.parent.is_dir():
+        return f"missing directory {path.parent}"
+    return database_path_problem(path) or "other: not permission, a missing directory or a non-file"
