@@ -50,7 +50,7 @@ def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
     stuck = _latest_ts(daemon)
     time.sleep(8)  # slots pass: past 1 MiB of books, each is a storage_full gap
     health = _health(daemon)
-    assert health["status"] == "degraded"
+    assert health["status"] == "failing"  # liveness: the writer cannot commit
     assert "full" in str(health["writer_error"]) or "I/O" in str(health["writer_error"])
     # Reads are served throughout; nothing new is committed.
     assert daemon.http.get("/v1/coins").status_code == 200
