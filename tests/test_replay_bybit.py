@@ -4,6 +4,7 @@ book through the replay emulator, and what ccxt does not notice."""
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -73,8 +74,12 @@ def test_rest_answers_what_ccxt_asks() -> None:
         spot = http.get("/v5/market/instruments-info", params={"category": "spot"}).json()
         linear = http.get("/v5/market/instruments-info", params={"category": "linear"}).json()
         asked = {"category": "spot", "symbol": "ETHUSDT", "limit": 5}
-        book = http.get("/v5/market/orderbook", params=asked).json()["result"]
-        true = emu.book("ETH/USDT", 5)
+        for _ in range(100):  # compare only while the replay held the book still
+            true = emu.book("ETH/USDT", 5)
+            book = http.get("/v5/market/orderbook", params=asked).json()["result"]
+            if true.seq is not None and emu.book("ETH/USDT", 5).seq == true.seq:
+                break
+            time.sleep(0.01)
         emu.delist("ETH/USDT")
         gone = http.get("/v5/market/orderbook", params=asked).json()
         listed = http.get("/v5/market/instruments-info", params={"category": "spot"}).json()
