@@ -73,7 +73,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = item._fixtureinfo.name2fixturedefs.values()
         functions = [item.function, *(d[-1].func for d in fixtures if d)]
         seen: set[int] = set()
-        if any(_spawns(function, seen) for function in functions):
+        # A `slow` test runs in real time (a replay at recorded pace, say): the full
+        # loop's, like one that starts a process.
+        slow = item.get_closest_marker("slow") is not None
+        if slow or any(_spawns(function, seen) for function in functions):
             item.add_marker(pytest.mark.daemon)
 
 
