@@ -8,21 +8,19 @@ some instant between the slot and its `received_ts` for a REST snapshot.
 """
 
 import asyncio
-import json
-import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Daemon, load_plugin, obd, wait_for, write_config
+from tests.conftest import REPO, load_plugin, obd, wait_for, write_config
 from tests.emulator import Emulator
 from tests.emulator.config import binance_table
+from tests.replay_support import LoggedDaemon
 
 pytestmark = pytest.mark.slow
 
@@ -31,37 +29,12 @@ DEPTH = 20
 GAP_REASONS = {"not_synced", "disconnected", "rate_limited", "exchange_error", "not_listed"}
 
 
-class _Watched(Daemon):
-    """The daemon, its log read as it runs (the tests wait on what it logs)."""
-
-    def __init__(self, config: Path) -> None:
-        super().__init__(config)
-        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            try:
-                self.log.append(json.loads(line))
-            except ValueError:
-                self.log.append({"raw": line})
-
-    def stop(self) -> int:
-        self.http.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self._reader.join(10)
-        return code
-
-
 @pytest.fixture
 def start_daemon() -> Iterator[Any]:
-    started: list[_Watched] = []
+    started: list[LoggedDaemon] = []
 
-    def start(config: Path) -> _Watched:
-        started.append(_Watched(config))
+    def start(config: Path) -> LoggedDaemon:
+        started.append(LoggedDaemon(config))
         return started[-1]
 
     yield start
