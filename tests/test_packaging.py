@@ -100,6 +100,19 @@ def test_a_file_named_as_a_directory_is_an_error(tmp_path: Path) -> None:
     assert [found.error for found in registry.found if found.error] == ["not a directory"]
 
 
+@pytest.mark.parametrize("shipped", ["config.toml", "systemd/config.toml"])
+def test_shipped_configs_need_no_plugin_directory(tmp_path: Path, shipped: str) -> None:
+    """Both serve the shipped exchanges from the package wherever they are copied
+    (/etc/obd/config.toml reads /etc/obd/plugins.d only if it exists)."""
+    text = (REPO / shipped).read_text()
+    assert "/opt/obd" not in text
+    config = _config(tmp_path, text)
+    assert config.plugins.dirs is None
+    registry = load_plugins(config)
+    assert registry.warnings == []
+    assert set(registry.names) >= BUILT_INS
+
+
 # -- the wheel, in a fresh venv outside the checkout --------------------------------------
 
 SIM_CONFIG = """
@@ -149,7 +162,15 @@ def _install(wheel: Path, venv: Path) -> Path:
     assert created.returncode == 0, created.stderr
     # Dependencies come from pip's configured index (and its cache); --no-compile
     # skips byte-compiling ccxt's thousands of files, which the first run does lazily.
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", wheel]
+    pip: list[str | Path] = [
+        venv / "bin" / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-compile",
+        wheel,
+    ]
     installed = _run(pip, cwd=venv.parent, timeout=900)
     assert installed.returncode == 0, installed.stderr[-3000:]
     return venv / "bin" / "obd"
@@ -184,7 +205,7 @@ def test_the_wheel_runs_sim_in_a_fresh_venv(tmp_path: Path) -> None:
     site = tmp_path / "site"  # a config anywhere, no plugins.d beside it
     site.mkdir()
     (site / "config.toml").write_text(SIM_CONFIG)
-    config = ["--config", site / "config.toml"]
+    config: list[str | Path] = ["--config", site / "config.toml"]
 
     listed = _run([obd_bin, "plugins", *config], cwd=site, timeout=120)
     assert listed.returncode == 0, listed.stderr
@@ -194,7 +215,7 @@ def test_the_wheel_runs_sim_in_a_fresh_venv(tmp_path: Path) -> None:
     checked = _run([obd_bin, "check", *config], cwd=site, timeout=120)
     assert checked.returncode == 0, checked.stderr
     assert "sim" in checked.stdout
-    assert checked.stderr == ""
+    assert "plugin" not in checked.stderr  # no plugin directory named, none missed
 
     # A plugins.d named in the config but absent: a warning, the built-ins still serve.
     named = site / "named.toml"
