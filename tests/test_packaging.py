@@ -23,6 +23,16 @@ from tests.conftest import PLUGINS, REPO, _parse, wait_for
 BUILT_INS = {"sim", "ccxt"}
 
 
+@pytest.fixture(autouse=True)
+def _entry_points_registered() -> None:
+    """Entry points are install-time metadata: a venv installed before they existed
+    must be reinstalled, and this says so rather than failing obscurely."""
+    from importlib.metadata import entry_points
+
+    registered = {point.name for point in entry_points(group="obd.plugins")}
+    assert registered >= BUILT_INS, "run `pip install -e .` again: obd's entry points are new"
+
+
 def test_every_package_ships() -> None:
     """pyproject names its packages (setuptools cannot find plugins.d's): every package
     under obd/ and plugins.d/ must be named, or a wheel ships without it."""
