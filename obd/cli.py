@@ -282,6 +282,8 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
                 f" ({found.spec.description})" if found.spec and found.spec.description else ""
             )
         print(f"{found.name}\t{found.origin}\t{status}")
+    for warning in registry.warnings:
+        print(f"obd: warning: {warning}", file=sys.stderr)
     return 1 if any(found.error for found in registry.found) else 0
 
 
@@ -300,6 +302,8 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         problems.append(str(exc))
     else:
         problems += database_problems(config.database)
+    for warning in registry.warnings:  # worth saying, but `run` starts with them too
+        print(f"obd: warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"obd: {problem}", file=sys.stderr)
     if not problems:

@@ -44,7 +44,13 @@ CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the
 
 
 def load_plugins(config: Config) -> Plugins:
-    registry = discover(config.plugin_dirs, use_entry_points=config.plugins.entry_points)
+    registry = discover(
+        config.plugin_dirs,
+        use_entry_points=config.plugins.entry_points,
+        optional_dirs=config.plugins.dirs is None,
+    )
+    for warning in registry.warnings:
+        log.warning("plugin_warning", warning=warning)
     for found in registry.found:
         if found.error:
             log.warning("plugin_failed", plugin=found.name, origin=found.origin, error=found.error)
