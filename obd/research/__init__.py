@@ -212,7 +212,8 @@ class Dataset:
     def snapshots(
         self, exchange: str, symbol: str, start: When = None, end: When = None
     ) -> Iterator[Snapshot]:
-        """Snapshots with start <= ts < end (ms; None: unbounded), oldest first."""
+        """Snapshots with start <= ts < end, oldest first. Times as obd.research.instants
+        takes them (ms, ISO 8601, `now`/`-6h`, datetime, date); None: unbounded."""
         for chunk in self.chunks(exchange, symbol, start, end):
             yield from chunk
 
