@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from obd.http.ws.hub import Hub
 
-__all__ = ["CONTENT_TYPE", "UNMATCHED", "exposition", "instrument"]
+__all__ = ["CONTENT_TYPE", "UNMATCHED", "exposition", "instrument", "route_label"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text format, its version and charset, once
 UNMATCHED = "unmatched"  # the route label of every path no route serves: one series, bounded

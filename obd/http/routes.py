@@ -10,7 +10,7 @@ from litestar.response import Stream
 
 from obd import ndjson
 from obd.errors import BadRequest
-from obd.http import metrics as exposition
+from obd.http import metrics as prometheus
 from obd.model import Snapshot
 from obd.service import BOOKS_PATH, Service
 
@@ -160,8 +160,8 @@ async def metrics(request: AnyRequest) -> Response[bytes]:
     service = _service(request)
     health = await service.health()  # each coin's newest snapshot, read off the loop
     state = request.app.state
-    body = exposition.exposition(state.metrics, service.stats(), health, state.hub)
-    return Response(body, headers={"content-type": exposition.CONTENT_TYPE})
+    body = prometheus.exposition(state.metrics, service.stats(), health, state.hub)
+    return Response(body, headers={"content-type": prometheus.CONTENT_TYPE})
 
 
 HANDLERS = [
