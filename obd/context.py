@@ -16,6 +16,7 @@ from obd.config import Config
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, StoreError
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
+from obd.metrics import Metrics
 from obd.service import Service, vet_coin
 from obd.storage import schema
 from obd.storage.access import check_database_path, database_path_problem
@@ -75,6 +76,11 @@ class Runtime:
         self.reader = reader
         self.writer = writer
         self.collector = collector  # None unless asked for (`obd run`, `obd mcp --collect`)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The process's instruments: the writer counts into them, /metrics shows them."""
+        return self.writer.metrics
 
     def on_commit(self, listener: Committed) -> None:
         """`listener` hears of snapshots once they are committed (the live hub)."""
