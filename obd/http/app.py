@@ -14,7 +14,7 @@ from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import BadRequest, ObdError
-from obd.http import errors, openapi, routes
+from obd.http import errors, openapi, page, routes, summary
 from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
@@ -41,7 +41,13 @@ def create_app(
     """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
     (the configured one) and `allowed_hosts` are, beside the loopback names, the names
     a request may use with auth off."""
-    handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
+    handlers = [
+        *routes.HANDLERS,
+        *summary.HANDLERS,
+        *page.HANDLERS,
+        ws,
+        *([_mcp_mount(mcp)] if mcp else []),
+    ]
     if oauth is not None:
         from obd.http import clients as client_routes
         from obd.http import oauth as oauth_routes
