@@ -5,6 +5,7 @@ never a downloaded build) driven by Playwright against real daemons with sim coi
 `OBD_SCREENSHOT=docs/img/status.png pytest tests/test_page.py` also saves the page as
 the README shows it (otherwise the screenshot goes to the test's tmp directory only)."""
 
+import itertools
 import os
 import shutil
 import time
@@ -176,7 +177,7 @@ def test_the_heat_map_has_a_cell_an_hour_coloured_by_slots_present(
         cells = rows.nth(i).locator(".cell")
         assert cells.count() == 24  # the last 24 h, the current hour included
         starts = [int(s) for s in cells.evaluate_all("cs => cs.map(c => c.dataset.start)")]
-        assert all(b - a == HOUR for a, b in zip(starts, starts[1:], strict=False))
+        assert all(b - a == HOUR for a, b in itertools.pairwise(starts))
     cells = rows.nth(0).locator(".cell")
     found = cells.evaluate_all(
         "cs => cs.map(c => [c.dataset.start, c.dataset.level, c.dataset.share || null, "
@@ -225,7 +226,8 @@ def test_a_click_on_a_cell_lists_its_gaps_with_reasons(
         "() => document.querySelector('#gaps-range').textContent.includes('clicked')"
     )
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#gaps td')].some(td => td.textContent === 'daemon_down')",
+        "() => [...document.querySelectorAll('#gaps td')]"
+        ".some(td => td.textContent === 'daemon_down')",
         timeout=5_000,
     )
     assert errors == []

@@ -7,6 +7,7 @@ from importlib import resources
 
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 __all__ = ["HANDLERS"]
 
@@ -43,7 +44,7 @@ async def index() -> Response[bytes]:
 
 
 @get("/ui/{name:str}", include_in_schema=False)
-async def static(name: str) -> Response[bytes]:
+async def static(name: FromPath[str]) -> Response[bytes]:
     return _file(name)
 
 
