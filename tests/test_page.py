@@ -5,11 +5,14 @@ never a downloaded build) driven by Playwright against real daemons with sim coi
 `OBD_SCREENSHOT=docs/img/status.png pytest tests/test_page.py` also saves the page as
 the README shows it (otherwise the screenshot goes to the test's tmp directory only)."""
 
+import asyncio
 import itertools
+import json
 import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import Daemon, obd, wait_for, write_config
+from tests.ws_support import answer, open_ws
 
 CHROMIUM = os.environ.get("OBD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -85,8 +89,32 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     time.sleep(3)
     running = Daemon(config)
     wait_for(lambda: _has_gap(running, "daemon_down"))
+    counted = {c["symbol"]: c["count"] for c in running.http.get("/v1/coins").json()["items"]}
+    wait_for(  # the restarted daemon stores again
+        lambda: all(
+            c["count"] >= counted[c["symbol"]] + 3
+            for c in running.http.get("/v1/coins").json()["items"]
+        )
+    )
+    # On its own thread: Playwright's sync API may hold this thread's event loop.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _backfill(running, "SOL/USDT", "1m")).result()
     yield running
     assert running.stop() == 0
+
+
+async def _backfill(daemon: Daemon, symbol: str, interval: str) -> None:
+    """A third coin whose last 24 h sim back-fills (a WebSocket `history` request): a
+    heat-map row with every slot present."""
+    coin = {"exchange": "sim", "symbol": symbol}
+    assert daemon.http.post("/v1/coins", json={**coin, "interval": interval}).status_code == 201
+    async with await open_ws(daemon) as ws:
+        request = {"op": "history", **coin, "start": "-1d", "end": "now", "id": "fill"}
+        await ws.send(json.dumps(request))
+        while (message := await answer(ws))["type"] == "history_chunk":
+            pass
+        assert message["type"] == "history_complete", message
+        assert message["backfilled"] > 1_000
 
 
 def _has_gap(daemon: Daemon, reason: str) -> bool:
@@ -113,10 +141,11 @@ def test_the_page_lists_the_coins_and_draws_the_book(
 ) -> None:
     _open(page, daemon)
     rows = page.locator("#coins tbody tr")
-    assert rows.count() == 2
-    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(2)] == [
+    assert rows.count() == 3
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(3)] == [
         "BTC/USDT",
         "ETH/USDT",
+        "SOL/USDT",
     ]
     assert rows.nth(0).locator("td").nth(9).inner_text() == "yes"  # synthetic
     assert page.locator("#add-form").is_visible()  # auth off: every caller may write
@@ -124,6 +153,13 @@ def test_the_page_lists_the_coins_and_draws_the_book(
     page.wait_for_function(_PAINTED, arg=["#depth", 2000], timeout=5_000)
     page.wait_for_function(_PAINTED, arg=["#mid", 200], timeout=5_000)  # a minute of 1 h
     page.wait_for_selector("#heatmap .cell", timeout=5_000)
+    # The back-filled coin, its mid and spread over the day, for the screenshot.
+    page.locator("#coins tbody tr").nth(2).click()
+    page.select_option("#summary-range", "24h")
+    page.wait_for_function(
+        "() => parseInt(document.querySelector('#summary-note').textContent) > 250"  # 5 min
+    )
+    page.wait_for_function(_PAINTED, arg=["#mid", 5000], timeout=5_000)
     page.wait_for_timeout(300)
     shot = tmp_path / "status.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -172,12 +208,14 @@ def test_the_heat_map_has_a_cell_an_hour_coloured_by_slots_present(
     _open(page, daemon)
     page.wait_for_selector("#heatmap .hm-cells .cell")
     rows = page.locator("#heatmap .hm-cells")
-    assert rows.count() == 2
-    for i in range(2):
+    assert rows.count() == 3
+    for i in range(3):
         cells = rows.nth(i).locator(".cell")
         assert cells.count() == 24  # the last 24 h, the current hour included
         starts = [int(s) for s in cells.evaluate_all("cs => cs.map(c => c.dataset.start)")]
         assert all(b - a == HOUR for a, b in itertools.pairwise(starts))
+    filled = rows.nth(2).locator(".cell").evaluate_all("cs => cs.map(c => c.dataset.level)")
+    assert filled[:-1] == ["full"] * 23  # every slot of the day back-filled
     cells = rows.nth(0).locator(".cell")
     found = cells.evaluate_all(
         "cs => cs.map(c => [c.dataset.start, c.dataset.level, c.dataset.share || null, "
