@@ -52,6 +52,13 @@ def test_each_bucket_counts_the_slots_really_stored(store: Path) -> None:
         # After the newest slot nothing was collected and no daemon said why.
         assert hours[T0 + 3 * H].reasons == {"daemon_down": 3600}
         assert hours[T0 + 4 * H].expected == 1800  # the range ends at `now`
+        assert [(gap.start, gap.end, gap.reason) for gap in found.gaps] == [
+            (T0 - H, T0, "not_collected"),
+            (T0 + H + 10 * M, T0 + H + 15 * M, "disconnected"),
+            (T0 + 2 * H - 5 * M, T0 + 2 * H + 5 * M, "daemon_down"),
+            (T0 + 3 * H, now, "daemon_down"),
+        ]
+        assert not found.gaps_truncated
         days = grid(conn, coin, T0, T0 + 3 * H, 24 * H, now)
         assert len(days.buckets) == 1
         assert days.buckets[0].present == 3 * 3600 - 900
@@ -103,7 +110,9 @@ def test_summary_is_columnar_and_paged(daemon: Daemon) -> None:
 
 def test_grid_over_http(daemon: Daemon) -> None:
     found = daemon.http.get("/v1/coverage/grid", params={**COIN, "start": "-3h"}).json()
-    assert set(found) == {"start", "end", "bucket_ms", "interval_ms", "buckets"}
+    assert set(found) == {
+        *("start", "end", "bucket_ms", "interval_ms", "buckets", "gaps", "gaps_truncated")
+    }
     assert found["bucket_ms"] == H
     assert len(found["buckets"]) in (3, 4)  # -3h is rarely on an hour boundary
     last = found["buckets"][-1]

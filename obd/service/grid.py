@@ -17,9 +17,10 @@ from obd.model import Coin, Gap
 from obd.service.coverage import gaps_in
 from obd.times import slot_at_or_after, slot_at_or_before
 
-__all__ = ["MAX_BUCKETS", "Bucket", "Grid", "grid"]
+__all__ = ["MAX_BUCKETS", "MAX_GAPS", "Bucket", "Grid", "grid"]
 
 MAX_BUCKETS = 5_000  # ~7 months of hours; a longer range asks for days
+MAX_GAPS = 1_000  # gaps listed; the buckets' reasons still count every slot
 
 
 class Bucket(msgspec.Struct, frozen=True):
@@ -35,6 +36,8 @@ class Grid(msgspec.Struct, frozen=True):
     bucket_ms: int
     interval_ms: int
     buckets: list[Bucket]
+    gaps: list[Gap]  # the range's gaps, oldest first, as /v1/coverage lists them
+    gaps_truncated: bool  # more than MAX_GAPS: the newest are left out
 
 
 def grid(conn: Any, coin: Coin, begin: int, stop: int, bucket_ms: int, now: int) -> Grid:
@@ -59,7 +62,15 @@ def grid(conn: Any, coin: Coin, begin: int, stop: int, bucket_ms: int, now: int)
                 reasons[gap.reason] = reasons.get(gap.reason, 0) + missed
         present = max(0, expected - sum(reasons.values()))
         buckets.append(Bucket(start=start, expected=expected, present=present, reasons=reasons))
-    return Grid(start=first, end=last, bucket_ms=bucket_ms, interval_ms=interval, buckets=buckets)
+    return Grid(
+        start=first,
+        end=last,
+        bucket_ms=bucket_ms,
+        interval_ms=interval,
+        buckets=buckets,
+        gaps=gaps[:MAX_GAPS],
+        gaps_truncated=len(gaps) > MAX_GAPS,
+    )
 
 
 def _overlapping(gaps: list[Gap], at: int, high: int) -> list[Gap]:

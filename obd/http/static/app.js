@@ -440,29 +440,35 @@ async function refreshGaps() {
   const coin = selectedCoin();
   if (!coin) return;
   const zoomed = state.zoom && state.zoom.key === keyOf(coin) ? state.zoom : null;
-  const { start, end } = zoomed || gridRange();
-  $("#gaps-range").textContent = fmtTime(start) + " – " + fmtTime(Math.min(end, Date.now() + state.clockSkew)) + " UTC"
-    + (zoomed ? " (the clicked cell)" : "");
+  const range = zoomed || gridRange();
+  const bucket = (zoomed ? zoomed.end - zoomed.start : range.bucket) / 1000 + "s";
+  $("#gaps-range").textContent = fmtTime(range.start) + " – "
+    + fmtTime(Math.min(range.end, Date.now() + state.clockSkew)) + " UTC" + (zoomed ? " (the clicked cell)" : "");
   try {
-    const found = await api("/v1/coverage?" + query({ exchange: coin.exchange, symbol: coin.symbol, start, end }));
+    // The grid lists the range's gaps from the gap ledger without counting rows.
+    const found = await api("/v1/coverage/grid?" + query({
+      exchange: coin.exchange, symbol: coin.symbol, start: range.start, end: range.end, bucket,
+    }));
     const body = $("#gaps tbody");
     body.replaceChildren();
-    for (const [from, to, reason] of found.gaps.slice(-500).reverse()) {
+    const addRow = (texts) => {
       const row = document.createElement("tr");
-      for (const text of [fmtTime(from), fmtTime(to), fmtNum(Math.round((to - from) / found.interval_ms)), reason]) {
+      for (const text of texts) {
         const cell = document.createElement("td");
         cell.textContent = text;
         row.append(cell);
       }
       body.append(row);
+      return row;
+    };
+    for (const [from, to, reason] of found.gaps.slice().reverse()) {
+      addRow([fmtTime(from), fmtTime(to), fmtNum(Math.round((to - from) / found.interval_ms)), reason]);
     }
+    if (found.gaps_truncated) addRow(["…", "", "", "more than " + found.gaps.length + " gaps: click a cell"]);
     if (!found.gaps.length) {
-      const row = document.createElement("tr");
-      const cell = document.createElement("td");
+      const expected = found.buckets.reduce((sum, b) => sum + b.expected, 0);
+      const cell = addRow(["no gaps: all " + fmtNum(expected) + " slots present"]).firstChild;
       cell.colSpan = 4;
-      cell.textContent = "no gaps: all " + fmtNum(found.expected) + " slots present";
-      row.append(cell);
-      body.append(row);
     }
   } catch (error) {
     if (!refused(error)) showMessage(error.message);
