@@ -111,8 +111,10 @@ def test_summary_is_columnar_and_paged(daemon: Daemon) -> None:
 def test_grid_over_http(daemon: Daemon) -> None:
     found = daemon.http.get("/v1/coverage/grid", params={**COIN, "start": "-3h"}).json()
     assert set(found) == {
-        *("start", "end", "bucket_ms", "interval_ms", "buckets", "gaps", "gaps_truncated")
+        *("start", "end", "bucket_ms", "interval_ms", "buckets", "gaps", "gaps_truncated"),
+        "backfill",
     }
+    assert found["backfill"] is True  # sim serves history
     assert found["bucket_ms"] == H
     assert len(found["buckets"]) in (3, 4)  # -3h is rarely on an hour boundary
     last = found["buckets"][-1]

@@ -264,6 +264,9 @@ def test_a_click_on_a_cell_lists_its_gaps_with_reasons(
         "() => document.querySelector('#gaps-range').textContent.includes('clicked')"
     )
     page.wait_for_function(
+        "() => document.querySelector('#gaps-fill').textContent.includes('fetches history')"
+    )
+    page.wait_for_function(
         "() => [...document.querySelectorAll('#gaps td')]"
         ".some(td => td.textContent === 'daemon_down')",
         timeout=5_000,

@@ -100,3 +100,22 @@ def test_obd_status_says_when_no_daemon_answers(tmp_path: Path) -> None:
     done = obd("status", "--url", "http://127.0.0.1:9", config=config)
     assert done.returncode == 2
     assert "no obd daemon answers at http://127.0.0.1:9" in done.stderr
+
+
+def test_obd_status_with_auth_on_needs_a_read_token(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "[auth]\nenabled = true\n")
+    running = Daemon(config)
+    try:
+        refused = obd("status", "--url", running.url, config=config)
+        assert refused.returncode == 2
+        assert "needs a token (--token or $OBD_TOKEN" in refused.stderr
+        assert obd("client", "add", "ops", "--scope", "read", config=config).returncode == 0
+        token = obd("token", "--client", "ops", config=config).stdout.strip()
+        done = obd("status", "--url", running.url, "--token", token, config=config)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("no coins collected")
+        wrong = obd("status", "--url", running.url, "--token", token[:-4], config=config)
+        assert wrong.returncode == 2
+        assert "needs a token" in wrong.stderr
+    finally:
+        assert running.stop() == 0

@@ -18,10 +18,10 @@ import msgspec
 from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH, History
-from obd.errors import BadRequest, Forbidden, NotFound
+from obd.errors import BadRequest, Forbidden, NotFound, ObdError
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
-from obd.plugin import Availability
+from obd.plugin import Availability, FetchesHistory
 from obd.service import markets as discovery
 from obd.service.coverage import Coverage, coverage
 from obd.service.grid import MAX_BUCKETS, Grid, grid
@@ -341,7 +341,14 @@ class Service:
                 f"bucket: {count} buckets of {format_interval(size)} in the range, at most "
                 f"{MAX_BUCKETS}; ask for a larger bucket or a shorter range"
             )
-        return await self._reader.run(grid, coin, begin, stop, size, now)
+        found = await self._reader.run(grid, coin, begin, stop, size, now)
+        return msgspec.structs.replace(found, backfill=self._fetches_history(coin.exchange))
+
+    def _fetches_history(self, exchange: str) -> bool:
+        try:
+            return isinstance(self._exchanges.get(exchange), FetchesHistory)
+        except ObdError:  # its plugin is gone or failed to load: nothing can fetch
+            return False
 
     # -- live feed and history (WebSocket, MCP) --
 

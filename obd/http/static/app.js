@@ -479,6 +479,11 @@ async function refreshGaps() {
     for (const [from, to, reason] of found.gaps.slice().reverse()) {
       addRow([fmtTime(from), fmtTime(to), fmtNum(Math.round((to - from) / found.interval_ms)), reason]);
     }
+    const fillable = found.gaps.some(([, , reason]) => reason !== "pending");
+    $("#gaps-fill").textContent = !fillable ? ""
+      : found.backfill ? coin.exchange + "'s plugin fetches history: a WebSocket history request "
+        + "back-fills these gaps where the exchange still has them"
+      : coin.exchange + "'s plugin fetches no history: these gaps stay";
     if (found.gaps_truncated) addRow(["…", "", "", "more than " + found.gaps.length + " gaps: click a cell"]);
     if (!found.gaps.length) {
       const expected = found.buckets.reduce((sum, b) => sum + b.expected, 0);
