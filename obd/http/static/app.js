@@ -480,7 +480,9 @@ async function refreshGaps() {
       addRow([fmtTime(from), fmtTime(to), fmtNum(Math.round((to - from) / found.interval_ms)), reason]);
     }
     const fillable = found.gaps.some(([, , reason]) => reason !== "pending");
-    $("#gaps-fill").textContent = !fillable ? ""
+    const note = $("#gaps-fill");
+    note.hidden = !fillable;
+    note.textContent = !fillable ? ""
       : found.backfill ? coin.exchange + "'s plugin fetches history: a WebSocket history request "
         + "back-fills these gaps where the exchange still has them"
       : coin.exchange + "'s plugin fetches no history: these gaps stay";
