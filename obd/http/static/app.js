@@ -163,6 +163,12 @@ async function refreshCoins(force) {
 function renderCoins() {
   const body = $("#coins tbody");
   body.replaceChildren();
+  if (!state.coins.length) {
+    const row = body.insertRow();
+    const cell = row.insertCell();
+    cell.colSpan = 11;
+    cell.textContent = "No coins collected" + (state.canWrite ? ": add one below." : ".");
+  }
   for (const coin of state.coins) {
     const row = document.createElement("tr");
     row.dataset.key = keyOf(coin);
@@ -320,6 +326,10 @@ async function refreshGrid() {
   if (generation !== gridGeneration) return;
   const map = $("#heatmap");
   map.replaceChildren();
+  if (!state.coins.length) {
+    map.textContent = "No coins, no coverage yet.";
+    return;
+  }
   map.style.gridTemplateColumns = "max-content 1fr";
   state.coins.forEach((coin, i) => {
     const grid = grids[i];
@@ -389,6 +399,10 @@ function selectedCoin() {
 }
 
 async function loadLatest(coin) {
+  if (coin.last_ts == null) {  // nothing stored yet: its first snapshot comes live
+    $("#book-ts").textContent = "no snapshot yet";
+    return;
+  }
   try {
     const snapshot = await api("/v1/books/latest?" + query({ exchange: coin.exchange, symbol: coin.symbol }));
     if (state.selected === keyOf(coin) && (!state.book || snapshot.ts > state.book.ts)) showBook(snapshot);
