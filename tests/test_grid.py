@@ -150,3 +150,15 @@ def test_an_unknown_coin_is_a_404(daemon: Daemon) -> None:
         refused = daemon.http.get(path, params={"exchange": "sim", "symbol": "NOPE/USDT"})
         assert refused.status_code == 404
         assert refused.json()["error"]["code"] == "not_found"
+
+
+def test_both_routes_are_in_the_openapi_document(daemon: Daemon) -> None:
+    paths = daemon.http.get("/schema/openapi.json").json()["paths"]
+    for path, takes in (
+        ("/v1/summary", ["exchange", "symbol", "start", "end", "every", "limit"]),
+        ("/v1/coverage/grid", ["exchange", "symbol", "start", "end", "bucket"]),
+    ):
+        operation = paths[path]["get"]
+        assert [p["name"] for p in operation["parameters"]] == takes
+        assert operation["security"] == [{"bearer": ["read"]}]
+    assert "/" not in paths  # the page is not API
