@@ -73,9 +73,11 @@ def test_each_bucket_counts_the_slots_really_stored(store: Path) -> None:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     coins = '[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\n'
     running = Daemon(write_config(tmp_path_factory.mktemp("grid-http"), coins=coins))
-    wait_for(lambda: running.http.get("/v1/coins").json()["items"][0]["count"] >= 5)
-    yield running
-    assert running.stop() == 0
+    try:
+        wait_for(lambda: running.http.get("/v1/coins").json()["items"][0]["count"] >= 5)
+        yield running
+    finally:
+        assert running.stop() == 0
 
 
 COIN = {"exchange": "sim", "symbol": "BTC/USDT"}

@@ -85,23 +85,27 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     started again on the same file."""
     config = write_config(tmp_path_factory.mktemp("page"), coins=COINS)
     first = Daemon(config)
-    wait_for(lambda: all(c["count"] >= 3 for c in first.http.get("/v1/coins").json()["items"]))
-    assert first.stop() == 0
+    try:
+        wait_for(lambda: all(c["count"] >= 3 for c in first.http.get("/v1/coins").json()["items"]))
+    finally:
+        assert first.stop() == 0
     time.sleep(3)
     running = Daemon(config)
-    wait_for(lambda: _has_gap(running, "daemon_down"))
-    counted = {c["symbol"]: c["count"] for c in running.http.get("/v1/coins").json()["items"]}
-    wait_for(  # the restarted daemon stores again
-        lambda: all(
-            c["count"] >= counted[c["symbol"]] + 3
-            for c in running.http.get("/v1/coins").json()["items"]
+    try:
+        wait_for(lambda: _has_gap(running, "daemon_down"))
+        counted = {c["symbol"]: c["count"] for c in running.http.get("/v1/coins").json()["items"]}
+        wait_for(  # the restarted daemon stores again
+            lambda: all(
+                c["count"] >= counted[c["symbol"]] + 3
+                for c in running.http.get("/v1/coins").json()["items"]
+            )
         )
-    )
-    # On its own thread: Playwright's sync API may hold this thread's event loop.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, _backfill(running, "SOL/USDT", "1m")).result()
-    yield running
-    assert running.stop() == 0
+        # On its own thread: Playwright's sync API may hold this thread's event loop.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, _backfill(running, "SOL/USDT", "1m")).result()
+        yield running
+    finally:
+        assert running.stop() == 0
 
 
 async def _backfill(daemon: Daemon, symbol: str, interval: str) -> None:
@@ -292,14 +296,16 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
     directory = tmp_path_factory.mktemp("page-auth")
     config = write_config(directory, "[auth]\nenabled = true\n", coins=COINS)
     running = Daemon(config)
-    tokens = {}
-    for name, scope in (("viewer", "read"), ("operator", "read,write")):
-        assert obd("client", "add", name, "--scope", scope, config=config).returncode == 0
-        issued = obd("token", "--client", name, config=config)
-        assert issued.returncode == 0, issued.stderr
-        tokens[name] = issued.stdout.strip()
-    yield running, tokens
-    assert running.stop() == 0
+    try:
+        tokens = {}
+        for name, scope in (("viewer", "read"), ("operator", "read,write")):
+            assert obd("client", "add", name, "--scope", scope, config=config).returncode == 0
+            issued = obd("token", "--client", name, config=config)
+            assert issued.returncode == 0, issued.stderr
+            tokens[name] = issued.stdout.strip()
+        yield running, tokens
+    finally:
+        assert running.stop() == 0
 
 
 def _enter(page: Any, token: str) -> None:

@@ -77,9 +77,11 @@ def test_the_daemon_address_comes_from_the_config(tmp_path: Path) -> None:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     coins = '[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\n'
     running = Daemon(write_config(tmp_path_factory.mktemp("status"), coins=coins))
-    wait_for(lambda: running.http.get("/v1/coins").json()["items"][0]["count"] >= 2)
-    yield running
-    assert running.stop() == 0
+    try:
+        wait_for(lambda: running.http.get("/v1/coins").json()["items"][0]["count"] >= 2)
+        yield running
+    finally:
+        assert running.stop() == 0
 
 
 def test_obd_status_asks_the_running_daemon(daemon: Daemon) -> None:
