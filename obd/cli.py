@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     remove = coins.add_parser("remove", parents=[common], help="stop collecting (data kept)")
     remove.add_argument("exchange")
     remove.add_argument("symbol")
+    status = commands.add_parser(
+        "status", parents=[common], help="coins and 24 h coverage, asked of the running daemon"
+    )
+    status.add_argument("--url", help="the daemon (default: http://[server] host:port)")
+    status.add_argument("--token", help="bearer token with `read` (default: $OBD_TOKEN)")
     _client_parsers(commands, common)
     copy = commands.add_parser(
         "backup", parents=[common], help="consistent copy of the database (safe while running)"
@@ -240,6 +245,14 @@ def _export_from(database: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(config: Config, args: argparse.Namespace) -> int:
+    from obd import status
+
+    url = args.url or status.daemon_url(config)
+    status.show(status.fetcher(url, args.token or os.environ.get("OBD_TOKEN")))
+    return 0
+
+
 def _client_add(config: Config, args: argparse.Namespace) -> int:
     from obd.auth import parse_scopes
 
@@ -352,6 +365,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], i
     ("coins", "add"): _coins_add,
     ("coins", "remove"): _coins_remove,
     ("backup", None): _backup,
+    ("status", None): _status,
     ("export", None): _export,
     ("client", "add"): _client_add,
     ("client", "list"): _client_list,

@@ -22,6 +22,7 @@ from obd.errors import (
     codes,
 )
 from obd.exchanges.discovery import discover
+from obd.http import page, summary
 from obd.http.routes import HANDLERS
 from obd.model import GAP_REASONS
 from obd.testing import CHECKS
@@ -61,7 +62,7 @@ def test_readme_lists_every_command() -> None:
 
 def test_http_doc_lists_every_route() -> None:
     text = (DOCS / "HTTP.md").read_text()
-    for handler in HANDLERS:
+    for handler in [*HANDLERS, *summary.HANDLERS, *page.HANDLERS]:
         for path in handler.paths:
             for method in handler.http_methods:
                 assert f"{method} {path}" in text, f"{method} {path}"

@@ -14,7 +14,7 @@ from litestar.types import Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import BadRequest, ObdError
-from obd.http import errors, openapi, routes
+from obd.http import errors, openapi, page, routes, summary
 from obd.http.metrics import instrument
 from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
@@ -44,7 +44,13 @@ def create_app(
     (the configured one) and `allowed_hosts` are, beside the loopback names, the names
     a request may use with auth off; `metrics` are the daemon's (its writer counts into
     them too)."""
-    handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
+    handlers = [
+        *routes.HANDLERS,
+        *summary.HANDLERS,
+        *page.HANDLERS,
+        ws,
+        *([_mcp_mount(mcp)] if mcp else []),
+    ]
     if oauth is not None:
         from obd.http import clients as client_routes
         from obd.http import oauth as oauth_routes

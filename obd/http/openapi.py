@@ -51,10 +51,12 @@ _PARAMETERS = {  # name: (required, description)
     "symbol": (True, "the exchange's unified symbol, e.g. `BTC/USDT`"),
     "start": (False, "ms since the epoch, ISO 8601 or relative (`-1d`); inclusive"),
     "end": (False, "ms, ISO 8601 or `now`; exclusive"),
-    "limit": (False, "snapshots a page, 1..1000 (default 100)"),
+    "limit": (False, "rows a page, 1..1000 (default 100; `/v1/summary`: 1000)"),
     "cursor": (False, "the previous page's `next`"),
     "format": (False, "`json` (default, paged) or `ndjson` (the whole range, streamed)"),
     "name": (True, "the client's name"),
+    "every": (False, "keep the first snapshot of each such bucket, e.g. `1m`, `1h`"),
+    "bucket": (False, "the length of a bucket, e.g. `1h` (default), `1d`"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

@@ -18,12 +18,13 @@ import msgspec
 from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH, History
-from obd.errors import BadRequest, Forbidden, NotFound
+from obd.errors import BadRequest, Forbidden, NotFound, ObdError
 from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
-from obd.plugin import Availability
+from obd.plugin import Availability, FetchesHistory
 from obd.service import markets as discovery
 from obd.service.coverage import Coverage, coverage
+from obd.service.grid import MAX_BUCKETS, Grid, grid
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, Allowance, HistoryStream
 from obd.service.markets import ExchangeView, MarketPage, MarketView
 from obd.storage import coins as coin_writes
@@ -46,6 +47,7 @@ __all__ = [
     "Coverage",
     "ExchangeView",
     "FeedStats",
+    "Grid",
     "Health",
     "HistoryStream",
     "Liveness",
@@ -312,6 +314,41 @@ class Service:
         if begin >= stop and (start is not None and end is not None):
             raise BadRequest("start: must be before end")
         return await self._reader.run(coverage, coin, begin, max(begin, min(stop, now)), now)
+
+    async def coverage_grid(
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        bucket: object = None,
+    ) -> Grid:
+        """`coverage` cut into `bucket`s (default 1h), each with its expected and present
+        slots and the slots of each gap reason, from the gap ledger (`service/grid.py`)."""
+        coin = await self._coin(exchange, symbol)
+        now = now_ms()
+        size = 3_600_000 if bucket is None else parse_interval(bucket, "bucket")
+        begin = slot_at_or_after(coin.added_ts + 1, coin.interval_ms)
+        if start is not None:
+            begin = parse_time(start, "start")
+        stop = now if end is None else parse_time(end, "end")
+        if begin >= stop and (start is not None and end is not None):
+            raise BadRequest("start: must be before end")
+        stop = max(begin, min(stop, now))
+        count = -(-stop // size) - begin // size
+        if count > MAX_BUCKETS:
+            raise BadRequest(
+                f"bucket: {count} buckets of {format_interval(size)} in the range, at most "
+                f"{MAX_BUCKETS}; ask for a larger bucket or a shorter range"
+            )
+        found = await self._reader.run(grid, coin, begin, stop, size, now)
+        return msgspec.structs.replace(found, backfill=self._fetches_history(coin.exchange))
+
+    def _fetches_history(self, exchange: str) -> bool:
+        try:
+            return isinstance(self._exchanges.get(exchange), FetchesHistory)
+        except ObdError:  # its plugin is gone or failed to load: nothing can fetch
+            return False
 
     # -- live feed and history (WebSocket, MCP) --
 

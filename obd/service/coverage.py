@@ -9,7 +9,7 @@ from obd.model import Coin, Gap, GapReason
 from obd.storage import reader
 from obd.times import slot_at_or_after
 
-__all__ = ["Coverage", "coverage", "join"]
+__all__ = ["Coverage", "coverage", "gaps_in", "join"]
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -24,8 +24,22 @@ class Coverage(msgspec.Struct, frozen=True):
 def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
     """[begin, stop) of `coin` on its slot grid (a reader query: runs on a worker thread)."""
     interval = coin.interval_ms
-    first_slot = slot_at_or_after(coin.added_ts + 1, interval)
     lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
+    return Coverage(
+        start=lo,
+        end=hi,
+        interval_ms=interval,
+        expected=max(0, (hi - lo) // interval),
+        present=reader.count(conn, coin.id, lo, hi),
+        gaps=gaps_in(conn, coin, lo, hi, now),
+    )
+
+
+def gaps_in(conn: Any, coin: Coin, lo: int, hi: int, now: int) -> list[Gap]:
+    """The gaps of the slots [lo, hi) (both on the coin's grid), with reasons, oldest
+    first: recorded ones, plus what storage cannot know (not collected yet, not reached)."""
+    interval = coin.interval_ms
+    first_slot = slot_at_or_after(coin.added_ts + 1, interval)
     found = reader.gaps(conn, coin.id, lo, hi)
     if lo < first_slot:
         # Before the first collected slot, back-filled rows are present: only the slots
@@ -48,14 +62,7 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
     gaps: list[Gap] = []
     for gap in found:
         join(gaps, gap)
-    return Coverage(
-        start=lo,
-        end=hi,
-        interval_ms=interval,
-        expected=max(0, (hi - lo) // interval),
-        present=reader.count(conn, coin.id, lo, hi),
-        gaps=gaps,
-    )
+    return gaps
 
 
 def join(gaps: list[Gap], gap: Gap, limit: int | None = None) -> bool:
