@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import numpy as np
+
 from obd import ndjson
 from obd.errors import BadRequest, Conflict
 from obd.files import publishing
 from obd.model import Snapshot
+from obd.storage.codec import Levels
 
 FORMATS = ("parquet", "csv", "ndjson")
 CSV_HEADER = ("ts", "exchange_ts", "received_ts", "seq", "side", "level", "price", "size")
@@ -147,10 +150,31 @@ class _Parquet:
                 columns[f"{side}_size"].append([level[1] for level in levels])
         self._writer.write_table(self._pa.table(columns, schema=self._schema))
 
+    def write_levels(
+        self, rows: list[tuple[Any, ...]], decoded: Levels, exchange: str = "", symbol: str = ""
+    ) -> None:
+        """Like `write`, from `Dataset.decoded`'s (rows, levels): the list columns are
+        built from the decoded arrays (Arrow takes them without a copy a level)."""
+        pa = self._pa
+        plain = dict(zip(_ROW_COLUMNS, zip(*rows, strict=True), strict=False))
+        plain["exchange"], plain["symbol"] = (exchange,) * len(rows), (symbol,) * len(rows)
+        is_bid = decoded.is_bid()
+        columns: dict[str, Any] = {name: list(plain[name]) for name in self._plain}
+        for side, count, chosen in (("bid", decoded.n_bids, is_bid), ("ask", decoded.n_asks, ~is_bid)):
+            offsets = np.zeros(len(count) + 1, dtype=np.int32)
+            np.add.accumulate(count, out=offsets[1:])
+            for name, values in (("price", decoded.prices), ("size", decoded.sizes)):
+                columns[f"{side}_{name}"] = pa.ListArray.from_arrays(offsets, values[chosen])
+        self._writer.write_table(self._pa.table(columns, schema=self._schema))
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._writer.close()
+
+
+# What `Dataset.decoded` rows hold, in order (obd.storage.reader.book_rows).
+_ROW_COLUMNS = ("ts", "exchange_ts", "received_ts", "capture", "seq")
 
 
 _SINKS: dict[str, Callable[[Path], Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}

@@ -59,7 +59,7 @@ def _load_core() -> tuple[ModuleType, str]:
     if wanted == "python":
         return scaled, "python (OBD_CODEC=python)"
     try:
-        from obd.storage import _scaled  # type: ignore[attr-defined]
+        from obd.storage import _scaled
     except ImportError:
         if wanted == "compiled":
             raise
