@@ -76,7 +76,7 @@ def _level_columns(
     n_bids = np.repeat(decoded.n_bids, counts)
     side = (level >= n_bids).view(np.uint8)
     level -= n_bids * side
-    columns = {
+    columns: dict[str, npt.NDArray[Any]] = {
         "ts": np.repeat(ts, counts),
         "side": side.astype(np.uint32),
         "level": level.astype(np.int16),

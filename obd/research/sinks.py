@@ -160,7 +160,10 @@ class _Parquet:
         plain["exchange"], plain["symbol"] = (exchange,) * len(rows), (symbol,) * len(rows)
         is_bid = decoded.is_bid()
         columns: dict[str, Any] = {name: list(plain[name]) for name in self._plain}
-        for side, count, chosen in (("bid", decoded.n_bids, is_bid), ("ask", decoded.n_asks, ~is_bid)):
+        for side, count, chosen in (
+            ("bid", decoded.n_bids, is_bid),
+            ("ask", decoded.n_asks, ~is_bid),
+        ):
             offsets = np.zeros(len(count) + 1, dtype=np.int32)
             np.add.accumulate(count, out=offsets[1:])
             for name, values in (("price", decoded.prices), ("size", decoded.sizes)):

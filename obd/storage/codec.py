@@ -38,7 +38,17 @@ import zstandard
 from obd.model import Level
 from obd.storage import scaled
 
-__all__ = ["CORE", "RAW", "SCALED", "Levels", "decode", "decode_many", "encode"]
+__all__ = [
+    "CORE",
+    "RAW",
+    "SCALED",
+    "Levels",
+    "decode",
+    "decode_many",
+    "decode_with",
+    "encode",
+    "encode_with",
+]
 
 RAW = 0
 SCALED = 1
@@ -95,6 +105,13 @@ _zstd = _Zstd()
 
 def encode(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[int, bytes]:
     """The smallest lossless (codec id, blob) for the book; never fails for float input."""
+    return encode_with(_core, bids, asks)
+
+
+def encode_with(
+    core: ModuleType, bids: Sequence[Level], asks: Sequence[Level]
+) -> tuple[int, bytes]:
+    """`encode` through the given core (the tests compare the two)."""
     n_bids, n_asks = len(bids), len(asks)
     if n_bids > _MAX_LEVELS or n_asks > _MAX_LEVELS:
         raise ValueError(f"a book side has more than {_MAX_LEVELS} levels")
@@ -102,13 +119,15 @@ def encode(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[int, bytes]:
         packed = _msgpack.encode((bids, asks))
     except TypeError:  # numpy arrays and other sequences msgspec does not know
         packed = b""
-    fields = _core.encode(packed, n_bids, n_asks, True) if packed else False
+    fields: tuple[Any, ...] | bool | None = (
+        core.encode(packed, n_bids, n_asks, True) if packed else False
+    )
     grid = None
     if fields is False:  # ints, or levels that are not pairs of floats: the slow way
         packed = b""
         grid = _grid(bids, asks)
-        fields = _core.encode(grid, n_bids, n_asks, False)
-    scaled_blob = None if fields is None else _container(fields, n_bids, n_asks)
+        fields = core.encode(grid, n_bids, n_asks, False)
+    scaled_blob = None if not isinstance(fields, tuple) else _container(fields, n_bids, n_asks)
     if scaled_blob is not None and len(scaled_blob) <= _TRY_RAW_ABOVE * (n_bids + n_asks) + 32:
         return SCALED, scaled_blob  # RAW takes ~8 B a level on real books: not worth trying
     if not packed:
@@ -163,7 +182,7 @@ class Levels:
     than there are books.
     """
 
-    __slots__ = ("n_asks", "n_bids", "offsets", "prices", "sizes")
+    __slots__ = ("_core", "n_asks", "n_bids", "offsets", "prices", "sizes")
 
     def __init__(
         self,
@@ -172,8 +191,9 @@ class Levels:
         n_bids: npt.NDArray[np.int64],
         n_asks: npt.NDArray[np.int64],
         offsets: npt.NDArray[np.int64],
+        core: ModuleType = scaled,
     ) -> None:
-        self.prices, self.sizes = prices, sizes
+        self.prices, self.sizes, self._core = prices, sizes, core
         self.n_bids, self.n_asks, self.offsets = n_bids, n_asks, offsets
 
     def __len__(self) -> int:
@@ -182,7 +202,7 @@ class Levels:
     def books(self) -> list[tuple[list[Level], list[Level]]]:
         """(bids, asks) of each book as lists of (price, size) float tuples."""
         books: list[tuple[list[Level], list[Level]]]
-        books = _core.books(self.prices, self.sizes, self.offsets, self.n_bids)
+        books = self._core.books(self.prices, self.sizes, self.offsets, self.n_bids)
         return books
 
     def is_bid(self) -> npt.NDArray[np.bool_]:
@@ -203,7 +223,13 @@ def decode(codec: int, blob: bytes) -> tuple[list[Level], list[Level]]:
 
 
 def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
-    """The books of (codec id, blob) rows as one `Levels`; ValueError as `decode`."""
+    """The books of (codec id, blob) rows as one `Levels`; ValueError as `decode`.
+    The compiled core works on the whole batch without holding the GIL."""
+    return decode_with(_core, rows)
+
+
+def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
+    """`decode_many` through the given core (the tests compare the two)."""
     headers: list[tuple[Any, ...] | None] = []
     symbols: list[bytes | None] = []
     steps: list[bytes | None] = []
@@ -211,7 +237,7 @@ def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
     sides = np.empty((2, len(rows)), dtype=np.int64)
     for i, (codec, blob) in enumerate(rows):
         if codec == SCALED:
-            header, symbol, step = _parse_scaled(blob)
+            header, symbol, step = _parse_scaled(core, blob)
             sides[0, i], sides[1, i] = header[1], header[2]
         elif codec == RAW:
             header, symbol, step = None, None, None
@@ -227,7 +253,7 @@ def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
     total = int(offsets[-1])
     prices, sizes = np.empty(total), np.empty(total)
     try:
-        _core.decode(headers, symbols, steps, offsets, prices, sizes)
+        core.decode(headers, symbols, steps, offsets, prices, sizes)
     except _CORRUPT as exc:
         raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
     for i, (bids, asks) in raw.items():
@@ -235,14 +261,14 @@ def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
             levels = np.array(bids + asks, dtype=np.float64).reshape(-1, 2)
             prices[offsets[i] : offsets[i + 1]] = levels[:, 0]
             sizes[offsets[i] : offsets[i + 1]] = levels[:, 1]
-    return Levels(prices, sizes, sides[0], sides[1], offsets)
+    return Levels(prices, sizes, sides[0], sides[1], offsets, core)
 
 
-def _parse_scaled(blob: bytes) -> tuple[tuple[Any, ...], bytes, bytes | None]:
+def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], bytes, bytes | None]:
     """The container, its size symbols and (rice -1) its step symbols, decompressed."""
     try:
         header = _scaled_decoder.decode(blob)
-        n, n_steps = _core.check(header)
+        n, n_steps = core.check(header)
         symbols = _decompress(header[11], n)
         steps = _decompress(header[10], n_steps) if header[9] == _STEP_SYMBOLS else None
     except _CORRUPT as exc:

@@ -102,7 +102,9 @@ def books(
 # --- encode ------------------------------------------------------------------------------
 
 
-def encode(source: Buffer, n_bids: int, n_asks: int, is_msgpack: bool) -> Fields | None | Literal[False]:
+def encode(
+    source: Buffer, n_bids: int, n_asks: int, is_msgpack: bool
+) -> Fields | Literal[False] | None:
     """The SCALED fields of one book (module docstring)."""
     if is_msgpack:
         grid = _packed_grid(bytes(source), n_bids, n_asks)
@@ -137,8 +139,19 @@ def encode(source: Buffer, n_bids: int, n_asks: int, is_msgpack: bool) -> Fields
     n_asks = ints.shape[1] - n_bids
     best_bid = int(ints[0, 0]) if n_bids else 0
     spread = int(ints[0, n_bids]) - best_bid if n_asks else 0
-    return (flags, price_exp, size_exp, tick, lot, best_bid, spread, rice, step_field,
-            size_coded[0].tobytes(), bits)
+    return (
+        flags,
+        price_exp,
+        size_exp,
+        tick,
+        lot,
+        best_bid,
+        spread,
+        rice,
+        step_field,
+        size_coded[0].tobytes(),
+        bits,
+    )
 
 
 def _packed_grid(packed: bytes, n_bids: int, n_asks: int) -> _F64 | None:
@@ -167,7 +180,6 @@ def _packed_grid(packed: bytes, n_bids: int, n_asks: int) -> _F64 | None:
 def _array_header(n: int) -> int:
     """Bytes of a msgpack array header for n items."""
     return 1 if n < 16 else 3 if n < 65536 else 5
-
 
 
 # --- the decimal grid --------------------------------------------------------------------
@@ -344,26 +356,26 @@ def _pack_bits(values: _I64, widths: _I64) -> bytes:
 # --- decode ------------------------------------------------------------------------------
 
 
-def check(header: tuple[object, ...]) -> tuple[int, int]:
+def check(header: tuple[Any, ...]) -> tuple[int, int]:
     """(n, n_steps) of a container whose ten integers are in bounds; ValueError if not."""
     flags, n_bids, n_asks, price_exp, size_exp, tick, lot, _, _, rice = header[:10]
     if not (
-        0 <= flags < 8  # type: ignore[operator]
-        and 0 <= n_bids <= _MAX_LEVELS  # type: ignore[operator]
-        and 0 <= n_asks <= _MAX_LEVELS  # type: ignore[operator]
-        and 0 <= price_exp <= _MAX_EXP  # type: ignore[operator]
-        and 0 <= size_exp <= _MAX_EXP  # type: ignore[operator]
-        and tick >= 1  # type: ignore[operator]
-        and lot >= 1  # type: ignore[operator]
-        and _STEP_SYMBOLS <= rice <= _MAX_RICE  # type: ignore[operator]
+        0 <= flags < 8
+        and 0 <= n_bids <= _MAX_LEVELS
+        and 0 <= n_asks <= _MAX_LEVELS
+        and 0 <= price_exp <= _MAX_EXP
+        and 0 <= size_exp <= _MAX_EXP
+        and tick >= 1
+        and lot >= 1
+        and _STEP_SYMBOLS <= rice <= _MAX_RICE
     ):
         raise ValueError(f"corrupt SCALED header {header[:10]}")
-    n_steps = max(n_bids - 1, 0) + max(n_asks - 1, 0)  # type: ignore[operator]
-    return n_bids + n_asks, n_steps  # type: ignore[operator,return-value]
+    n_steps = max(n_bids - 1, 0) + max(n_asks - 1, 0)
+    return n_bids + n_asks, n_steps
 
 
 def decode(
-    headers: list[tuple[object, ...] | None],
+    headers: list[tuple[Any, ...] | None],
     symbols: list[bytes | None],
     steps: list[bytes | None],
     offsets: Buffer,
@@ -382,9 +394,11 @@ def decode(
             size_out[start : start + len(book_sizes)] = book_sizes
 
 
-def _decode_one(header: tuple[object, ...], symbols: bytes, step_symbols: bytes | None) -> tuple[_F64, _F64]:
+def _decode_one(
+    header: tuple[Any, ...], symbols: bytes, step_symbols: bytes | None
+) -> tuple[_F64, _F64]:
     flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice = header[:10]
-    n, n_steps = check(header)
+    _, n_steps = check(header)
     size_symbols = np.frombuffer(symbols, dtype=np.uint8)
     size_index = size_symbols + np.int64(_SIZE_SYMBOLS)
     widths = np.empty(n_steps + len(size_index), dtype=np.uint64)
