@@ -137,7 +137,11 @@ class _Parquet:
         )
         levels = ("bid_price", "bid_size", "ask_price", "ask_size")
         self._plain = [name for name in self._schema.names if name not in levels]
-        self._writer = parquet.ParquetWriter(str(path), self._schema, compression="zstd")
+        # No dictionary for the float lists: Parquet would build one per page and drop
+        # it (prices and sizes barely repeat), which took 60% of an export's time.
+        self._writer = parquet.ParquetWriter(
+            str(path), self._schema, compression="zstd", use_dictionary=self._plain
+        )
         self._closed = False
 
     def write(self, chunk: list[Snapshot]) -> None:

@@ -24,6 +24,7 @@ Thread-safe: zstd contexts are per thread; everything else is immutable. The com
 core releases the GIL while it works on a batch.
 """
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -257,10 +258,10 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     except _CORRUPT as exc:
         raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
     for i, (bids, asks) in raw.items():
-        if bids or asks:
-            levels = np.array(bids + asks, dtype=np.float64).reshape(-1, 2)
-            prices[offsets[i] : offsets[i + 1]] = levels[:, 0]
-            sizes[offsets[i] : offsets[i + 1]] = levels[:, 1]
+        count = 2 * (len(bids) + len(asks))  # fromiter: 5x np.array on a list of tuples
+        levels = np.fromiter(itertools.chain.from_iterable(bids + asks), np.float64, count)
+        prices[offsets[i] : offsets[i + 1]] = levels[0::2]
+        sizes[offsets[i] : offsets[i + 1]] = levels[1::2]
     return Levels(prices, sizes, sides[0], sides[1], offsets, core)
 
 
