@@ -234,14 +234,18 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     headers: list[tuple[Any, ...] | None] = []
     symbols: list[bytes | None] = []
     steps: list[bytes | None] = []
+    frames = _Frames()
     raw: dict[int, tuple[list[Level], list[Level]]] = {}
     sides = np.empty((2, len(rows)), dtype=np.int64)
     for i, (codec, blob) in enumerate(rows):
+        header = symbol = step = None
         if codec == SCALED:
-            header, symbol, step = _parse_scaled(core, blob)
+            header, n, n_steps = _parse_scaled(core, blob)
             sides[0, i], sides[1, i] = header[1], header[2]
+            symbol = frames.take(header[11], n, symbols, i)
+            if header[9] == _STEP_SYMBOLS:
+                step = frames.take(header[10], n_steps, steps, i)
         elif codec == RAW:
-            header, symbol, step = None, None, None
             raw[i] = book = _decode_raw(blob)
             sides[0, i], sides[1, i] = len(book[0]), len(book[1])
         else:
@@ -254,6 +258,7 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     total = int(offsets[-1])
     prices, sizes = np.empty(total), np.empty(total)
     try:
+        frames.decompress()
         core.decode(headers, symbols, steps, offsets, prices, sizes)
     except _CORRUPT as exc:
         raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
@@ -265,16 +270,45 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     return Levels(prices, sizes, sides[0], sides[1], offsets, core)
 
 
-def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], bytes, bytes | None]:
-    """The container, its size symbols and (rice -1) its step symbols, decompressed."""
+def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], int, int]:
+    """The container, and its n and n_steps once its header is checked."""
     try:
         header = _scaled_decoder.decode(blob)
         n, n_steps = core.check(header)
-        symbols = _decompress(header[11], n)
-        steps = _decompress(header[10], n_steps) if header[9] == _STEP_SYMBOLS else None
     except _CORRUPT as exc:
         raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
-    return header, symbols, steps
+    return header, n, n_steps
+
+
+class _Frames:
+    """A batch's compressed symbol streams, decompressed in one zstd call: zstd lets go
+    of the GIL on each call, and a reader thread beside a busy event loop then waits
+    up to the 5 ms switch interval to get it back, once a blob instead of once a batch."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes | bytearray | memoryview] = []
+        self.targets: list[tuple[list[bytes | None], int]] = []
+
+    def take(self, field: bytes, n: int, target: list[bytes | None], at: int) -> bytes | None:
+        """The stream of n symbols itself, or None with `target[at]` filled later."""
+        if len(field) == n:
+            return field
+        frame = _MAGIC + field
+        try:
+            if len(field) > n or zstandard.frame_content_size(frame) != n:
+                raise ValueError("symbol stream of the wrong length")
+        except _CORRUPT as exc:
+            raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+        self.frames.append(frame)
+        self.targets.append((target, at))
+        return None
+
+    def decompress(self) -> None:
+        if not self.frames:
+            return
+        streams = _zstd.decompressor.multi_decompress_to_buffer(self.frames)
+        for k, (target, at) in enumerate(self.targets):
+            target[at] = streams[k].tobytes()
 
 
 def _decode_raw(blob: bytes) -> tuple[list[Level], list[Level]]:
@@ -290,12 +324,3 @@ def _decompress_raw(blob: bytes) -> bytes:
         return _zstd.decompressor.decompress(blob)
     # Unknown or large: stream, so that a corrupt header cannot claim gigabytes up front.
     return _zstd.decompressor.decompressobj().decompress(blob)
-
-
-def _decompress(field: bytes, n: int) -> bytes:
-    if len(field) == n:
-        return field
-    frame = _MAGIC + field
-    if len(field) > n or zstandard.frame_content_size(frame) != n:
-        raise ValueError("symbol stream of the wrong length")
-    return _zstd.decompressor.decompress(frame)
