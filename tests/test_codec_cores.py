@@ -272,3 +272,21 @@ def test_an_install_without_a_compiler_still_builds(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr
     assert not list((tmp_path / "lib").rglob("_scaled*"))
     assert 'building extension "obd.storage._scaled" failed' in build.stderr
+
+
+def test_levels_as_msgpack_are_the_bytes_msgspec_writes() -> None:
+    import msgspec
+
+    sides = [(book["bids"], book["asks"]) for book in BOOKS[:5]] + [
+        ([], []),
+        ([(1.0, -0.0)], [(math.nan, math.inf)]),
+        ([(float(i), 1.0) for i in range(70_000)], [(0.5, 2.0)] * 16),  # array16, array32
+    ]
+    rows = [codec.encode(bids, asks) for bids, asks in sides]
+    for core in CORES:
+        levels = codec.decode_with(core, rows)
+        want = [tuple(msgspec.msgpack.encode(side) for side in book) for book in levels.books()]
+        assert levels.msgpack() == want
+        assert [tuple(map(msgspec.msgpack.decode, book)) for book in want[:5]] == [
+            ([list(x) for x in bids], [list(x) for x in asks]) for bids, asks in sides[:5]
+        ]

@@ -871,7 +871,82 @@ done:
     return result;
 }
 
+/* msgpack of one side: an array header, then fixarray(2), float64, float64 a level:
+ * the bytes msgspec writes for a list of (price, size) float tuples. */
+static PyObject *packed_side(const double *prices, const double *sizes, Py_ssize_t n) {
+    Py_ssize_t head = n < 16 ? 1 : n < 65536 ? 3 : 5;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, head + 19 * n);
+    if (!out) return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    if (n < 16) {
+        *p++ = (uint8_t)(0x90 | n);
+    } else if (n < 65536) {
+        *p++ = 0xdc;
+        *p++ = (uint8_t)(n >> 8);
+        *p++ = (uint8_t)n;
+    } else {
+        *p++ = 0xdd;
+        for (int shift = 24; shift >= 0; shift -= 8) *p++ = (uint8_t)((uint64_t)n >> shift);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *values[2] = {&prices[i], &sizes[i]};
+        *p++ = 0x92;
+        for (int k = 0; k < 2; k++) {
+            uint64_t bits;
+            memcpy(&bits, values[k], 8);
+            *p++ = 0xcb;
+            for (int shift = 56; shift >= 0; shift -= 8) *p++ = (uint8_t)(bits >> shift);
+        }
+    }
+    return out;
+}
+
+/* msgpack(prices, sizes, offsets, n_bids) -> [(bids, asks), ...] of msgpack bytes. */
+static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "msgpack takes 4 arguments");
+        return NULL;
+    }
+    Py_buffer view[4];
+    int got = 0;
+    PyObject *result = NULL;
+    for (; got < 4; got++)
+        if (PyObject_GetBuffer(args[got], &view[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    Py_ssize_t count = view[3].len / 8, levels = view[0].len / 8;
+    if (view[1].len / 8 != levels || view[2].len / 8 != count + 1) {
+        PyErr_SetString(PyExc_ValueError, "msgpack: buffers of mismatched lengths");
+        goto done;
+    }
+    const double *prices = view[0].buf, *sizes = view[1].buf;
+    const int64_t *offsets = view[2].buf, *n_bids = view[3].buf;
+    result = PyList_New(count);
+    if (!result) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t start = offsets[i], end = offsets[i + 1], split = start + n_bids[i];
+        if (start < 0 || start > split || split > end || end > levels) {
+            PyErr_SetString(PyExc_ValueError, "msgpack: offsets out of range");
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyObject *bids = packed_side(prices + start, sizes + start, split - start);
+        PyObject *asks = bids ? packed_side(prices + split, sizes + split, end - split) : NULL;
+        PyObject *book = asks ? PyTuple_Pack(2, bids, asks) : NULL;
+        Py_XDECREF(bids);
+        Py_XDECREF(asks);
+        if (!book) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, book);
+    }
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&view[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"msgpack", (PyCFunction)(void (*)(void))msgpack, METH_FASTCALL,
+     "msgpack(prices, sizes, offsets, n_bids) -> [(bids, asks), ...] as msgpack bytes."},
     {"books", (PyCFunction)(void (*)(void))books, METH_FASTCALL,
      "books(prices, sizes, offsets, n_bids) -> [(bids, asks), ...] as lists of float tuples."},
     {"check", (PyCFunction)check, METH_O,

@@ -18,7 +18,8 @@ the same float64 bits. `CORE` says which one runs; `OBD_CODEC=python` forces the
 reference, `OBD_CODEC=compiled` refuses to start without the compiled one.
 
 `decode_many` decodes a batch of blobs into float64 arrays (`Levels`) with no Python
-object per level; `Levels.books()` turns them into the (bids, asks) lists of tuples.
+object per level; `Levels.books()` turns them into the (bids, asks) lists of tuples,
+`Levels.msgpack()` into each side's msgpack bytes (for `msgspec.Raw`).
 
 Thread-safe: zstd contexts are per thread; everything else is immutable. The compiled
 core releases the GIL while it works on a batch.
@@ -205,6 +206,14 @@ class Levels:
         books: list[tuple[list[Level], list[Level]]]
         books = self._core.books(self.prices, self.sizes, self.offsets, self.n_bids)
         return books
+
+    def msgpack(self) -> list[tuple[bytes, bytes]]:
+        """(bids, asks) of each book as the msgpack bytes msgspec writes for `books()`'
+        lists, built straight from the arrays: wrap them in `msgspec.Raw` to put them
+        in a larger message without a Python object per level."""
+        packed: list[tuple[bytes, bytes]]
+        packed = self._core.msgpack(self.prices, self.sizes, self.offsets, self.n_bids)
+        return packed
 
     def is_bid(self) -> npt.NDArray[np.bool_]:
         """True for each level that is a bid."""

@@ -13,6 +13,8 @@ msgpack container around them and picks the core (docs/FORMAT.md has the layout)
 - `books(prices, sizes, offsets, n_bids)`: [(bids, asks), ...], each book's levels
   (book i at offsets[i] to offsets[i + 1], its n_bids[i] bids first) as lists of
   (price, size) float tuples.
+- `msgpack(prices, sizes, offsets, n_bids)`: [(bids, asks), ...], each side as the
+  msgpack bytes msgspec writes for that list of tuples.
 - `encode(source, n_bids, n_asks, is_msgpack)`: the fields (flags, price_exp, size_exp,
   tick, lot, best_bid, spread, rice, steps, symbols, bits) of one book, steps being
   the unary field or (rice -1) the step symbols, both streams still uncompressed; None
@@ -24,10 +26,11 @@ Thread-safe: everything here is immutable.
 
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["books", "check", "decode", "encode"]
+__all__ = ["books", "check", "decode", "encode", "msgpack"]
 
 _I64 = npt.NDArray[np.int64]
 _U64 = npt.NDArray[np.uint64]
@@ -97,6 +100,17 @@ def books(
         (pairs[start:split], pairs[split:end])
         for start, split, end in zip(starts, splits, starts[1:], strict=False)
     ]
+
+
+def msgpack(
+    prices: Buffer, sizes: Buffer, offsets: Buffer, n_bids: Buffer
+) -> list[tuple[bytes, bytes]]:
+    """Each book's sides as msgpack bytes (module docstring)."""
+    encode = _msgpack_encoder.encode
+    return [(encode(bids), encode(asks)) for bids, asks in books(prices, sizes, offsets, n_bids)]
+
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
 
 
 # --- encode ------------------------------------------------------------------------------
