@@ -54,12 +54,21 @@ def bits(values: list[float]) -> list[bytes]:
     return [struct.pack("<d", value) for value in values]
 
 
-@pytest.mark.parametrize("levels", [None, 3, 120])
-def test_to_numpy_equals_the_snapshots(ragged: Path, levels: int | None) -> None:
+@pytest.mark.parametrize("levels", [None, 0, 3, 120])
+@pytest.mark.parametrize(
+    "books",  # every book, the real ones (all equally deep), an empty one alone
+    [(0, 12), (0, 6), (6, 7)],
+    ids=["all", "equally-deep", "empty"],
+)
+def test_to_numpy_equals_the_snapshots(
+    ragged: Path, levels: int | None, books: tuple[int, int]
+) -> None:
+    start, end = T0 + books[0] * 1_000, T0 + books[1] * 1_000
     with research.open(ragged) as dataset:
-        snapshots = list(dataset.snapshots(*KEY))
-        arrays = dataset.to_numpy(*KEY, levels=levels)
-    depth = levels or 100
+        snapshots = list(dataset.snapshots(*KEY, start, end))
+        arrays = dataset.to_numpy(*KEY, start, end, levels=levels)
+    assert len(snapshots) == books[1] - books[0]
+    depth = 100 if levels is None else levels
     assert arrays.ts.tolist() == [s.ts for s in snapshots]
     for i, snapshot in enumerate(snapshots):
         for side, values, mask in (

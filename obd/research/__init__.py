@@ -322,10 +322,16 @@ def _fill_dense(
 ) -> None:
     """Each book's first levels into books[side, row, level, (price, size)] and mask."""
     depth = books.shape[2]
-    if depth and (decoded.n_bids == depth).all() and (decoded.n_asks == depth).all():
-        books[..., 0] = decoded.prices.reshape(-1, 2, depth).swapaxes(0, 1)
-        books[..., 1] = decoded.sizes.reshape(-1, 2, depth).swapaxes(0, 1)
-        mask[...] = True
+    first_bids, first_asks = int(decoded.n_bids[0]), int(decoded.n_asks[0])
+    if (decoded.n_bids == first_bids).all() and (decoded.n_asks == first_asks).all():
+        width = first_bids + first_asks  # every book as deep: the usual case, no scatter
+        for side, (start, count) in enumerate(((0, first_bids), (first_bids, first_asks))):
+            kept = min(count, depth)
+            for column, values in enumerate((decoded.prices, decoded.sizes)):
+                if kept:
+                    rows = values.reshape(-1, width)[:, start : start + kept]
+                    books[side, :, :kept, column] = rows
+            mask[side, :, :kept] = True
         return
     counts = decoded.counts()
     book = np.repeat(np.arange(len(counts)), counts)

@@ -274,7 +274,11 @@ def summaries(
         "ORDER BY ts LIMIT ?"
     )
     if every_ms is None:
-        return [_summary(row, levels) for row in conn.execute(query, (coin_id, start, end, limit))]
+        table: list[Any] = conn.execute(query, (coin_id, start, end, limit)).fetchall()
+        if not levels:
+            return [SummaryRow(*row) for row in table]
+        books = codec.decode_many([(row[-2], row[-1]) for row in table]).books()
+        return [_with_levels(row, book, levels) for row, book in zip(table, books, strict=True)]
     rows: list[SummaryRow] = []
     while len(rows) < limit and start < end:
         found = conn.execute(query, (coin_id, start, end, 1)).fetchone()
@@ -288,9 +292,12 @@ def summaries(
 def _summary(row: Any, levels: int) -> SummaryRow:
     if not levels:
         return SummaryRow(*row)
-    bids, asks = codec.decode(row[-2], row[-1])
+    return _with_levels(row, codec.decode(row[-2], row[-1]), levels)
+
+
+def _with_levels(row: Any, book: tuple[list[Level], list[Level]], levels: int) -> SummaryRow:
     plain = SummaryRow(*row[:-2])
-    return msgspec.structs.replace(plain, bids=bids[:levels], asks=asks[:levels])
+    return msgspec.structs.replace(plain, bids=book[0][:levels], asks=book[1][:levels])
 
 
 def plain_pages(
