@@ -249,6 +249,22 @@ def test_obd_codec_python_forces_the_reference_core() -> None:
     assert _python(ROUND_TRIP, OBD_CODEC="compiled") == "compiled True"
 
 
+def test_obd_check_says_which_core_runs(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config = str(write_config(tmp_path))
+    for wanted, said in (("python", "python (OBD_CODEC=python)"), ("auto", "compiled")):
+        done = subprocess.run(
+            [sys.executable, "-m", "obd", "check", "--config", config],
+            env={**os.environ, "OBD_CODEC": wanted, "OBD_LOG_LEVEL": "warning"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"codec core: {said}\n" in done.stdout
+
+
 def test_an_install_without_a_compiler_still_builds(tmp_path: Path) -> None:
     """setup.py marks the extension optional: with no working compiler the build
     succeeds without it, and obd then runs the reference core."""
