@@ -124,3 +124,21 @@ def test_parquet_export_equals_the_snapshots(ragged: Path, tmp_path: Path) -> No
         for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks)):
             assert bits(row[f"{side}_price"]) == bits([level[0] for level in levels])
             assert bits(row[f"{side}_size"]) == bits([level[1] for level in levels])
+
+
+def test_shards_merge_alike_in_arrays_and_snapshots(tmp_path: Path) -> None:
+    from tests.research_support import build
+
+    build(tmp_path / "a.sqlite", range(0, 30_000, 1_000))
+    build(tmp_path / "b.sqlite", range(20_000, 50_000, 1_000))  # overlaps: a's rows win
+    with research.open([tmp_path / "a.sqlite", tmp_path / "b.sqlite"]) as dataset:
+        snapshots = list(dataset.snapshots(*KEY))
+        arrays = dataset.to_numpy(*KEY, levels=100)
+        chunks = list(dataset.decoded(*KEY, size=7))
+    assert arrays.ts.tolist() == [s.ts for s in snapshots] == list(range(0, 50_000, 1_000))
+    assert [row[0] for rows, _ in chunks for row in rows] == arrays.ts.tolist()
+    books = [book for _, levels in chunks for book in levels.books()]
+    assert books == [(s.bids, s.asks) for s in snapshots]
+    for i, snapshot in enumerate(snapshots):
+        assert arrays.bids[i].tolist() == [list(level) for level in snapshot.bids]
+        assert arrays.asks[i].tolist() == [list(level) for level in snapshot.asks]
