@@ -144,7 +144,7 @@ def books(draw: st.DrawFn) -> tuple[list[Level], list[Level]]:
     return bids, asks
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(book=books())
 def test_random_books_are_identical_in_both_cores(book: tuple[list[Level], list[Level]]) -> None:
     same_everywhere(*book)
