@@ -306,3 +306,13 @@ def test_levels_as_msgpack_are_the_bytes_msgspec_writes() -> None:
         assert [tuple(map(msgspec.msgpack.decode, book)) for book in want[:5]] == [
             ([list(x) for x in bids], [list(x) for x in asks]) for bids, asks in sides[:5]
         ]
+
+
+@pytest.mark.parametrize("books", [BOOKS[:4], [*BOOKS[:3], {"bids": [], "asks": [[1.0, 2.0]]}]])
+def test_levels_sides_are_each_sides_levels_book_after_book(books: list[dict[str, Any]]) -> None:
+    levels = codec.decode_many([codec.encode(book["bids"], book["asks"]) for book in books])
+    (bid_prices, bid_sizes), (ask_prices, ask_sizes) = levels.sides()
+    assert bid_prices.tolist() == [level[0] for book in books for level in book["bids"]]
+    assert bid_sizes.tolist() == [level[1] for book in books for level in book["bids"]]
+    assert ask_prices.tolist() == [level[0] for book in books for level in book["asks"]]
+    assert ask_sizes.tolist() == [level[1] for book in books for level in book["asks"]]

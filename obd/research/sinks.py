@@ -162,16 +162,14 @@ class _Parquet:
         pa = self._pa
         plain = dict(zip(_ROW_COLUMNS, zip(*rows, strict=True), strict=False))
         plain["exchange"], plain["symbol"] = (exchange,) * len(rows), (symbol,) * len(rows)
-        is_bid = decoded.is_bid()
         columns: dict[str, Any] = {name: list(plain[name]) for name in self._plain}
-        for side, count, chosen in (
-            ("bid", decoded.n_bids, is_bid),
-            ("ask", decoded.n_asks, ~is_bid),
+        for side, count, values in zip(
+            ("bid", "ask"), (decoded.n_bids, decoded.n_asks), decoded.sides(), strict=True
         ):
             offsets = np.zeros(len(count) + 1, dtype=np.int32)
             np.add.accumulate(count, out=offsets[1:])
-            for name, values in (("price", decoded.prices), ("size", decoded.sizes)):
-                columns[f"{side}_{name}"] = pa.ListArray.from_arrays(offsets, values[chosen])
+            for name, flat in zip(("price", "size"), values, strict=True):
+                columns[f"{side}_{name}"] = pa.ListArray.from_arrays(offsets, flat)
         self._writer.write_table(self._pa.table(columns, schema=self._schema))
 
     def close(self) -> None:

@@ -63,6 +63,7 @@ _TRUSTED_SIZE = 1 << 20  # bytes: a RAW frame claiming more is decompressed as a
 _TRY_RAW_ABOVE = 3  # bytes a level: a SCALED blob this large is compared with RAW
 _STEP_SYMBOLS = -1  # the header's rice field when price steps are symbols
 _MULTI_FRAMES = 8  # frames from which one zstd call for all beats one each (~8 us setup)
+_F64 = npt.NDArray[np.float64]
 _CORRUPT = (msgspec.DecodeError, zstandard.ZstdError, IndexError, OverflowError, ValueError)
 
 
@@ -215,6 +216,24 @@ class Levels:
         packed: list[tuple[bytes, bytes]]
         packed = self._core.msgpack(self.prices, self.sizes, self.offsets, self.n_bids)
         return packed
+
+    def sides(self) -> tuple[tuple[_F64, _F64], tuple[_F64, _F64]]:
+        """((bid prices, bid sizes), (ask prices, ask sizes)): each side's levels end to
+        end, book after book (book i's bids start at the sum of the n_bids before it)."""
+        n_bids, n_asks = self.n_bids, self.n_asks
+        if len(n_bids) and (n_bids == n_bids[0]).all() and (n_asks == n_asks[0]).all():
+            split, width = int(n_bids[0]), int(n_bids[0] + n_asks[0])  # equally deep books
+            if width:
+                prices, sizes = self.prices.reshape(-1, width), self.sizes.reshape(-1, width)
+                return (
+                    (prices[:, :split].ravel(), sizes[:, :split].ravel()),
+                    (prices[:, split:].ravel(), sizes[:, split:].ravel()),
+                )
+        is_bid = self.is_bid()
+        return (
+            (self.prices[is_bid], self.sizes[is_bid]),
+            (self.prices[~is_bid], self.sizes[~is_bid]),
+        )
 
     def is_bid(self) -> npt.NDArray[np.bool_]:
         """True for each level that is a bid."""
