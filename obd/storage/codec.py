@@ -265,23 +265,24 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     steps: list[bytes | None] = []
     frames = _Frames()
     raw: dict[int, tuple[list[Level], list[Level]]] = {}
-    sides = np.empty((2, len(rows)), dtype=np.int64)
+    depths: list[int] = []  # n_bids, n_asks of each book
     for i, (codec, blob) in enumerate(rows):
         header = symbol = step = None
         if codec == SCALED:
             header, n, n_steps = _parse_scaled(core, blob)
-            sides[0, i], sides[1, i] = header[1], header[2]
+            depths += header[1:3]
             symbol = frames.take(header[11], n, symbols, i)
             if header[9] == _STEP_SYMBOLS:
                 step = frames.take(header[10], n_steps, steps, i)
         elif codec == RAW:
             raw[i] = book = _decode_raw(blob)
-            sides[0, i], sides[1, i] = len(book[0]), len(book[1])
+            depths += (len(book[0]), len(book[1]))
         else:
             raise ValueError(f"unknown book codec {codec}")
         headers.append(header)
         symbols.append(symbol)
         steps.append(step)
+    sides = np.array(depths, dtype=np.int64).reshape(-1, 2).T
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.add.accumulate(sides[0] + sides[1], out=offsets[1:])
     total = int(offsets[-1])
@@ -296,7 +297,8 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
         levels = np.fromiter(itertools.chain.from_iterable(bids + asks), np.float64, count)
         prices[offsets[i] : offsets[i + 1]] = levels[0::2]
         sizes[offsets[i] : offsets[i + 1]] = levels[1::2]
-    return Levels(prices, sizes, sides[0], sides[1], offsets, core)
+    n_bids, n_asks = np.ascontiguousarray(sides[0]), np.ascontiguousarray(sides[1])
+    return Levels(prices, sizes, n_bids, n_asks, offsets, core)
 
 
 def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], int, int]:
