@@ -66,8 +66,11 @@ static inline int64_t unzigzag(int64_t v) { return (v >> 1) ^ (int64_t)(0 - ((ui
 static inline int bit_length(uint64_t u) { return u ? 64 - __builtin_clzll(u) : 0; }
 
 static inline uint64_t load_be64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    uint64_t v;
+    memcpy(&v, p, 8); /* one unaligned load */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
     return v;
 }
 
