@@ -339,7 +339,14 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         print(f"obd: {problem}", file=sys.stderr)
     if not problems:
         print(f"ok: config, plugins ({', '.join(registry.names)}) and database {config.database}")
+    print(f"codec core: {_codec_core()}")
     return EXIT_USER_ERROR if problems else 0
+
+
+def _codec_core() -> str:
+    from obd.storage import codec  # numpy: only for the commands that use it
+
+    return codec.CORE
 
 
 def _can_listen(config: Config) -> None:

@@ -52,6 +52,7 @@ def test_check_passes_on_a_good_config(tmp_path: Path) -> None:
     result = obd("check", config=write_config(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "sim" in result.stdout
+    assert "codec core: " in result.stdout  # compiled, or the python fallback
 
 
 def test_non_loopback_without_auth_is_refused(tmp_path: Path) -> None:

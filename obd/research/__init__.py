@@ -23,7 +23,7 @@ import numpy.typing as npt
 from obd.errors import NotFound, StoreError
 from obd.model import Coin, Gap, Snapshot
 from obd.research.instants import When, to_ms
-from obd.storage import reader, schema
+from obd.storage import codec, reader, schema
 from obd.storage.connect import open_reader
 
 __all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "When", "open"]
@@ -268,15 +268,31 @@ class Dataset:
         books = np.full((2, bound, depth, 2), np.nan, dtype=np.float64)
         mask = np.zeros((2, bound, depth), dtype=np.bool_)
         n = 0
-        for snapshot in self.snapshots(exchange, symbol, start, end):
-            ts[n] = snapshot.ts
-            for side, levels_ in enumerate((snapshot.bids, snapshot.asks)):
-                kept = levels_[:depth]
-                if kept:
-                    books[side, n, : len(kept)] = kept
-                    mask[side, n, : len(kept)] = True
-            n += 1
+        for rows, decoded in self.decoded(exchange, symbol, start, end):
+            ts[n : n + len(rows)] = [row[0] for row in rows]
+            _fill_dense(decoded, books[:, n : n + len(rows)], mask[:, n : n + len(rows)])
+            n += len(rows)
         return Arrays(ts[:n], books[0, :n], books[1, :n], mask[0, :n], mask[1, :n])
+
+    def decoded(
+        self,
+        exchange: str,
+        symbol: str,
+        start: int | None = None,
+        end: int | None = None,
+        size: int = CHUNK,
+    ) -> Iterator[tuple[list[tuple[Any, ...]], codec.Levels]]:
+        """The range `size` snapshots at a time as (rows, levels): the rows
+        (ts, exchange_ts, received_ts, capture, seq, codec, book) and their books decoded
+        as arrays (`codec.Levels`), with no Python object per level."""
+        low, high = _bounds(start, end)
+        streams = [
+            reader.book_row_pages(shard.conn, coin.id, low, high, size)
+            for shard, coin in self._holding(exchange, symbol)
+        ]
+        batches = streams[0] if len(streams) == 1 else _batches(_merged(streams), size)
+        for rows in batches:
+            yield rows, codec.decode_many([(row[5], row[6]) for row in rows])
 
     def _depth(self, exchange: str, symbol: str) -> int:
         return max(coin.depth for _, coin in self._holding(exchange, symbol))
@@ -292,7 +308,7 @@ class Dataset:
         """polars DataFrame, one row per level: ts, side, level, price, size."""
         from obd.research import frames  # polars/pandas only when asked for
 
-        return frames.levels(self.chunks(exchange, symbol, start, end), levels, "polars")
+        return frames.levels(self.decoded(exchange, symbol, start, end), levels, "polars")
 
     def to_pandas(
         self,
@@ -305,7 +321,7 @@ class Dataset:
         """pandas DataFrame in the layout of `to_polars`."""
         from obd.research import frames
 
-        return frames.levels(self.chunks(exchange, symbol, start, end), levels, "pandas")
+        return frames.levels(self.decoded(exchange, symbol, start, end), levels, "pandas")
 
     def summary(
         self,
@@ -335,6 +351,52 @@ def _bounds(start: When, end: When) -> tuple[int, int]:
     """[start, end) in ms (obd.research.instants has the forms); None is unbounded."""
     low, high = to_ms(start, "start"), to_ms(end, "end")
     return (0 if low is None else low), (_END_OF_TIME if high is None else high)
+
+
+def _fill_dense(
+    decoded: codec.Levels, books: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_]
+) -> None:
+    """Each book's first levels into books[side, row, level, (price, size)] and mask."""
+    depth = books.shape[2]
+    first_bids, first_asks = int(decoded.n_bids[0]), int(decoded.n_asks[0])
+    if (decoded.n_bids == first_bids).all() and (decoded.n_asks == first_asks).all():
+        width = first_bids + first_asks  # every book as deep: the usual case, no scatter
+        for side, (start, count) in enumerate(((0, first_bids), (first_bids, first_asks))):
+            kept = min(count, depth)
+            for column, values in enumerate((decoded.prices, decoded.sizes)):
+                if kept:
+                    rows = values.reshape(-1, width)[:, start : start + kept]
+                    books[side, :, :kept, column] = rows
+            mask[side, :, :kept] = True
+        return
+    counts = decoded.counts()
+    book = np.repeat(np.arange(len(counts)), counts)
+    level = np.arange(len(book)) - np.repeat(decoded.offsets[:-1], counts)
+    n_bids = np.repeat(decoded.n_bids, counts)
+    is_ask = level >= n_bids
+    level -= np.where(is_ask, n_bids, 0)
+    keep = level < depth
+    at = (is_ask[keep].view(np.uint8), book[keep], level[keep])
+    books[(*at, 0)] = decoded.prices[keep]
+    books[(*at, 1)] = decoded.sizes[keep]
+    mask[at] = True
+
+
+def _merged(streams: list[Iterator[list[tuple[Any, ...]]]]) -> Iterator[tuple[Any, ...]]:
+    """Rows of several shards by ts, each ts once (the first shard listed wins)."""
+    merged = heapq.merge(*(_flat(stream) for stream in streams), key=lambda row: row[0])
+    return _distinct(merged, lambda row: row[0])
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _flat(chunks: Iterator[list[T]]) -> Iterator[T]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import quote
 
 import msgspec
@@ -206,7 +206,12 @@ def _write(
     bar: "_Progress",
 ) -> int:
     """The partition into `partial`, then renamed to `target`; no file if it is empty."""
-    chunks = dataset.chunks(part.exchange, part.symbol, part.start, part.end, CHUNK)
+    # Parquet is built from the books decoded as arrays; the text formats need Snapshots.
+    chunks: Iterator[Any] = (
+        dataset.decoded(part.exchange, part.symbol, part.start, part.end, CHUNK)
+        if form == "parquet"
+        else dataset.chunks(part.exchange, part.symbol, part.start, part.end, CHUNK)
+    )
     first = next(chunks, None)
     if first is None:
         target.unlink(missing_ok=True)
@@ -217,9 +222,14 @@ def _write(
         sink = download.open_sink(form, partial, with_coin=False, metadata=metadata)
         try:
             for chunk in itertools.chain([first], chunks):
-                sink.write(chunk)
-                count += len(chunk)
-                bar.add(len(chunk))
+                if form == "parquet":
+                    sink.write_levels(*chunk)  # type: ignore[attr-defined]
+                    done = len(chunk[0])
+                else:
+                    sink.write(chunk)
+                    done = len(chunk)
+                count += done
+                bar.add(done)
         finally:
             sink.close()
     return count

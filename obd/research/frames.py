@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from obd.errors import MissingExtra
-from obd.model import Snapshot
+from obd.storage.codec import Levels
 from obd.storage.reader import PLAIN_COLUMNS
 
 __all__ = ["SUMMARY_COLUMNS", "MissingExtra", "levels", "require", "summary"]
@@ -39,11 +39,15 @@ def require(module: str) -> Any:
 # -- levels: one row per level ----------------------------------------------------------
 
 
-def levels(chunks: Iterable[list[Snapshot]], depth: int | None, frame: DataFrameKind) -> Any:
+def levels(
+    chunks: Iterable[tuple[list[tuple[Any, ...]], Levels]],
+    depth: int | None,
+    frame: DataFrameKind,
+) -> Any:
     """ts (int64), side ("bid"/"ask"), level (int16, 0 = best), price, size (float64);
-    rows by ts, then bids before asks, then level."""
+    rows by ts, then bids before asks, then level. `chunks` as `Dataset.decoded`."""
     library = require(frame)  # fail before reading anything
-    parts = [_level_columns(chunk, depth) for chunk in chunks]
+    parts = [_level_columns(rows, decoded, depth) for rows, decoded in chunks]
     columns = {
         name: np.concatenate([part[name] for part in parts]) if parts else np.empty(0, dtype)
         for name, dtype in _LEVEL_DTYPES.items()
@@ -62,20 +66,27 @@ _LEVEL_DTYPES = {
 }
 
 
-def _level_columns(chunk: list[Snapshot], depth: int | None) -> dict[str, npt.NDArray[Any]]:
-    sides = [side[:depth] for snapshot in chunk for side in (snapshot.bids, snapshot.asks)]
-    counts = np.fromiter((len(side) for side in sides), dtype=np.int64, count=len(sides))
-    flat = [level for side in sides for level in side]
-    values = np.array(flat, dtype=np.float64).reshape(-1, 2)
-    starts = np.repeat(np.add.accumulate(counts) - counts, counts)
-    ts = np.fromiter((s.ts for s in chunk), dtype=np.int64, count=len(chunk))
-    return {
-        "ts": np.repeat(np.repeat(ts, 2), counts),
-        "side": np.repeat(np.tile(np.arange(2, dtype=np.uint32), len(chunk)), counts),
-        "level": (np.arange(len(values)) - starts).astype(np.int16),
-        "price": values[:, 0].copy(),
-        "size": values[:, 1].copy(),
+def _level_columns(
+    rows: list[tuple[Any, ...]], decoded: Levels, depth: int | None
+) -> dict[str, npt.NDArray[Any]]:
+    """The chunk's columns straight from the decoded arrays (no Python object a level)."""
+    counts = decoded.counts()
+    ts = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    level = np.arange(len(decoded.prices)) - np.repeat(decoded.offsets[:-1], counts)
+    n_bids = np.repeat(decoded.n_bids, counts)
+    side = (level >= n_bids).view(np.uint8)
+    level -= n_bids * side
+    columns: dict[str, npt.NDArray[Any]] = {
+        "ts": np.repeat(ts, counts),
+        "side": side.astype(np.uint32),
+        "level": level.astype(np.int16),
+        "price": decoded.prices,
+        "size": decoded.sizes,
     }
+    if depth is not None:
+        keep = level < depth
+        columns = {name: column[keep] for name, column in columns.items()}
+    return columns
 
 
 def _polars_levels(pl: Any, columns: dict[str, npt.NDArray[Any]]) -> Any:

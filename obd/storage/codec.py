@@ -11,11 +11,26 @@ language with zstd and msgpack; docs/FORMAT.md gives the byte layout of each cod
   low bits, bit-packed as they are since they are close to random; a size repeated in
   the book is a back-reference. ~4x smaller than RAW, ~2.5x than gzip'd JSON, on real books.
 
-Thread-safe: zstd contexts are per thread; everything else is immutable.
+This module does the zstd frames and the msgpack container; the bit-level work is a
+*core*: the compiled `obd.storage._scaled` (built by `pip install` where a C compiler
+is present) or the NumPy reference `obd.storage.scaled`, which give the same bytes and
+the same float64 bits. `CORE` says which one runs; `OBD_CODEC=python` forces the
+reference, `OBD_CODEC=compiled` refuses to start without the compiled one.
+
+`decode_many` decodes a batch of blobs into float64 arrays (`Levels`) with no Python
+object per level; `Levels.books()` turns them into the (bids, asks) lists of tuples,
+`Levels.msgpack()` into each side's msgpack bytes (for `msgspec.Raw`).
+
+Thread-safe: zstd contexts are per thread; everything else is immutable. The compiled
+core releases the GIL while it works on a batch.
 """
 
+import itertools
+import os
 import threading
 from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -23,66 +38,50 @@ import numpy.typing as npt
 import zstandard
 
 from obd.model import Level
+from obd.storage import scaled
 
-__all__ = ["RAW", "SCALED", "decode", "encode"]
+__all__ = [
+    "CORE",
+    "RAW",
+    "SCALED",
+    "Levels",
+    "decode",
+    "decode_many",
+    "decode_with",
+    "encode",
+    "encode_with",
+]
 
 RAW = 0
 SCALED = 1
 
-_I64 = npt.NDArray[np.int64]
-_U64 = npt.NDArray[np.uint64]
-_F64 = npt.NDArray[np.float64]
-_U8 = npt.NDArray[np.uint8]
-_Bool = npt.NDArray[np.bool_]
-
-_MAX_EXP = 22  # 10.0**22 is the largest power of ten a float64 holds exactly
-_LIMIT = 2.0**53  # integers below it are exact in a float64
-_POW10 = [10.0**k for k in range(_MAX_EXP + 1)]
-_SCALES = [[np.array([[p], [s]]) for s in _POW10] for p in _POW10]  # [price_exp][size_exp]
-_NEGATIVE_ZERO = int(np.float64(-0.0).view(np.int64))  # the smallest int64: a min finds it
 _MAGIC = b"\x28\xb5\x2f\xfd"  # zstd frame magic; SCALED stores frames without it (4 B each)
 _ZSTD_LEVEL = 13  # on ~200 B of symbols, 13 (btultra) saves ~3% over 3 for ~6 us
 _RAW_LEVEL = 3
 _MAX_LEVELS = 1 << 23  # per side; a header claiming more is corrupt
 _TRUSTED_SIZE = 1 << 20  # bytes: a RAW frame claiming more is decompressed as a stream
 _TRY_RAW_ABOVE = 3  # bytes a level: a SCALED blob this large is compared with RAW
-
-# Symbols: an integer v >= 0 is coded as u = v + 1, b = u.bit_length():
-# symbol = 4 * (b - 1) + (the 2 bits after u's leading 1, zero-padded), and u's
-# max(b - 3, 0) remaining low bits go to the bit stream. That is the exponent and top two
-# mantissa bits of float64(u), so numpy gets it with a shift. v < 2**53: symbols < 212.
-_MAX_VALUE_SYMBOL = 211
-_SYMBOL_BIAS = 1023 * 4  # (float64 bits >> 50) - this = symbol
-# Size symbols below _REFS are back-references: symbol r, then r bits x, means "the same
-# size as the value-coded size 2**r + x places back"; a size symbol >= _REFS is a value
-# symbol + _REFS. Sizes below _REF_MIN (in lots) cost less as values than as references.
-_REFS = 24
-_REF_MIN = 64
-_SIZE_SYMBOLS = 256  # where the size alphabet starts in the lookup tables
-_STEP_SYMBOLS = -1  # the header's rice field when price steps are symbols, not Rice codes
-_MAX_RICE = 52  # Rice low bits; with the 7-bit offset they fit the decoder's 64-bit reads
-_MAX_UNARY = 64  # a step whose Rice quotient exceeds this sends the book to symbols
+_STEP_SYMBOLS = -1  # the header's rice field when price steps are symbols
+_MULTI_FRAMES = 8  # frames from which one zstd call for all beats one each (~8 us setup)
+_F64 = npt.NDArray[np.float64]
+_CORRUPT = (msgspec.DecodeError, zstandard.ZstdError, IndexError, OverflowError, ValueError)
 
 
-def _tables() -> tuple[_I64, _I64]:
-    """Value with zero low bits, and low-bit count, of each symbol (sizes from index 256)."""
-    base = np.zeros(512, dtype=np.int64)
-    width = np.zeros(512, dtype=np.int64)
-    for s in range(_MAX_VALUE_SYMBOL + 1):
-        b, top = s // 4 + 1, s % 4
-        width[s] = max(b - 3, 0)
-        base[s] = ((4 + top) << width[s] >> max(3 - b, 0)) - 1
-    values = slice(_SIZE_SYMBOLS + _REFS, _SIZE_SYMBOLS + _REFS + _MAX_VALUE_SYMBOL + 1)
-    base[values], width[values] = base[: _MAX_VALUE_SYMBOL + 1], width[: _MAX_VALUE_SYMBOL + 1]
-    base[_SIZE_SYMBOLS : _SIZE_SYMBOLS + _REFS] = [1 << r for r in range(_REFS)]
-    width[_SIZE_SYMBOLS : _SIZE_SYMBOLS + _REFS] = range(_REFS)
-    return base, width
+def _load_core() -> tuple[ModuleType, str]:
+    """The compiled core unless OBD_CODEC says otherwise or it was not built."""
+    wanted = os.environ.get("OBD_CODEC", "auto")
+    if wanted == "python":
+        return scaled, "python (OBD_CODEC=python)"
+    try:
+        from obd.storage import _scaled
+    except ImportError:
+        if wanted == "compiled":
+            raise
+        return scaled, "python (the compiled core is not built)"
+    return _scaled, "compiled"
 
 
-_BASE, _WIDTH = _tables()
-_WIDTH_U = _WIDTH.astype(np.uint64)  # numpy will not shift uint64 by int64
-for _shared in (_BASE, _WIDTH, _WIDTH_U, *(s for row in _SCALES for s in row)):
-    _shared.flags.writeable = False  # read by every thread: an in-place edit would be a bug
+_core, CORE = _load_core()
 
 _msgpack = msgspec.msgpack.Encoder()  # msgspec (de)coders are thread-safe
 _raw_decoder = msgspec.msgpack.Decoder(tuple[list[tuple[float, float]], list[tuple[float, float]]])
@@ -91,7 +90,6 @@ _raw_decoder = msgspec.msgpack.Decoder(tuple[list[tuple[float, float]], list[tup
 _scaled_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, int, int, int, int, int, int, int, bytes, bytes, bytes]
 )
-_BID_ZIGZAG, _ASK_ZIGZAG, _SIZE_ZIGZAG = 1, 2, 4
 
 
 class _Zstd(threading.local):
@@ -106,291 +104,50 @@ class _Zstd(threading.local):
 _zstd = _Zstd()
 
 
+# --- encode ------------------------------------------------------------------------------
+
+
 def encode(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[int, bytes]:
     """The smallest lossless (codec id, blob) for the book; never fails for float input."""
+    return encode_with(_core, bids, asks)
+
+
+def encode_with(
+    core: ModuleType, bids: Sequence[Level], asks: Sequence[Level]
+) -> tuple[int, bytes]:
+    """`encode` through the given core (the tests compare the two)."""
     n_bids, n_asks = len(bids), len(asks)
     if n_bids > _MAX_LEVELS or n_asks > _MAX_LEVELS:
         raise ValueError(f"a book side has more than {_MAX_LEVELS} levels")
-    packed, grid = _read(bids, asks)
-    scaled = _encode_scaled(grid, n_bids)
-    if scaled is not None and len(scaled) <= _TRY_RAW_ABOVE * (n_bids + n_asks) + 32:
-        return SCALED, scaled  # RAW takes ~8 B a level on real books: not worth trying
-    raw = _zstd.raw.compress(packed or _msgpack.encode(_levels(grid, n_bids)))
-    if scaled is not None and len(scaled) <= len(raw):
-        return SCALED, scaled
-    return RAW, raw
-
-
-def decode(codec: int, blob: bytes) -> tuple[list[Level], list[Level]]:
-    """The book a blob holds; ValueError for an unknown codec id or a corrupt blob."""
-    try:
-        if codec == SCALED:
-            return _decode_scaled(blob)
-        if codec == RAW:
-            bids, asks = _raw_decoder.decode(_decompress_raw(blob))
-            return bids, asks
-    except (msgspec.DecodeError, zstandard.ZstdError, IndexError, OverflowError) as exc:
-        raise ValueError(f"corrupt book blob (codec {codec}): {exc}") from exc
-    raise ValueError(f"unknown book codec {codec}")
-
-
-def _decompress_raw(blob: bytes) -> bytes:
-    if 0 <= zstandard.frame_content_size(blob) <= _TRUSTED_SIZE:
-        return _zstd.decompressor.decompress(blob)
-    # Unknown or large: stream, so that a corrupt header cannot claim gigabytes up front.
-    return _zstd.decompressor.decompressobj().decompress(blob)
-
-
-# --- input -------------------------------------------------------------------------------
-
-
-def _read(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[bytes, _F64]:
-    """The RAW payload (b"" if it must be rebuilt) and the [prices, sizes] rows."""
     try:
         packed = _msgpack.encode((bids, asks))
     except TypeError:  # numpy arrays and other sequences msgspec does not know
         packed = b""
-    grid = _packed_grid(packed, len(bids), len(asks)) if packed else None
-    if grid is None:  # ints, or levels that are not pairs of floats: the slow way
-        return b"", _grid(bids, asks)
-    return packed, grid
-
-
-def _packed_grid(packed: bytes, n_bids: int, n_asks: int) -> _F64 | None:
-    """[prices, sizes] read from msgspec's bytes: 2x faster than np.asarray on the lists.
-
-    Valid when every level is the 19 bytes fixarray(2), float64, float64: msgpack is
-    self-delimiting, so finding those tags at every 19th byte proves the layout.
-    """
-    bids_at = 1 + _array_header(n_bids)
-    bids_end = bids_at + 19 * n_bids
-    asks_at = bids_end + _array_header(n_asks)
-    if len(packed) != asks_at + 19 * n_asks:
-        return None
-    levels = packed[bids_at:bids_end] + packed[asks_at:]
-    n = n_bids + n_asks
-    if n == 0:
-        return np.zeros((2, 0))
-    heads = np.ndarray((n,), dtype="<u2", buffer=levels, strides=(19,))  # 0x92, 0xCB
-    tails = np.ndarray((n,), dtype="u1", buffer=levels, offset=10, strides=(19,))  # 0xCB
-    if not np.logical_and.reduce((heads == 0xCB92) & (tails == 0xCB)):
-        return None
-    pairs = np.ndarray((2, n), dtype=">f8", buffer=levels, offset=2, strides=(9, 19))
-    return pairs.astype(np.float64)
-
-
-def _array_header(n: int) -> int:
-    """Bytes of a msgpack array header for n items."""
-    return 1 if n < 16 else 3 if n < 65536 else 5
-
-
-def _grid(bids: Sequence[Level], asks: Sequence[Level]) -> _F64:
-    """[prices, sizes] of any numbers (ints from JSON included), as float64."""
-    try:
-        levels = np.asarray([*bids, *asks], dtype=np.float64).reshape(-1, 2)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"every level must be a [price, size] pair: {exc}") from exc
-    if len(levels) != len(bids) + len(asks):
-        raise ValueError("every level must be a [price, size] pair")
-    return np.ascontiguousarray(levels.T)
-
-
-def _levels(grid: _F64, n_bids: int) -> tuple[list[Level], list[Level]]:
-    prices, sizes = grid[0].tolist(), grid[1].tolist()
-    bids = list(zip(prices[:n_bids], sizes[:n_bids], strict=True))
-    return bids, list(zip(prices[n_bids:], sizes[n_bids:], strict=True))
-
-
-# --- the decimal grid --------------------------------------------------------------------
-
-
-def _integers(grid: _F64, n_bids: int) -> tuple[int, int, _I64] | None:
-    """Smallest (price_exp, size_exp) putting every value on n / 10**exp, and the n's.
-
-    None if there is none: NaN, inf, -0.0 (an integer has no sign for zero), too many
-    digits, or |n| >= 2**53. Division of an integer below 2**53 by 10**exp (exp <= 22,
-    exact in float64) is correctly rounded, so n / 10**exp gives back the very bits.
-    """
-    if grid.shape[1] == 0:
-        return 0, 0, np.zeros((2, 0), dtype=np.int64)
-    if np.minimum.reduce(grid.view(np.int64), axis=None) == _NEGATIVE_ZERO:
-        return None
-    top = np.maximum.reduce(np.abs(grid), axis=1).tolist()
-    if not (top[0] < _LIMIT and top[1] < _LIMIT):  # NaN fails too
-        return None
-    n = grid.shape[1]
-    ends = (0, max(n_bids - 1, 0), n_bids % n, n - 1)  # first guess: each side's ends
-    price_exp = _exponent_of([grid.item(0, i) for i in ends], 0)
-    size_exp = _exponent_of([grid.item(1, i) for i in ends], 0)
-    while price_exp is not None and size_exp is not None:
-        if top[0] * _POW10[price_exp] >= _LIMIT or top[1] * _POW10[size_exp] >= _LIMIT:
-            return None
-        scale = _SCALES[price_exp][size_exp]
-        ints = np.rint(grid * scale)
-        exact = ints / scale == grid
-        if np.logical_and.reduce(exact, axis=None):
-            return price_exp, size_exp, ints.astype(np.int64)
-        # The misfits tell how many more digits it takes.
-        prices_fit, sizes_fit = np.logical_and.reduce(exact, axis=1).tolist()
-        if not prices_fit:
-            price_exp = _exponent_of(grid[0][~exact[0]].tolist(), price_exp + 1)
-        if not sizes_fit and size_exp is not None:
-            size_exp = _exponent_of(grid[1][~exact[1]].tolist(), size_exp + 1)
-    return None
-
-
-def _exponent_of(values: list[float], least: int) -> int | None:
-    """Smallest exponent >= least that fits every value (scalar Python: few values only)."""
-    k = least
-    for x in values:
-        while True:
-            if k > _MAX_EXP or not abs(x * _POW10[k]) < _LIMIT:  # NaN and inf too
-                return None
-            if round(x * _POW10[k]) / _POW10[k] == x:
-                break
-            k += 1
-    return k
-
-
-# --- SCALED: encode ----------------------------------------------------------------------
-
-
-def _encode_scaled(grid: _F64, n_bids: int) -> bytes | None:
-    scaled = _integers(grid, n_bids)
-    if scaled is None:
-        return None
-    price_exp, size_exp, ints = scaled
-    flags, tick, steps = _price_steps(ints[0], n_bids)
-    lot, sizes = _size_lots(ints[1])
-    if np.minimum.reduce(sizes, initial=0) < 0:
-        flags |= _SIZE_ZIGZAG
-        sizes = _zigzag(sizes)
-    rice = _rice_parameter(steps)
-    size_coded = _size_symbols(sizes)
-    step_coded = _value_symbols(steps) if rice == _STEP_SYMBOLS else None
-    if size_coded is None or (rice == _STEP_SYMBOLS and step_coded is None):
-        return None  # an integer >= 2**53: only absurd books get here
-    n_steps = len(steps)
-    low, widths = np.empty((2, n_steps + len(sizes)), dtype=np.int64)
-    low[n_steps:], widths[n_steps:] = size_coded[1], size_coded[2]
-    if step_coded is None:
-        step_field = _unary(steps >> rice)
-        low[:n_steps], widths[:n_steps] = steps, rice
-    else:
-        step_field = _compress(step_coded[0].tobytes())
-        low[:n_steps], widths[:n_steps] = step_coded[1], step_coded[2]
-    bits = _pack_bits(low, widths)
-    n_asks = ints.shape[1] - n_bids
-    best_bid = int(ints[0, 0]) if n_bids else 0
-    spread = int(ints[0, n_bids]) - best_bid if n_asks else 0
-    header = (flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice)
-    return _msgpack.encode((*header, step_field, _compress(size_coded[0].tobytes()), bits))
-
-
-def _price_steps(prices: _I64, n_bids: int) -> tuple[int, int, _I64]:
-    """(flags, tick, steps): each side's steps away from its best price, in ticks.
-
-    A normal side moves away by >= 1 tick a level and stores step - 1; any other order
-    (crossed, unsorted, repeated prices) stores zigzag(step) and sets the side's flag.
-    """
-    n_bid_steps = max(n_bids - 1, 0)
-    steps = np.concatenate(
-        (prices[:n_bid_steps] - prices[1:n_bids], prices[n_bids + 1 :] - prices[n_bids:-1])
+    fields: tuple[Any, ...] | bool | None = (
+        core.encode(packed, n_bids, n_asks, True) if packed else False
     )
-    tick = int(np.gcd.reduce(steps)) if len(steps) else 1
-    if tick > 1:
-        steps //= tick
-    if np.minimum.reduce(steps, initial=1) > 0:  # both sides: the usual case
-        return 0, tick or 1, steps - 1
-    bids, asks = steps[:n_bid_steps], steps[n_bid_steps:]
-    bids_away = np.minimum.reduce(bids, initial=1) > 0
-    asks_away = np.minimum.reduce(asks, initial=1) > 0
-    flags = (0 if bids_away else _BID_ZIGZAG) | (0 if asks_away else _ASK_ZIGZAG)
-    bids = bids - 1 if bids_away else _zigzag(bids)
-    asks = asks - 1 if asks_away else _zigzag(asks)
-    return flags, tick or 1, np.concatenate((bids, asks))
+    grid = None
+    if fields is False:  # ints, or levels that are not pairs of floats: the slow way
+        packed = b""
+        grid = _grid(bids, asks)
+        fields = core.encode(grid, n_bids, n_asks, False)
+    scaled_blob = None if not isinstance(fields, tuple) else _container(fields, n_bids, n_asks)
+    if scaled_blob is not None and len(scaled_blob) <= _TRY_RAW_ABOVE * (n_bids + n_asks) + 32:
+        return SCALED, scaled_blob  # RAW takes ~8 B a level on real books: not worth trying
+    if not packed:
+        assert grid is not None
+        packed = _msgpack.encode(_levels(grid, n_bids))
+    raw = _zstd.raw.compress(packed)
+    if scaled_blob is not None and len(scaled_blob) <= len(raw):
+        return SCALED, scaled_blob
+    return RAW, raw
 
 
-def _size_lots(sizes: _I64) -> tuple[int, _I64]:
-    """(lot, sizes in lots): the lot is the gcd of the sizes."""
-    lot = int(np.gcd.reduce(sizes)) if len(sizes) else 0
-    return (lot, sizes // lot) if lot > 1 else (1, sizes)
-
-
-def _rice_parameter(steps: _I64) -> int:
-    """Rice parameter k for the price steps (q = step >> k in unary, then k low bits).
-
-    Steps are roughly geometric, where Rice codes come within a few % of the entropy
-    with no table to send: 15-30% smaller than zstd on the symbols. k = floor(log2(mean))
-    is within 0.1% of the best k on real books. A far outlier would make a long unary
-    run: symbols then.
-    """
-    if len(steps) == 0:
-        return 0
-    k = max((int(np.add.reduce(steps)) // len(steps)).bit_length() - 1, 0)
-    if k > _MAX_RICE or int(np.maximum.reduce(steps)) >> k > _MAX_UNARY:
-        return _STEP_SYMBOLS
-    return k
-
-
-def _unary(quotients: _I64) -> bytes:
-    """Each q as q zero bits then a one bit, packed MSB first, zero-padded."""
-    ends = np.add.accumulate(quotients + 1)
-    bits = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
-    bits[ends - 1] = 1
-    return np.packbits(bits).tobytes()
-
-
-def _value_symbols(values: _I64) -> tuple[_U8, _I64, _I64] | None:
-    """(symbols, integers whose low bits follow, low-bit counts); None if any is >= 2**53."""
-    coded = values + 1
-    symbols = (coded.astype(np.float64).view(np.int64) >> 50) - _SYMBOL_BIAS
-    if np.maximum.reduce(symbols, initial=0) > _MAX_VALUE_SYMBOL:
-        return None
-    return symbols.astype(np.uint8), coded, _WIDTH[symbols]
-
-
-def _size_symbols(sizes: _I64) -> tuple[_U8, _I64, _I64] | None:
-    """Like _value_symbols, with repeated sizes turned into back-references."""
-    coded = _value_symbols(sizes)
-    if coded is None:
-        return None
-    symbols, values, widths = coded
-    symbols += _REFS
-    references = _references(sizes)
-    if references is not None:
-        is_ref, distance = references
-        distance = distance[is_ref]
-        bits = (distance.astype(np.float64).view(np.int64) >> 52) - 1023  # bit length - 1
-        values[is_ref] = distance
-        symbols[is_ref] = bits
-        widths[is_ref] = bits
-    return symbols, values, widths
-
-
-def _references(sizes: _I64) -> tuple[_Bool, _I64] | None:
-    """(is_ref, distance): a size seen before is "the value-coded size `distance` back"."""
-    n = len(sizes)
-    order = sizes.argsort(kind="stable")
-    ordered = sizes[order]
-    same = ordered[1:] == ordered[:-1]
-    if not np.logical_or.reduce(same & (ordered[1:] >= _REF_MIN)):
-        return None
-    starts = np.concatenate(([True], ~same))
-    first = np.empty(n, dtype=np.int64)  # where each size first occurs
-    first[order] = order[starts][np.add.accumulate(starts) - 1]
-    is_ref = (first != np.arange(n)) & (sizes >= _REF_MIN)
-    is_value = (~is_ref).astype(np.int64)
-    before = np.add.accumulate(is_value) - is_value  # value-coded sizes before each one
-    return is_ref, before - before[first]
-
-
-def _zigzag(v: _I64) -> _I64:
-    return (v << 1) ^ (v >> 63)
-
-
-def _unzigzag(v: _I64) -> _I64:
-    return (v >> 1) ^ -(v & 1)
+def _container(fields: tuple[Any, ...], n_bids: int, n_asks: int) -> bytes:
+    flags, price_exp, size_exp, tick, lot, best_bid, spread, rice, steps, symbols, bits = fields
+    step_field = _compress(steps) if rice == _STEP_SYMBOLS else steps
+    header = (flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice)
+    return _msgpack.encode((*header, step_field, _compress(symbols), bits))
 
 
 def _compress(stream: bytes) -> bytes:
@@ -401,124 +158,202 @@ def _compress(stream: bytes) -> bytes:
     return frame if len(frame) < len(stream) else stream
 
 
-def _pack_bits(values: _I64, widths: _I64) -> bytes:
-    """The low widths[i] bits of each values[i], most significant first, end to end."""
-    ends = np.add.accumulate(widths)
-    total = int(ends[-1]) if len(ends) else 0
-    if total == 0:
-        return b""
-    shifts = ends.repeat(widths) - np.arange(1, total + 1)
-    bits = (values.repeat(widths) >> shifts) & 1
-    return np.packbits(bits.astype(np.uint8)).tobytes()
+def _grid(bids: Sequence[Level], asks: Sequence[Level]) -> npt.NDArray[np.float64]:
+    """[prices, sizes] of any numbers (ints from JSON included), as float64."""
+    try:
+        levels = np.asarray([*bids, *asks], dtype=np.float64).reshape(-1, 2)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"every level must be a [price, size] pair: {exc}") from exc
+    if len(levels) != len(bids) + len(asks):
+        raise ValueError("every level must be a [price, size] pair")
+    return np.ascontiguousarray(levels.T)
 
 
-# --- SCALED: decode ----------------------------------------------------------------------
+def _levels(grid: npt.NDArray[np.float64], n_bids: int) -> tuple[list[Level], list[Level]]:
+    prices, sizes = grid[0].tolist(), grid[1].tolist()
+    bids = list(zip(prices[:n_bids], sizes[:n_bids], strict=True))
+    return bids, list(zip(prices[n_bids:], sizes[n_bids:], strict=True))
 
 
-def _decode_scaled(blob: bytes) -> tuple[list[Level], list[Level]]:
-    header = _scaled_decoder.decode(blob)
-    flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice = header[:10]
-    if not (
-        0 <= flags < 8
-        and 0 <= n_bids <= _MAX_LEVELS
-        and 0 <= n_asks <= _MAX_LEVELS
-        and 0 <= price_exp <= _MAX_EXP
-        and 0 <= size_exp <= _MAX_EXP
-        and tick >= 1
-        and lot >= 1
-        and _STEP_SYMBOLS <= rice <= _MAX_RICE
-    ):
-        raise ValueError(f"corrupt SCALED header {header[:10]}")
-    n_steps = max(n_bids - 1, 0) + max(n_asks - 1, 0)
-    size_symbols = np.frombuffer(_decompress(header[11], n_bids + n_asks), dtype=np.uint8)
-    size_index = size_symbols + np.int64(_SIZE_SYMBOLS)
-    widths = np.empty(n_steps + len(size_index), dtype=np.uint64)
-    np.take(_WIDTH_U, size_index, out=widths[n_steps:])
-    if rice == _STEP_SYMBOLS:
-        step_index = np.frombuffer(_decompress(header[10], n_steps), dtype=np.uint8)
-        np.take(_WIDTH_U, step_index, out=widths[:n_steps])
-        values = _unpack_bits(header[12], widths)
-        values[:n_steps] += _BASE[step_index]
-    else:
-        widths[:n_steps] = rice
-        values = _unpack_bits(header[12], widths)
-        values[:n_steps] += _from_unary(header[10], n_steps) << rice
-    values[n_steps:] += _BASE[size_index]
-    sizes = _resolve_references(values[n_steps:], size_symbols)
-    if flags & _SIZE_ZIGZAG:
-        sizes = _unzigzag(sizes)
-    best = (best_bid, best_bid + spread)
-    prices = _prices(values[:n_steps], flags, tick, best, (n_bids, n_asks))
-    price_list = (prices / _POW10[price_exp]).tolist()
-    size_list = ((sizes * lot if lot > 1 else sizes) / _POW10[size_exp]).tolist()
-    bids = list(zip(price_list[:n_bids], size_list[:n_bids], strict=True))
-    return bids, list(zip(price_list[n_bids:], size_list[n_bids:], strict=True))
+# --- decode ------------------------------------------------------------------------------
 
 
-def _decompress(field: bytes, n: int) -> bytes:
-    if len(field) == n:
-        return field
-    frame = _MAGIC + field
-    if len(field) > n or zstandard.frame_content_size(frame) != n:
-        raise ValueError("symbol stream of the wrong length")
-    return _zstd.decompressor.decompress(frame)
+class Levels:
+    """A batch of decoded books as flat float64 arrays, no Python object per level.
+
+    Book i's levels are `prices[offsets[i]:offsets[i + 1]]` (and `sizes` likewise): its
+    `n_bids[i]` bids best first, then its asks best first. `offsets` has one more entry
+    than there are books.
+    """
+
+    __slots__ = ("_core", "n_asks", "n_bids", "offsets", "prices", "sizes")
+
+    def __init__(
+        self,
+        prices: npt.NDArray[np.float64],
+        sizes: npt.NDArray[np.float64],
+        n_bids: npt.NDArray[np.int64],
+        n_asks: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        core: ModuleType = scaled,
+    ) -> None:
+        self.prices, self.sizes, self._core = prices, sizes, core
+        self.n_bids, self.n_asks, self.offsets = n_bids, n_asks, offsets
+
+    def __len__(self) -> int:
+        return len(self.n_bids)
+
+    def books(self) -> list[tuple[list[Level], list[Level]]]:
+        """(bids, asks) of each book as lists of (price, size) float tuples."""
+        books: list[tuple[list[Level], list[Level]]]
+        books = self._core.books(self.prices, self.sizes, self.offsets, self.n_bids)
+        return books
+
+    def msgpack(self) -> list[tuple[bytes, bytes]]:
+        """(bids, asks) of each book as the msgpack bytes msgspec writes for `books()`'
+        lists, built straight from the arrays: wrap them in `msgspec.Raw` to put them
+        in a larger message without a Python object per level."""
+        packed: list[tuple[bytes, bytes]]
+        packed = self._core.msgpack(self.prices, self.sizes, self.offsets, self.n_bids)
+        return packed
+
+    def sides(self) -> tuple[tuple[_F64, _F64], tuple[_F64, _F64]]:
+        """((bid prices, bid sizes), (ask prices, ask sizes)): each side's levels end to
+        end, book after book (book i's bids start at the sum of the n_bids before it)."""
+        n_bids, n_asks = self.n_bids, self.n_asks
+        if len(n_bids) and (n_bids == n_bids[0]).all() and (n_asks == n_asks[0]).all():
+            split, width = int(n_bids[0]), int(n_bids[0] + n_asks[0])  # equally deep books
+            if width:
+                prices, sizes = self.prices.reshape(-1, width), self.sizes.reshape(-1, width)
+                return (
+                    (prices[:, :split].ravel(), sizes[:, :split].ravel()),
+                    (prices[:, split:].ravel(), sizes[:, split:].ravel()),
+                )
+        is_bid = self.is_bid()
+        return (
+            (self.prices[is_bid], self.sizes[is_bid]),
+            (self.prices[~is_bid], self.sizes[~is_bid]),
+        )
+
+    def is_bid(self) -> npt.NDArray[np.bool_]:
+        """True for each level that is a bid."""
+        level = np.arange(len(self.prices)) - np.repeat(self.offsets[:-1], self.counts())
+        return level < np.repeat(self.n_bids, self.counts())
+
+    def counts(self) -> npt.NDArray[np.int64]:
+        """Levels of each book (both sides)."""
+        return self.n_bids + self.n_asks
 
 
-def _from_unary(packed: bytes, n: int) -> _I64:
-    ends = np.unpackbits(np.frombuffer(packed, dtype=np.uint8)).nonzero()[0]
-    if len(ends) != n or len(packed) != (int(ends[-1]) + 8 if n else 0) // 8:
-        raise ValueError("unary stream of the wrong length")
-    quotients = ends.copy()  # zeros before each one bit: ends[i] - ends[i - 1] - 1
-    quotients[1:] -= ends[:-1] + 1
-    return quotients
+def decode(codec: int, blob: bytes) -> tuple[list[Level], list[Level]]:
+    """The book a blob holds; ValueError for an unknown codec id or a corrupt blob."""
+    if codec == RAW:
+        return _decode_raw(blob)
+    return decode_many([(codec, blob)]).books()[0]
 
 
-def _unpack_bits(packed: bytes, widths: _U64) -> _I64:
-    """Inverse of _pack_bits: one unaligned big-endian 64-bit read per value."""
-    starts = np.add.accumulate(widths) - widths
-    total = int(starts[-1] + widths[-1]) if len(widths) else 0
-    if len(packed) != (total + 7) // 8:
-        raise ValueError("bit stream of the wrong length")
-    padded = packed + bytes(8)
-    words = np.ndarray((len(padded) - 7,), dtype=">u8", buffer=padded, strides=(1,))
-    word = words[starts >> 3] << (starts & 7)  # the value's first bit is now the top bit
-    low: _U64 = word >> (63 - widths) >> 1  # two shifts, so that width 0 gives 0
-    return low.view(np.int64)
+def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
+    """The books of (codec id, blob) rows as one `Levels`; ValueError as `decode`.
+    The compiled core works on the whole batch without holding the GIL."""
+    return decode_with(_core, rows)
 
 
-def _resolve_references(sizes: _I64, symbols: _U8) -> _I64:
-    is_ref = symbols < _REFS
-    if not np.logical_or.reduce(is_ref):
-        return sizes
-    is_value = ~is_ref
-    counts = is_value.astype(np.int64)
-    source = (np.add.accumulate(counts) - counts)[is_ref] - sizes[is_ref]
-    if np.minimum.reduce(source) < 0:
-        raise ValueError("size reference before the first size")
-    sizes[is_ref] = sizes[is_value][source]
-    return sizes
+def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
+    """`decode_many` through the given core (the tests compare the two)."""
+    headers: list[tuple[Any, ...] | None] = []
+    symbols: list[bytes | None] = []
+    steps: list[bytes | None] = []
+    frames = _Frames()
+    raw: dict[int, tuple[list[Level], list[Level]]] = {}
+    depths: list[int] = []  # n_bids, n_asks of each book
+    for i, (codec, blob) in enumerate(rows):
+        header = symbol = step = None
+        if codec == SCALED:
+            header, n, n_steps = _parse_scaled(core, blob)
+            depths += header[1:3]
+            symbol = frames.take(header[11], n, symbols, i)
+            if header[9] == _STEP_SYMBOLS:
+                step = frames.take(header[10], n_steps, steps, i)
+        elif codec == RAW:
+            raw[i] = book = _decode_raw(blob)
+            depths += (len(book[0]), len(book[1]))
+        else:
+            raise ValueError(f"unknown book codec {codec}")
+        headers.append(header)
+        symbols.append(symbol)
+        steps.append(step)
+    sides = np.array(depths, dtype=np.int64).reshape(-1, 2).T
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.add.accumulate(sides[0] + sides[1], out=offsets[1:])
+    total = int(offsets[-1])
+    prices, sizes = np.empty(total), np.empty(total)
+    try:
+        frames.decompress()
+        core.decode(headers, symbols, steps, offsets, prices, sizes)
+    except _CORRUPT as exc:
+        raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+    for i, (bids, asks) in raw.items():
+        count = 2 * (len(bids) + len(asks))  # fromiter: 5x np.array on a list of tuples
+        levels = np.fromiter(itertools.chain.from_iterable(bids + asks), np.float64, count)
+        prices[offsets[i] : offsets[i + 1]] = levels[0::2]
+        sizes[offsets[i] : offsets[i + 1]] = levels[1::2]
+    n_bids, n_asks = np.ascontiguousarray(sides[0]), np.ascontiguousarray(sides[1])
+    return Levels(prices, sizes, n_bids, n_asks, offsets, core)
 
 
-def _prices(
-    values: _I64, flags: int, tick: int, best: tuple[int, int], sides: tuple[int, int]
-) -> _I64:
-    """Integer prices: each side's best, then its steps away from it, as one running sum."""
-    n_bids, n_asks = sides
-    n_bid_steps = max(n_bids - 1, 0)
-    if flags & (_BID_ZIGZAG | _ASK_ZIGZAG):
-        bids, asks = values[:n_bid_steps], values[n_bid_steps:]
-        bids = _unzigzag(bids) if flags & _BID_ZIGZAG else bids + 1
-        values = np.concatenate((bids, _unzigzag(asks) if flags & _ASK_ZIGZAG else asks + 1))
-    else:
-        values = values + 1
-    if tick > 1:
-        values *= tick
-    steps = np.empty(n_bids + n_asks, dtype=np.int64)
-    if n_bids:
-        steps[0] = best[0]
-        np.negative(values[:n_bid_steps], out=steps[1:n_bids])
-    if n_asks:
-        worst_bid = best[0] - int(np.add.reduce(values[:n_bid_steps])) if n_bids else 0
-        steps[n_bids] = best[1] - worst_bid  # the sum jumps from the worst bid to the best ask
-        steps[n_bids + 1 :] = values[n_bid_steps:]
-    return np.add.accumulate(steps)
+def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], int, int]:
+    """The container, and its n and n_steps once its header is checked."""
+    try:
+        header = _scaled_decoder.decode(blob)
+        n, n_steps = core.check(header)
+    except _CORRUPT as exc:
+        raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+    return header, n, n_steps
+
+
+class _Frames:
+    """A batch's compressed symbol streams, decompressed in one zstd call: zstd lets go
+    of the GIL on each call, and a reader thread beside a busy event loop then waits
+    up to the 5 ms switch interval to get it back, once a blob instead of once a batch."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes | bytearray | memoryview] = []
+        self.targets: list[tuple[list[bytes | None], int]] = []
+
+    def take(self, field: bytes, n: int, target: list[bytes | None], at: int) -> bytes | None:
+        """The stream of n symbols itself, or None with `target[at]` filled later."""
+        if len(field) == n:
+            return field
+        frame = _MAGIC + field
+        try:
+            if len(field) > n or zstandard.frame_content_size(frame) != n:
+                raise ValueError("symbol stream of the wrong length")
+        except _CORRUPT as exc:
+            raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+        self.frames.append(frame)
+        self.targets.append((target, at))
+        return None
+
+    def decompress(self) -> None:
+        if len(self.frames) < _MULTI_FRAMES:
+            for (target, at), frame in zip(self.targets, self.frames, strict=True):
+                target[at] = _zstd.decompressor.decompress(frame)
+            return
+        streams = _zstd.decompressor.multi_decompress_to_buffer(self.frames)
+        for k, (target, at) in enumerate(self.targets):
+            target[at] = streams[k].tobytes()
+
+
+def _decode_raw(blob: bytes) -> tuple[list[Level], list[Level]]:
+    try:
+        bids, asks = _raw_decoder.decode(_decompress_raw(blob))
+    except _CORRUPT as exc:
+        raise ValueError(f"corrupt book blob (codec {RAW}): {exc}") from exc
+    return bids, asks
+
+
+def _decompress_raw(blob: bytes) -> bytes:
+    if 0 <= zstandard.frame_content_size(blob) <= _TRUSTED_SIZE:
+        return _zstd.decompressor.decompress(blob)
+    # Unknown or large: stream, so that a corrupt header cannot claim gigabytes up front.
+    return _zstd.decompressor.decompressobj().decompress(blob)

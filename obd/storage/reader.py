@@ -155,12 +155,42 @@ def _snapshot_columns(conn: apsw.Connection) -> str:
 
 def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
     """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
-    rows = conn.execute(
+    return _snapshots(coin, book_rows(conn, coin.id, start, end, limit))
+
+
+def book_rows(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """The undecoded rows (ts, exchange_ts, received_ts, capture, seq, codec, book) of
+    `books`: for callers that decode them as arrays (`codec.decode_many`)."""
+    return conn.execute(
         f"SELECT {_snapshot_columns(conn)} FROM snapshots "
         "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
-        (coin.id, start, end, limit),
+        (coin_id, start, end, limit),
+    ).fetchall()
+
+
+def book_row_pages(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """`book_rows` of [start, end), `size` a query (`pages`)."""
+    return pages(
+        lambda low: book_rows(conn, coin_id, low, end, size),
+        start,
+        end,
+        size,
+        lambda row: int(row[0]),
     )
-    return [_snapshot(coin, row) for row in rows]
+
+
+def _snapshots(coin: Coin, rows: list[Any]) -> list[Snapshot]:
+    """`book_rows` as Snapshots, their blobs decoded as one batch."""
+    books = codec.decode_many([(row[5], row[6]) for row in rows]).books()
+    exchange, symbol = coin.exchange, coin.symbol
+    return [
+        Snapshot(exchange, symbol, row[0], row[1], row[2], bids, asks, row[3], row[4])
+        for row, (bids, asks) in zip(rows, books, strict=True)
+    ]
 
 
 def pages(
@@ -200,19 +230,7 @@ def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
 
 
 def _snapshot(coin: Coin, row: Any) -> Snapshot:
-    ts, exchange_ts, received_ts, capture, seq, codec_id, blob = row
-    bids, asks = codec.decode(codec_id, blob)
-    return Snapshot(
-        exchange=coin.exchange,
-        symbol=coin.symbol,
-        ts=ts,
-        exchange_ts=exchange_ts,
-        received_ts=received_ts,
-        bids=bids,
-        asks=asks,
-        capture=capture,
-        seq=seq,
-    )
+    return _snapshots(coin, [row])[0]
 
 
 class SummaryRow(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -256,7 +274,11 @@ def summaries(
         "ORDER BY ts LIMIT ?"
     )
     if every_ms is None:
-        return [_summary(row, levels) for row in conn.execute(query, (coin_id, start, end, limit))]
+        table: list[Any] = conn.execute(query, (coin_id, start, end, limit)).fetchall()
+        if not levels:
+            return [SummaryRow(*row) for row in table]
+        books = codec.decode_many([(row[-2], row[-1]) for row in table]).books()
+        return [_with_levels(row, book, levels) for row, book in zip(table, books, strict=True)]
     rows: list[SummaryRow] = []
     while len(rows) < limit and start < end:
         found = conn.execute(query, (coin_id, start, end, 1)).fetchone()
@@ -270,9 +292,12 @@ def summaries(
 def _summary(row: Any, levels: int) -> SummaryRow:
     if not levels:
         return SummaryRow(*row)
-    bids, asks = codec.decode(row[-2], row[-1])
+    return _with_levels(row, codec.decode(row[-2], row[-1]), levels)
+
+
+def _with_levels(row: Any, book: tuple[list[Level], list[Level]], levels: int) -> SummaryRow:
     plain = SummaryRow(*row[:-2])
-    return msgspec.structs.replace(plain, bids=bids[:levels], asks=asks[:levels])
+    return msgspec.structs.replace(plain, bids=book[0][:levels], asks=book[1][:levels])
 
 
 def plain_pages(
