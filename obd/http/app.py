@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
+from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
@@ -58,13 +59,18 @@ def create_app(
                 check_names=isinstance(authenticator, OpenAccess),
             )
         ],
-        before_send=[_count_response],
+        before_send=[_count_response, _options_allow],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
         openapi_config=openapi.config(),
         debug=False,
     )
-    openapi.describe(app)
+    openapi.describe(app, auth=not isinstance(authenticator, OpenAccess))
+    app.state.methods = {
+        route.path: ", ".join(sorted(route.methods))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.oauth = oauth
@@ -81,6 +87,16 @@ async def _count_response(message: Message, scope: Scope) -> None:
             method=str(scope.get("method", "")),
             status=str(message["status"]),
         )
+
+
+async def _options_allow(message: Message, scope: Scope) -> None:
+    """`OPTIONS` lists every method of the path in `Allow`, as a 405 does: Litestar's own
+    OPTIONS answer lists only those of the first handler registered for the path."""
+    if message["type"] == "http.response.start" and scope.get("method") == "OPTIONS":
+        allow = scope["app"].state.methods.get(scope.get("path_template") or "")
+        if allow is not None:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+            message["headers"] = [*headers, (b"allow", allow.encode())]
 
 
 def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:

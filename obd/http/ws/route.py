@@ -207,6 +207,9 @@ class Connection:
             self._error(exc, exc.request_id)
         except ObdError as exc:
             self._error(exc, request_id)
+        except Exception as exc:  # one request's bug must not end the connection
+            log.error("ws_request_failed", peer=self._peer, error=repr(exc), exc_info=exc)
+            self._send(msg.Error(code="internal", message="internal error"))
 
     async def _dispatch(self, request: msg.Request) -> None:
         match request:
