@@ -4,6 +4,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -28,6 +29,9 @@ class Server(_Section, frozen=True):
     # With auth off, names besides loopback and `host` that a request's Host or Origin may
     # use (any port): a page of any other name is refused, a DNS-rebinding defence.
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    # The URL clients reach obd at (a proxy's, say), for the links obd hands out (/mcp's
+    # 401, the OAuth metadata); empty: the request's Host if it names this machine.
+    public_url: str = ""
 
 
 class Storage(_Section, frozen=True):
@@ -171,6 +175,7 @@ def _checked(config: Config) -> Config:
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
+    _check_public_url(config.server.public_url)
     for index, name in enumerate(config.server.allowed_hosts):
         if not _HOST_NAME.fullmatch(name):
             raise ConfigError(
@@ -178,6 +183,17 @@ def _checked(config: Config) -> Config:
                 f"scheme or port, got {name!r:.60}"
             )
     return config
+
+
+def _check_public_url(url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"server.public_url: expected an http(s) URL like 'https://obd.example.com', "
+            f"got {url!r:.80}"
+        )
 
 
 def _check_auth(auth: Auth) -> None:

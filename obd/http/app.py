@@ -16,7 +16,7 @@ from litestar.types import Message, Receive, Scope, Send
 from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import BadRequest, ObdError
 from obd.http import errors, openapi, routes
-from obd.http.origins import BrowserGuard, allowed_names
+from obd.http.origins import BrowserGuard, allowed_names, public_base
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import METRICS
@@ -38,10 +38,12 @@ def create_app(
     oauth: "TokenEndpoint | None" = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
+    public_url: str = "",
 ) -> Litestar:
     """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
     (the configured one) and `allowed_hosts` are, beside the loopback names, the names
-    a request may use with auth off."""
+    a request may use with auth off; `public_url` is what obd calls itself in links."""
+    names = allowed_names(host, allowed_hosts)
     handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
     if oauth is not None:
         from obd.http import clients as client_routes
@@ -55,7 +57,7 @@ def create_app(
         middleware=[
             DefineMiddleware(
                 BrowserGuard,
-                names=allowed_names(host, allowed_hosts),
+                names=names,
                 check_names=isinstance(authenticator, OpenAccess),
             )
         ],
@@ -74,6 +76,7 @@ def create_app(
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.oauth = oauth
+    app.state.public_base = lambda scope: public_base(scope, public_url, names)
     app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
     return app
 
@@ -153,7 +156,10 @@ def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[byte
     response = error_response(status, exc.code, str(exc), request.headers.get("accept"))
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
-        metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
+        # Never the request's own Host unchecked: a forged one would send the client
+        # (and its credentials) to another server.
+        base = request.app.state.public_base(request.scope)
+        metadata = base + "/.well-known/oauth-protected-resource/mcp"
         challenge = f'{errors.CHALLENGE}, resource_metadata="{metadata}"'
         response.headers["WWW-Authenticate"] = challenge
     return response
