@@ -4,12 +4,15 @@ as a full disk would. Reads keep being served, health says why, books past the q
 bound become `storage_full` gaps, writing resumes when the limit is lifted, and a
 SIGTERM during the outage exits 0 at once."""
 
+import asyncio
+import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Daemon, wait_for, write_config
-from tests.ws_support import SIM, coin_toml, rss_mib
+from tests.ws_support import SIM, coin_toml, decode, open_ws, rss_mib
 
 S = 1000
 CONFIG = '[storage]\npath = "obd.sqlite"\nqueue_mib = 1\n'
@@ -37,6 +40,18 @@ def _latest_ts(daemon: Daemon) -> int:
     return int(answer.json()["ts"]) if answer.status_code == 200 else 0
 
 
+async def _backfill(daemon: Daemon, start: int, end: int) -> dict[str, Any]:
+    """A history request over slots before the coin was added (back-filled): its last answer."""
+    ws = await open_ws(daemon)
+    try:
+        await ws.send(json.dumps({"op": "history", **SIM, "start": start, "end": end}))
+        while (message := decode(await ws.recv()))["type"] in ("history_chunk", "snapshot"):
+            pass
+        return message
+    finally:
+        await ws.close()
+
+
 def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
     config = write_config(tmp_path, coins=coin_toml("BTC/USDT", 1000))
     config.write_text(config.read_text().replace('[storage]\npath = "obd.sqlite"\n', CONFIG))
@@ -56,6 +71,18 @@ def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
     assert daemon.http.get("/v1/coins").status_code == 200
     assert _latest_ts(daemon) == stuck
     rss_outage = rss_mib(pid)
+    # Write calls answer at once, saying when to ask again, instead of waiting for space.
+    eth = {"exchange": "sim", "symbol": "ETH/USDT", "interval": "1s", "depth": 5}
+    added = daemon.http.post("/v1/coins", json=eth)
+    assert added.status_code == 503, added.text
+    assert added.headers["retry-after"] == "5"
+    assert "storage cannot take writes now" in added.json()["error"]["message"]
+    refused = asyncio.run(_backfill(daemon, int(began) - 60 * S, int(began) - 50 * S))
+    assert (refused["type"], refused["code"], refused["retry_after_s"]) == (
+        "error",
+        "unavailable",
+        5,
+    ), refused
 
     _space_back(pid)
     resumed = time.time() * 1000
@@ -68,6 +95,8 @@ def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
     gap_slots = sum((end - start) // S for start, end, _ in coverage["gaps"])
     assert coverage["present"] + gap_slots == coverage["expected"], coverage
     assert rss_outage < 400, rss_outage  # 1 MiB of books queued, not a row per slot
+    # What was refused was not done later behind the client's back.
+    assert [c["symbol"] for c in daemon.http.get("/v1/coins").json()["items"]] == ["BTC/USDT"]
 
     # A second outage, and a stop in the middle of it: exit 0, at once.
     _disk_full(pid)

@@ -141,19 +141,23 @@ async def _known_query(
 
 
 def error_response(
-    status: int, code: str, message: str, accept: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    accept: str | None = None,
+    retry_after_s: float | None = None,
 ) -> Response[bytes]:
     """The error body in the media type the request's `accept` asked for (JSON else)."""
     content, media_type = errors.encoded(code, message, accept)
-    return Response(
-        content, status_code=status, media_type=media_type, headers=errors.headers(status) or None
-    )
+    headers = errors.headers(status, retry_after_s) or None
+    return Response(content, status_code=status, media_type=media_type, headers=headers)
 
 
 def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
     status = errors.status(exc)
-    response = error_response(status, exc.code, str(exc), request.headers.get("accept"))
+    accept = request.headers.get("accept")
+    response = error_response(status, exc.code, str(exc), accept, exc.retry_after_s)
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
         # Never the request's own Host unchecked: a forged one would send the client

@@ -26,7 +26,7 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import HistoryNotAvailable, ObdError, TooManyRequests
+from obd.errors import HistoryNotAvailable, ObdError, StorageUnavailable, TooManyRequests
 from obd.model import Book, Coin, Gap, GapReason, Snapshot
 from obd.plugin import Exchange, FetchesHistory
 from obd.service.coverage import join
@@ -193,6 +193,8 @@ class HistoryStream:
                 if len(batch) == BACKFILL_ROWS:
                     yield await self._store(batch)
                     batch = []
+        except StorageUnavailable:
+            raise  # a full disk: the request ends with the error (and when to retry)
         except ObdError as exc:  # no history there (or not now): the slots stay gaps
             self.backfill_error = str(exc)
             log.info("backfill_unavailable", exchange=self.coin.exchange, error=str(exc))

@@ -178,3 +178,4 @@ class Cancelled(_Answer, frozen=True, kw_only=True, tag="cancelled"):
 class Error(_Answer, frozen=True, kw_only=True, tag="error"):
     code: str
     message: str
+    retry_after_s: int | None = None  # whole seconds until asking again may succeed

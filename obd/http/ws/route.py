@@ -9,6 +9,7 @@ history request. A client that leaves, or falls behind, takes all of them with i
 
 import asyncio
 import contextlib
+import math
 from typing import Any, Literal
 
 import structlog
@@ -300,4 +301,6 @@ class Connection:
         self.feed.offer(encode(answer, self.feed.wire))
 
     def _error(self, exc: ObdError, request_id: msg.RequestId | None) -> None:
-        self._send(msg.Error(id=request_id, code=exc.code, message=str(exc)))
+        wait = exc.retry_after_s
+        retry = None if wait is None else max(1, math.ceil(wait))
+        self._send(msg.Error(id=request_id, code=exc.code, message=str(exc), retry_after_s=retry))
