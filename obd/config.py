@@ -80,10 +80,16 @@ class Auth(_Section, frozen=True):
 
 class History(_Section, frozen=True):
     """Back-fill (a WebSocket `history` request fetching what storage lacks from the
-    plugin, and storing it) is a write: it is capped, in rows fetched."""
+    plugin, and storing it) is a write: it is capped, in rows fetched, and metered per
+    client and for the whole daemon (`obd/service/backfill_limits.py`)."""
 
     backfill_rows_per_request: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     backfill_rows_per_connection: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+    # Rows a minute (token buckets: a minute's worth at once, then at this rate); 0: none.
+    backfill_rows_per_minute_per_client: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    backfill_rows_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+    backfill_concurrent_per_client: Annotated[int, msgspec.Meta(ge=1)] = 2
+    backfill_concurrent: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
 class Mcp(_Section, frozen=True):

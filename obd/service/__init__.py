@@ -23,6 +23,7 @@ from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
 from obd.service import markets as discovery
+from obd.service.backfill_limits import BackfillMeter
 from obd.service.coverage import Coverage, coverage
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, Allowance, HistoryStream
 from obd.service.markets import ExchangeView, MarketPage, MarketView
@@ -164,6 +165,7 @@ class Service:
         self._default_interval = default_interval
         self._default_depth = default_depth
         self._history_limits = history or History()
+        self._backfill_meter = BackfillMeter(self._history_limits)
         self.clients = Clients(read, writer)
 
     @property
@@ -355,10 +357,16 @@ class Service:
             backfill=backfill,
         )
 
-    def backfill_allowance(self) -> Allowance:
-        """What one client (a WebSocket connection) may back-fill, from `[history]`."""
+    def backfill_allowance(self, client: str) -> Allowance:
+        """What one connection of `client` (a token's subject, or an address) may
+        back-fill, from `[history]`: its own caps, and the daemon's shared meters."""
         limits = self._history_limits
-        return Allowance(limits.backfill_rows_per_request, limits.backfill_rows_per_connection)
+        return Allowance(
+            limits.backfill_rows_per_request,
+            limits.backfill_rows_per_connection,
+            self._backfill_meter,
+            client,
+        )
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)

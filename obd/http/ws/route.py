@@ -133,11 +133,15 @@ class Connection:
         self._hub = hub
         self._principal = principal
         self._histories: dict[object, asyncio.Task[None]] = {}
-        # Back-fill is a write: only with `write`, and within the connection's allowance.
-        self._backfill = service.backfill_allowance() if "write" in principal.scopes else None
         self._tasks = asyncio.TaskGroup()
         client = socket.scope.get("client")
         self._peer = f"{client[0]}:{client[1]}" if client else "?"
+        # Back-fill is a write: only with `write`, within the connection's allowance and
+        # the daemon's meters, which count a client by its token's subject (auth off:
+        # everyone is "anonymous", so by address).
+        who = principal.subject if principal.subject != "anonymous" else (client or ["?"])[0]
+        allowed = "write" in principal.scopes
+        self._backfill = service.backfill_allowance(who) if allowed else None
 
     async def serve(self) -> None:
         closing = _Closing(None)
