@@ -39,6 +39,9 @@ class Storage(_Section, frozen=True):
     # Books waiting for the writer, MiB at most (an estimate); past it, while commits fail
     # or lag, each new slot is recorded as a `storage_full` gap instead.
     queue_mib: Annotated[int, msgspec.Meta(ge=1)] = 128
+    # Free space under this on the database's filesystem is a warning in health and
+    # stats (not a failure): time to make room before books become storage_full gaps.
+    low_disk_mib: Annotated[int, msgspec.Meta(ge=0)] = 1024
 
 
 class Collection(_Section, frozen=True):
