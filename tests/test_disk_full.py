@@ -7,9 +7,13 @@ SIGTERM during the outage exits 0 at once."""
 import asyncio
 import json
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Daemon, wait_for, write_config
 from tests.ws_support import SIM, coin_toml, decode, open_ws, rss_mib
@@ -105,3 +109,81 @@ def test_a_full_disk_is_survived_and_writing_resumes(tmp_path: Path) -> None:
     assert daemon.stop() == 0
     assert time.monotonic() - stopping < 10
     assert any(event.get("event") == "stopped" for event in daemon.log)
+
+
+class _NormalReader(threading.Thread):
+    """A live subscriber that reads at a normal pace, on its own thread and loop."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(name="normal reader", daemon=True)
+        self.url = daemon.url.replace("http://", "ws://") + "/v1/ws"
+        self.slots: list[int] = []
+        self.closed: int | None = None  # the close code, if the daemon closed it
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._read())
+
+    async def _read(self) -> None:
+        async with connect(self.url, max_size=None) as ws:
+            await ws.send(json.dumps({"op": "subscribe", **SIM}))
+            while not self._done.is_set():
+                try:
+                    message = decode(await asyncio.wait_for(ws.recv(), 0.5))
+                except TimeoutError:
+                    continue
+                except ConnectionClosed as exc:
+                    self.closed = exc.rcvd.code if exc.rcvd else -1
+                    return
+                if message["type"] == "snapshot":
+                    self.slots.append(message["data"]["ts"])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+def _files(directory: Path) -> int:
+    return max(path.stat().st_size for path in directory.glob("obd.sqlite*"))
+
+
+def test_a_disk_freed_in_part_then_whole_and_a_reader_stays(tmp_path: Path) -> None:
+    """The issue's sequence: fill, free part (a few commits fit, then it is full again),
+    free all. Reads are served throughout, every slot is accounted for, writing resumes
+    without a restart, and a live subscriber reading at a normal pace stays connected
+    through the backlog written at the end (no 1013)."""
+    config = write_config(tmp_path, coins=coin_toml("BTC/USDT", 1000))
+    config.write_text(config.read_text().replace('[storage]\npath = "obd.sqlite"\n', CONFIG))
+    daemon = Daemon(config)
+    pid = daemon.process.pid
+    wait_for(lambda: _latest_ts(daemon) > 0)
+    reader = _NormalReader(daemon)
+    reader.start()
+    wait_for(lambda: reader.slots)
+
+    _disk_full(pid)
+    began = time.time() * 1000
+    wait_for(lambda: _health(daemon)["writer_error"] is not None)
+    time.sleep(4)
+    # Part of the space back: each file may grow by 256 KiB, a few books' worth.
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (_files(tmp_path) + 256 * 1024, hard))
+    time.sleep(4)
+    assert daemon.http.get("/v1/coins").status_code == 200
+    assert _health(daemon)["status"] in ("ok", "failing")
+    assert _latest_ts(daemon) > 0
+
+    _space_back(pid)
+    resumed = time.time() * 1000
+    wait_for(lambda: _health(daemon)["writer_error"] is None, timeout_s=40)
+    wait_for(lambda: _latest_ts(daemon) > resumed)
+    wait_for(lambda: max(reader.slots) > resumed)
+    window = {**SIM, "start": int(began) // S * S, "end": int(resumed) // S * S}
+    coverage = daemon.http.get("/v1/coverage", params=window).json()
+    gap_slots = sum((end - start) // S for start, end, _ in coverage["gaps"])
+    assert coverage["present"] + gap_slots == coverage["expected"], coverage
+    assert {gap[2] for gap in coverage["gaps"]} <= {"storage_full"}, coverage
+    reader.stop()
+    assert reader.closed is None, reader.closed
+    assert reader.slots == sorted(set(reader.slots))  # in order, each once
+    assert daemon.stop() == 0
