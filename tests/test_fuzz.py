@@ -24,8 +24,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from obd.storage import clients
+from obd.storage.connect import open_writer
+from obd.storage.schema import migrate
 from tests.conftest import REPO, Daemon
-from tests.fuzz_hooks import GUARD_EXCHANGE
+from tests.fuzz_hooks import FUZZ_CLIENT, GUARD_EXCHANGE
 from tests.ws_support import Log, coin_toml, config, decode, now_slot, open_ws, sim_alias
 
 pytestmark = pytest.mark.slow
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.slow
 S = 1000
 SEED = 17
 HTTP_EXAMPLES = 150  # per operation and phase: ~1,200 cases over the 12 operations
+AUTH_EXAMPLES = 40  # with auth on (19 operations): ~800 cases
 WS_CONNECTIONS = 8
 WS_FRAMES = 300  # per connection: 2,400 frames
 GUARD = {"exchange": GUARD_EXCHANGE, "symbol": "SOL/USDT"}
@@ -122,7 +126,39 @@ def test_fuzzing_http_and_websocket_finds_no_5xx_and_costs_collection_nothing(
     assert log.stop() == 0
 
 
-def _schemathesis(daemon: Daemon, tmp_path: Path) -> dict[str, Any]:
+def test_fuzzing_with_auth_on_finds_no_5xx_and_no_open_route(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """With `[auth] enabled`: the token endpoint and `/v1/clients` are fuzzed too, and
+    schemathesis's auth checks hold every documented route to its 401."""
+    path = config(tmp_path, coin_toml("BTC/USDT", 10), extra="[auth]\nenabled = true\n")
+    conn = open_writer(tmp_path / "obd.sqlite")
+    migrate(conn, 0)
+    secret = clients.new_secret()
+    with conn:
+        scopes = frozenset({"read", "write", "admin"})
+        client = clients.add(conn, FUZZ_CLIENT, scopes, clients.hash_secret(secret), 0)
+    conn.close()
+    daemon: Daemon = start_daemon(path)
+    form = {"grant_type": "client_credentials"}
+    issued = daemon.http.post("/oauth/token", data=form, auth=(client.client_id, secret))
+    token = issued.json()["access_token"]
+    log = Log(daemon)
+
+    report = _schemathesis(daemon, tmp_path, AUTH_EXAMPLES, f"Authorization: Bearer {token}")
+    cases, failures = report["test_cases"]["generated"], report["failures"]
+    crashes = [e for e in daemon.log if e.get("event") in _CRASHES]
+    print(f"\nfuzz, auth on: HTTP {cases} cases, {len(failures)} failing")
+    assert not failures, json.dumps(failures, indent=1)[:4000]
+    assert not report["errors"], json.dumps(report["errors"], indent=1)[:4000]
+    assert report["operations"]["tested"] >= 17, report["operations"]  # /v1/clients, token
+    assert not crashes, crashes[:3]
+    assert log.stop() == 0
+
+
+def _schemathesis(
+    daemon: Daemon, tmp_path: Path, examples: int = HTTP_EXAMPLES, *headers: str
+) -> dict[str, Any]:
     """`st run` over the daemon's own document; its JSON report.
 
     Checks left out, and why: `positive_data_acceptance` expects any request the
@@ -137,7 +173,8 @@ def _schemathesis(daemon: Daemon, tmp_path: Path) -> dict[str, Any]:
     command = [
         *(sys.executable, "-m", "schemathesis.cli", "run"),
         f"{daemon.url}/schema/openapi.json",
-        *("--max-examples", str(HTTP_EXAMPLES), "--seed", str(SEED), "--workers", "1"),
+        *("--max-examples", str(examples), "--seed", str(SEED), "--workers", "1"),
+        *(option for header in headers for option in ("-H", header)),
         *("--phases", "examples,coverage,fuzzing", "--no-shrink"),
         *("--exclude-checks", "positive_data_acceptance"),
         *("--request-timeout", "20", "--no-color"),

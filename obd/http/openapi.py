@@ -11,7 +11,7 @@ holds the server to this document.
 """
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Litestar
@@ -33,7 +33,6 @@ from litestar.routes import HTTPRoute
 
 from obd import __version__
 from obd.config import MAX_DEPTH
-from obd.http.clients import ClientView, NewClient
 from obd.http.routes import AddCoinBody
 from obd.model import Snapshot
 from obd.plugin import Availability
@@ -117,14 +116,20 @@ class CoinList(msgspec.Struct, frozen=True):
     items: list[CoinView]
 
 
-class ClientList(msgspec.Struct, frozen=True):
-    items: list[ClientView]
+class TokenForm(msgspec.Struct, frozen=True):
+    """RFC 6749 §4.4.2; the client's credentials here or as HTTP Basic (§2.3.1)."""
+
+    grant_type: Literal["client_credentials"]
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None  # space-separated, within the client's own scopes
 
 
-class NewClientSecret(msgspec.Struct, frozen=True):
-    client_id: str
-    client_secret: str
-    scopes: list[str]
+class OAuthError(msgspec.Struct, frozen=True):
+    """RFC 6749 §5.2: the token endpoint's errors (not obd's error body)."""
+
+    error: str
+    error_description: str
 
 
 # (path, method): (the request body's type or None, {status: the answer's type}).
@@ -138,10 +143,9 @@ _BODIES: dict[tuple[str, str], tuple[type | None, dict[str, type]]] = {
     ("/v1/coverage", "get"): (None, {"200": Coverage}),
     ("/healthz", "get"): (None, {"200": Liveness, "503": Liveness}),
     ("/readyz", "get"): (None, {"200": Health, "503": Health}),
-    ("/v1/clients", "get"): (None, {"200": ClientList}),
-    ("/v1/clients", "post"): (NewClient, {"201": NewClientSecret}),
-    ("/v1/clients", "delete"): (None, {"200": ClientView}),
 }
+_FORM = "application/x-www-form-urlencoded"
+_FORM_BODIES = {("/oauth/token", "post")}  # request bodies that are forms, not JSON
 # What the service checks of a body's fields beyond their types (as for the query).
 _COIN_FIELDS = {
     "exchange": {"type": "string", "pattern": _EXCHANGE},
@@ -152,6 +156,28 @@ _BODY_FIELDS = {"AddCoinBody": _COIN_FIELDS}
 _TEXT_ANSWERS = {  # (path, method): the media type of a 200 that is not JSON
     ("/metrics", "get"): "text/plain",
 }
+
+
+def _auth_bodies() -> dict[tuple[str, str], tuple[type | None, dict[str, type]]]:
+    """The routes mounted with `[auth] enabled` (imported then only: joserfc is heavy)."""
+    from obd.auth.tokens import IssuedToken
+    from obd.http.clients import ClientView, NewClient
+
+    class ClientList(msgspec.Struct, frozen=True):
+        items: list[ClientView]
+
+    class NewClientSecret(msgspec.Struct, frozen=True):
+        client_id: str
+        client_secret: str
+        scopes: list[str]
+
+    errors = {"400": OAuthError, "401": OAuthError, "429": OAuthError}
+    return {
+        ("/v1/clients", "get"): (None, {"200": ClientList}),
+        ("/v1/clients", "post"): (NewClient, {"201": NewClientSecret}),
+        ("/v1/clients", "delete"): (None, {"200": ClientView}),
+        ("/oauth/token", "post"): (TokenForm, {"200": IssuedToken, **errors}),
+    }
 
 
 def config() -> OpenAPIConfig:
@@ -179,12 +205,13 @@ def describe(app: Litestar, *, auth: bool) -> None:
     document = app.openapi_schema
     schemas = document.components.schemas  # Litestar fills `schemas` as it builds
     schemas["Error"] = _ERROR
-    types = [t for body, answers in _BODIES.values() for t in (body, *answers.values()) if t]
+    paths = document.paths or {}
+    bodies = {**_BODIES, **(_auth_bodies() if "/oauth/token" in paths else {})}
+    types = [t for body, answers in bodies.values() for t in (body, *answers.values()) if t]
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     for name, fields in _BODY_FIELDS.items():
         components[name]["properties"].update(fields)
     schemas.update({name: _schema(found) for name, found in components.items()})
-    paths = document.paths or {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or route.path not in paths:
             continue
@@ -193,23 +220,28 @@ def describe(app: Litestar, *, auth: bool) -> None:
                 operation = getattr(paths[route.path], method.lower(), None)
                 if not isinstance(operation, Operation):
                     continue
-                _bodies(operation, (route.path, method.lower()))
-                takes = handler.opt.get("query")
-                if takes is not None:
-                    _annotate(operation, takes, handler.opt.get("scope"), auth)
+                _bodies(operation, (route.path, method.lower()), bodies)
+                takes, scope = handler.opt.get("query"), handler.opt.get("scope")
+                if takes is not None or scope is not None:  # /metrics: a scope, no query
+                    _annotate(operation, takes or (), scope, auth)
 
 
-def _bodies(operation: Operation, key: tuple[str, str]) -> None:
+def _bodies(
+    operation: Operation,
+    key: tuple[str, str],
+    bodies: dict[tuple[str, str], tuple[type | None, dict[str, type]]],
+) -> None:
     """The answers' bodies (JSON, or msgpack of the same shape on `Accept`) and the
     request body, where the handler encodes and decodes them itself."""
     responses = operation.responses if operation.responses is not None else {}
     if key in _TEXT_ANSWERS:
         media = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
         responses["200"] = OpenAPIResponse(description="OK", content={_TEXT_ANSWERS[key]: media})
-    body, answers = _BODIES.get(key, (None, {}))
+    body, answers = bodies.get(key, (None, {}))
     for status, kind in answers.items():
         media = OpenAPIMediaType(schema=Reference(ref=_REF.format(name=kind.__name__)))
-        content = {_JSON: media, _MSGPACK: media}
+        # The token endpoint answers JSON only (RFC 6749 §5.1); the rest honour Accept.
+        content = {_JSON: media} if key in _FORM_BODIES else {_JSON: media, _MSGPACK: media}
         if kind is Page:  # `format=ndjson` streams the range, one snapshot a line
             content["application/x-ndjson"] = OpenAPIMediaType(
                 schema=Schema(type=OpenAPIType.STRING)
@@ -220,9 +252,13 @@ def _bodies(operation: Operation, key: tuple[str, str]) -> None:
     operation.responses = responses
     if body is not None:
         reference = Reference(ref=_REF.format(name=body.__name__))
+        media_type = _FORM if key in _FORM_BODIES else _JSON
         operation.request_body = RequestBody(
-            content={_JSON: OpenAPIMediaType(schema=reference)}, required=True
+            content={media_type: OpenAPIMediaType(schema=reference)}, required=True
         )
+    if key in _FORM_BODIES:  # a body over the limit: obd's own error body
+        error = OpenAPIMediaType(schema=Reference(ref=_REF.format(name="Error")))
+        responses.setdefault("413", OpenAPIResponse(_ERRORS["413"], content={_JSON: error}))
 
 
 def _annotate(operation: Operation, takes: tuple[str, ...], scope: str | None, auth: bool) -> None:
