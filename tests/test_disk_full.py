@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Daemon, wait_for, write_config
-from tests.ws_support import SIM, coin_toml, decode, open_ws, rss_mib
+from tests.ws_support import SIM, Sampler, coin_toml, decode, open_ws, rss_mib
 
 S = 1000
 CONFIG = '[storage]\npath = "obd.sqlite"\nqueue_mib = 1\n'
@@ -160,6 +160,8 @@ def test_a_disk_freed_in_part_then_whole_and_a_reader_stays(tmp_path: Path) -> N
     reader = _NormalReader(daemon)
     reader.start()
     wait_for(lambda: reader.slots)
+    rss_before = rss_mib(pid)
+    rss = Sampler(lambda: rss_mib(pid), every_s=0.2)
 
     _disk_full(pid)
     began = time.time() * 1000
@@ -177,7 +179,13 @@ def test_a_disk_freed_in_part_then_whole_and_a_reader_stays(tmp_path: Path) -> N
     resumed = time.time() * 1000
     wait_for(lambda: _health(daemon)["writer_error"] is None, timeout_s=40)
     wait_for(lambda: _latest_ts(daemon) > resumed)
+    recovered_s = time.time() - resumed / 1000
     wait_for(lambda: max(reader.slots) > resumed)
+    peak = rss.stop()
+    print(
+        f"\nRSS {rss_before:.0f} MiB before, {peak:.0f} MiB at most; new slots {recovered_s:.1f} s"
+    )
+    assert peak < rss_before + 1 + 100, (rss_before, peak)  # the queue bound (1 MiB) + 100
     window = {**SIM, "start": int(began) // S * S, "end": int(resumed) // S * S}
     coverage = daemon.http.get("/v1/coverage", params=window).json()
     gap_slots = sum((end - start) // S for start, end, _ in coverage["gaps"])
