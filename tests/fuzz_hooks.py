@@ -7,8 +7,10 @@ OAuth client) is a legitimate request; but the test watches one coin
 token of one client (`FUZZ_CLIENT`): the fuzzer may do anything but remove those.
 """
 
+import itertools
 from typing import Any
 
+import msgspec
 import schemathesis
 
 GUARD_EXCHANGE = "guard"
@@ -21,3 +23,21 @@ def filter_case(context: Any, case: Any) -> bool:
         return True
     query = case.query or {}
     return query.get("exchange") != GUARD_EXCHANGE and query.get("name") != FUZZ_CLIENT
+
+
+@schemathesis.deserializer("application/msgpack")
+def msgpack_answer(context: Any, response: Any) -> Any:
+    """obd answers msgpack on `Accept: application/msgpack`: validated like JSON."""
+    return msgspec.msgpack.decode(response.content)
+
+
+_asked = itertools.count()
+
+
+@schemathesis.hook
+def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Every third case asks for msgpack: answers and errors in it, held to the same
+    schemas."""
+    if next(_asked) % 3:
+        return headers
+    return {**(headers or {}), "Accept": "application/msgpack"}

@@ -143,6 +143,8 @@ _BODIES: dict[tuple[str, str], tuple[type | None, dict[str, type]]] = {
     ("/v1/coverage", "get"): (None, {"200": Coverage}),
     ("/healthz", "get"): (None, {"200": Liveness, "503": Liveness}),
     ("/readyz", "get"): (None, {"200": Health, "503": Health}),
+    ("/healthz", "head"): (None, {"200": Liveness, "503": Liveness}),  # the headers of GET
+    ("/readyz", "head"): (None, {"200": Health, "503": Health}),
 }
 _FORM = "application/x-www-form-urlencoded"
 _FORM_BODIES = {("/oauth/token", "post")}  # request bodies that are forms, not JSON
