@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from obd.storage import clients
 from obd.storage.connect import open_writer
@@ -39,6 +40,7 @@ HTTP_EXAMPLES = 150  # per operation and phase: ~1,200 cases over the 12 operati
 AUTH_EXAMPLES = 40  # with auth on (19 operations): ~800 cases
 WS_CONNECTIONS = 8
 WS_FRAMES = 300  # per connection: 2,400 frames
+HANDSHAKES = 100
 GUARD = {"exchange": GUARD_EXCHANGE, "symbol": "SOL/USDT"}
 # Back-fill is metered; small caps keep a fuzzed `history` over years cheap.
 LIMITS = """
@@ -105,7 +107,7 @@ def test_fuzzing_http_and_websocket_finds_no_5xx_and_costs_collection_nothing(
     print(
         f"\nfuzz: HTTP {cases} cases in {http_s:.0f} s, {len(failures)} failing, "
         f"{len(server_errors)} 5xx; WebSocket {ws['frames']} frames in {ws_s:.0f} s, "
-        f"{ws['errors']} error frames, "
+        f"{ws['errors']} error frames, {ws['handshakes']} handshakes, "
         f"{ws['closed_1009']} closed 1009; daemon crashes logged: {len(crashes)}"
     )
     assert not failures, json.dumps(failures, indent=1)[:4000]
@@ -191,6 +193,7 @@ def _schemathesis(
 
 async def _fuzz_ws(daemon: Daemon) -> dict[str, int]:
     totals = {"frames": 0, "errors": 0, "closed_1009": 0}
+    totals["handshakes"] = await _fuzz_handshakes(daemon, random.Random(SEED))
     runs = [
         _fuzz_connection(daemon, n, random.Random(SEED * 1000 + n)) for n in range(WS_CONNECTIONS)
     ]
@@ -198,6 +201,30 @@ async def _fuzz_ws(daemon: Daemon) -> dict[str, int]:
         for key, value in counts.items():
             totals[key] += value
     return totals
+
+
+async def _fuzz_handshakes(daemon: Daemon, rng: random.Random) -> int:
+    """Handshakes with odd queries and subprotocols: accepted, or refused with a 4xx and
+    obd's error body, never a 5xx."""
+    for _ in range(HANDSHAKES):
+        query = "?" + "&".join(
+            f"{quote(str(_value(rng, 3)))}={quote(str(_value(rng, 3)))}"
+            for _ in range(rng.randrange(3))
+        )
+        if rng.random() < 0.3:
+            query += "&format=" + quote(rng.choice(["json", "msgpack", "xml", "", "²"]))
+        offered = rng.sample(["obd.msgpack", "obd.json", "chat", "x" * 50], rng.randrange(3))
+        options: dict[str, Any] = {"subprotocols": offered} if offered else {}
+        try:
+            ws = await open_ws(daemon, query, **options)
+        except InvalidStatus as exc:
+            refused = exc.response
+        else:
+            await ws.close()
+            continue
+        assert 400 <= refused.status_code < 500, (query, refused.status_code)
+        assert json.loads(refused.body or b"{}")["error"]["code"], query
+    return HANDSHAKES
 
 
 async def _fuzz_connection(daemon: Daemon, n: int, rng: random.Random) -> dict[str, int]:
@@ -308,15 +335,15 @@ def _key(rng: random.Random) -> str:
 def _request(rng: random.Random) -> dict[str, Any]:
     """A request of a known op, each field well formed or not."""
     now = time.time_ns() // 1_000_000
-    good: dict[str, Any] = {
-        "op": rng.choice(_OPS),
-        "exchange": "sim",
-        "symbol": rng.choice(["BTC/USDT", "ETH/USDT"]),
-        "start": now - rng.randrange(1, 600) * S,
-        "end": now - rng.randrange(0, 60) * S,
-        "chunk": rng.randrange(1, 50),
-        "id": rng.choice([rng.randrange(10**6), f"r{rng.randrange(100)}", None]),
-    }
+    op = rng.choice(_OPS)
+    good: dict[str, Any] = {"op": op}
+    if op != "cancel":
+        good.update(exchange="sim", symbol="BTC/USDT" if rng.random() < 0.9 else "ETH/USDT")
+    if op == "history":
+        good.update(start=now - rng.randrange(1, 600) * S, end=now - rng.randrange(0, 60) * S)
+        good["chunk"] = rng.randrange(1, 50)
+    if op == "cancel" or rng.random() < 0.7:
+        good["id"] = rng.choice([rng.randrange(10**6), f"r{rng.randrange(100)}"])
     for name in list(good):
         roll = rng.random()
         if roll < 0.1:
