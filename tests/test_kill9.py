@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 S = 1000
 KILLS = 5
+OFFSETS_S = [0.002, 0.02, 0.2, 0.5, 0.9]  # after a slot is due, when each kill comes
 COINS = [("BTC/USDT", 1000), ("ETH/USDT", 1000), ("SOL/USDT", 10), ("BNB/USDT", 10)]
 
 
@@ -59,17 +60,20 @@ def test_kill_9_under_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     seen: dict[tuple[str, int], Any] = {}
     lost: list[int] = []
     first = 0  # the first slot after the coins were added (at the first start)
-    for _ in range(KILLS):
+    for kill in range(KILLS):
         daemon = Daemon(config)
         started = now_slot()
         first = first or started
         # Ingest is under way: every coin has committed a slot of this run, then a few more.
         for symbol, _ in COINS:
             wait_for(lambda s=symbol, d=daemon, t=started: (_latest(d, s) or {}).get("ts", 0) > t)
-        time.sleep(1.5)
+        time.sleep(0.5)
         for symbol, _ in COINS:
             for ts, row in _seen(daemon, symbol, started - 5 * S).items():
                 seen[symbol, ts] = row
+        # Each kill at another point of the second: just after a slot is due (its book
+        # in flight to the writer), mid-way, just before the next.
+        time.sleep(1 - time.time() % 1 + OFFSETS_S[kill])
         daemon.process.kill()
         killed = time.time_ns() // 1_000_000
         daemon.process.wait()
