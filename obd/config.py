@@ -4,6 +4,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -28,6 +29,9 @@ class Server(_Section, frozen=True):
     # With auth off, names besides loopback and `host` that a request's Host or Origin may
     # use (any port): a page of any other name is refused, a DNS-rebinding defence.
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    # The URL clients reach obd at (a proxy's, say), for the links obd hands out (/mcp's
+    # 401, the OAuth metadata); empty: the request's Host if it names this machine.
+    public_url: str = ""
 
 
 class Storage(_Section, frozen=True):
@@ -35,6 +39,9 @@ class Storage(_Section, frozen=True):
     # Books waiting for the writer, MiB at most (an estimate); past it, while commits fail
     # or lag, each new slot is recorded as a `storage_full` gap instead.
     queue_mib: Annotated[int, msgspec.Meta(ge=1)] = 128
+    # Free space under this on the database's filesystem is a warning in health and
+    # stats (not a failure): time to make room before books become storage_full gaps.
+    low_disk_mib: Annotated[int, msgspec.Meta(ge=0)] = 1024
 
 
 class Collection(_Section, frozen=True):
@@ -78,10 +85,16 @@ class Auth(_Section, frozen=True):
 
 class History(_Section, frozen=True):
     """Back-fill (a WebSocket `history` request fetching what storage lacks from the
-    plugin, and storing it) is a write: it is capped, in rows fetched."""
+    plugin, and storing it) is a write: it is capped, in rows fetched, and metered per
+    client and for the whole daemon (`obd/service/backfill_limits.py`)."""
 
     backfill_rows_per_request: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     backfill_rows_per_connection: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+    # Rows a minute (token buckets: a minute's worth at once, then at this rate); 0: none.
+    backfill_rows_per_minute_per_client: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    backfill_rows_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 20_000
+    backfill_concurrent_per_client: Annotated[int, msgspec.Meta(ge=1)] = 2
+    backfill_concurrent: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
 class Mcp(_Section, frozen=True):
@@ -174,6 +187,7 @@ def _checked(config: Config) -> Config:
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
+    _check_public_url(config.server.public_url)
     for index, name in enumerate(config.server.allowed_hosts):
         if not _HOST_NAME.fullmatch(name):
             raise ConfigError(
@@ -181,6 +195,17 @@ def _checked(config: Config) -> Config:
                 f"scheme or port, got {name!r:.60}"
             )
     return config
+
+
+def _check_public_url(url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"server.public_url: expected an http(s) URL like 'https://obd.example.com', "
+            f"got {url!r:.80}"
+        )
 
 
 def _check_auth(auth: Auth) -> None:

@@ -118,6 +118,7 @@ async def open_runtime(
         default_interval=config.collection.interval,
         default_depth=config.collection.depth,
         history=config.history,
+        low_disk_bytes=config.storage.low_disk_mib * 1024 * 1024,
     )
     writing = asyncio.create_task(writer.run(), name="writer")
     try:

@@ -91,6 +91,7 @@ async def run(config: Config) -> None:
                     oauth=oauth,
                     host=config.server.host,
                     allowed_hosts=config.server.allowed_hosts,
+                    public_url=config.server.public_url,
                 ),
                 log_config=None,
                 access_log=False,

@@ -29,6 +29,7 @@ __all__ = [
     "RateLimited",
     "RequestError",
     "ScopeError",
+    "StorageUnavailable",
     "StoreError",
     "TooLarge",
     "TooManyRequests",
@@ -44,6 +45,9 @@ class ObdError(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
+    # When asking again may succeed, in seconds (HTTP `Retry-After`, a WebSocket error
+    # frame's `retry_after_s`); None: the error does not say.
+    retry_after_s: float | None = None
 
 
 class BadRequest(ObdError):
@@ -108,17 +112,30 @@ class UnsupportedMediaType(ObdError):
 
 
 class TooManyRequests(ObdError):
-    """A client asked for more at once than a connection may have (WebSocket limits)."""
+    """A client asked for more at once than it may have (WebSocket limits, back-fill
+    meters); `retry_after_s` says when a retry may succeed, where a wait helps."""
 
     status = 429
     code = "too_many_requests"
 
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class Unavailable(ObdError):
-    """The exchange (or another upstream) cannot be reached right now."""
+    """The exchange (or another upstream, or storage) cannot be used right now."""
 
     status = 503
     code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StorageUnavailable(Unavailable):
+    """The file cannot take writes now (a full disk, an I/O error); reads go on."""
 
 
 class ConfigError(ObdError):
@@ -191,8 +208,7 @@ class RateLimited(FeedError):
     gap_reason: ClassVar[GapReason] = "rate_limited"
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s  # the exchange's own wait, when it gave one
+        super().__init__(message, retry_after_s)  # the exchange's own wait, when it gave one
 
 
 class NoLiveStream(ObdError):

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 import httpx2
+import pytest
 from litestar.testing import AsyncTestClient
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -151,3 +152,35 @@ def test_mcp_mount_is_behind_the_authenticator(tmp_path: Path) -> None:
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "unauthorized"
     assert refused.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "expected"),
+    [
+        ("evil.example", "", "http://127.0.0.1:8787"),  # never echoed: where it came in
+        ("evil.example:8787", "https://obd.example.com/", "https://obd.example.com"),
+        ("localhost:8787", "", "http://localhost:8787"),
+        ("127.0.0.1:9999", "", "http://127.0.0.1:9999"),
+        ("obd.lan", "", "http://obd.lan"),  # one of [server] allowed_hosts
+    ],
+)
+def test_mcp_401_names_obd_by_its_public_url_never_a_foreign_host(
+    tmp_path: Path, host: str, public_url: str, expected: str
+) -> None:
+    """RFC 9728's `resource_metadata` tells a client where to get a token: a Host copied
+    from the request would let a forged one send it (and its secret) elsewhere."""
+
+    async def go() -> httpx.Response:
+        async with open_service(load(write_config(tmp_path))) as service:
+            mount = McpHttp(service, _Deny(), "127.0.0.1")
+            app = create_app(
+                service, _Deny(), mcp=mount, allowed_hosts=["obd.lan"], public_url=public_url
+            )
+            async with AsyncTestClient(app, base_url="http://127.0.0.1:8787") as client:
+                return await client.post("/mcp/", json={}, headers={"host": host})
+
+    refused = asyncio.run(go())
+    assert refused.status_code == 401
+    challenge = refused.headers["www-authenticate"]
+    metadata = challenge.split('resource_metadata="', 1)[1].rstrip('"')
+    assert metadata == f"{expected}/.well-known/oauth-protected-resource/mcp"

@@ -18,10 +18,14 @@ from tests.conftest import write_config
 _STUB: Any = object()  # the token endpoint: adds the /v1/clients routes
 
 
-def _fetch(tmp_path: Path) -> tuple[dict[str, Any], httpx.Response, dict[tuple[str, str], Any]]:
+def _fetch(
+    tmp_path: Path, authenticator: Any = None
+) -> tuple[dict[str, Any], httpx.Response, dict[tuple[str, str], Any]]:
     async def go() -> tuple[dict[str, Any], httpx.Response, dict[tuple[str, str], Any]]:
         async with open_service(load(write_config(tmp_path))) as service:
-            app = create_app(service, OpenAccess(), oauth=_STUB)  # only its routes are built
+            # The token endpoint adds its routes; an authenticator that is not OpenAccess
+            # is auth on (the schema route asks it nothing).
+            app = create_app(service, authenticator or OpenAccess(), oauth=_STUB)
             routes = {
                 (route.path, method.lower()): handler.opt
                 for route in app.routes
@@ -60,7 +64,50 @@ def test_schema_is_openapi_3_1_and_lists_every_v1_route(tmp_path: Path) -> None:
         operation = document["paths"][path][method]
         names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
         assert names == list(opt["query"]), (path, method)  # what the guard enforces
-        assert operation["security"] == [{"bearer": [opt["scope"]]}]
+        # Auth off (OpenAccess): a token is optional, `{}` says so.
+        assert operation["security"] == [{"bearer": [opt["scope"]]}, {}]
         for status in ("400", "401", "403", "404"):
             error = operation["responses"][status]["content"]["application/json"]["schema"]
             assert error == {"$ref": "#/components/schemas/Error"}
+
+
+def test_every_answer_and_body_has_its_schema_and_auth_on_needs_a_token(tmp_path: Path) -> None:
+    """What the handlers encode and decode themselves is in the document (schemathesis
+    holds the server to it: tests/test_fuzz.py), and with auth on no route is open."""
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+
+    document, _, routes = _fetch(tmp_path, authenticator=_STUB)
+    validate(document, cls=OpenAPIV31SpecValidator)
+    schemas = document["components"]["schemas"]
+    for path, method in [*routes, ("/healthz", "get"), ("/readyz", "get")]:
+        operation = document["paths"][path][method]
+        if (path, method) in routes:
+            assert operation["security"] == [{"bearer": [routes[path, method]["scope"]]}]
+        answers = {k: v for k, v in operation["responses"].items() if k.startswith("2")}
+        assert answers, (path, method)
+        for answer in answers.values():
+            reference = answer["content"]["application/json"]["schema"]["$ref"]
+            assert reference.rsplit("/", 1)[1] in schemas, (path, method)
+    coin = schemas["AddCoinBody"]["properties"]
+    body = document["paths"]["/v1/coins"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("/AddCoinBody")
+    assert coin["exchange"]["pattern"].startswith("^[a-z0-9]")
+    assert schemas["Snapshot"]["properties"]["bids"]["items"]["maxItems"] == 2
+    assert document["paths"]["/metrics"]["get"]["responses"]["200"]["content"].keys() == {
+        "text/plain"
+    }
+
+
+def test_options_lists_every_method_of_the_path(tmp_path: Path) -> None:
+    """Litestar's own OPTIONS answer listed only the first handler's methods."""
+
+    async def go() -> httpx.Response:
+        async with open_service(load(write_config(tmp_path))) as service:
+            app = create_app(service, OpenAccess())
+            async with AsyncTestClient(app, base_url="http://127.0.0.1") as client:
+                return await client.options("/v1/coins")
+
+    answer = asyncio.run(go())
+    assert answer.status_code == 204
+    assert answer.headers["allow"] == "DELETE, GET, OPTIONS, POST"

@@ -152,3 +152,41 @@ def test_a_call_that_meets_a_full_disk_is_unavailable(tmp_path: Path) -> None:
         await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_calls_are_refused_at_once_while_commits_are_retried(tmp_path: Path) -> None:
+    """A write call (add a coin, back-fill) would queue behind a batch whose commit is
+    retried through a full disk; it is refused at once with a time to retry instead,
+    and one already waiting is withdrawn and never runs (issue 17)."""
+    ran: list[str] = []
+
+    async def scenario() -> None:
+        writer = Writer(tmp_path / "obd.sqlite")
+        await writer.open()
+        running = asyncio.create_task(writer.run())
+        coin, _ = await writer.call(lambda conn: coins.add_coin(conn, REQUEST, now=0))
+        pages = await writer.call(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await writer.call(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+        for n in range(3):
+            await writer.put(SnapshotIn(coin, 1000 * (n + 1), BOOK, 999, "synthetic"))
+        # Queued behind the books, before their commit fails: withdrawn when it does.
+        with pytest.raises(Unavailable) as waiting:
+            await writer.call(lambda conn: ran.append("queued before"))
+        assert waiting.value.retry_after_s == 5
+        assert writer.failing is not None
+        # Asked during the outage: refused before it is queued.
+        with pytest.raises(Unavailable, match="storage cannot take writes now") as refused:
+            await writer.call(lambda conn: ran.append("asked during"))
+        assert "full" in str(refused.value)
+        # Space returns: the books are committed, the withdrawn calls never run.
+        conn = writer._conn
+        assert conn is not None
+        await asyncio.to_thread(conn.execute, "PRAGMA max_page_count = 1073741823")
+        await _until(lambda: writer.failing is None and writer.backlog == 0)
+        assert await writer.call(lambda conn: "after") == "after"
+        await writer.stop()
+        await running
+        await writer.close()
+
+    asyncio.run(scenario())
+    assert ran == []

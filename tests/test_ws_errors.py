@@ -98,7 +98,26 @@ BAD: list[tuple[str, Any, str, str]] = [
         "bad_request",
         "id",
     ),
+    # An id past 64 bits is not echoed: no msgpack integer holds it (the fuzzer's find).
+    (
+        '{"op": "latest", "exchange": "sim", "symbol": "BTC/USDT", "x": 1, "id": -1'
+        + "0" * 40
+        + "}",
+        None,
+        "bad_request",
+        "x: unknown field",
+    ),
 ]
+
+
+def test_an_id_past_64_bits_is_not_echoed() -> None:
+    from obd.errors import RequestError
+    from obd.http.ws.messages import decode_request
+
+    for frame in ('{"op": "latest", "id": 18446744073709551616}', b"\x81\xa2id\xcb\x7f"):
+        with pytest.raises(RequestError) as refused:
+            decode_request(frame)
+        assert refused.value.request_id is None
 
 
 def test_bad_requests_get_an_error_frame_and_the_connection_stays_usable(

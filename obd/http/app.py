@@ -10,13 +10,14 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import BadRequest, ObdError
 from obd.http import errors, openapi, page, routes, summary
 from obd.http.metrics import instrument
-from obd.http.origins import BrowserGuard, allowed_names
+from obd.http.origins import BrowserGuard, allowed_names, public_base
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
 from obd.metrics import Metrics
@@ -39,11 +40,13 @@ def create_app(
     oauth: "TokenEndpoint | None" = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
+    public_url: str = "",
 ) -> Litestar:
     """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
     (the configured one) and `allowed_hosts` are, beside the loopback names, the names
-    a request may use with auth off; `metrics` are the daemon's (its writer counts into
-    them too)."""
+    a request may use with auth off; `public_url` is what obd calls itself in links;
+    `metrics` are the daemon's (its writer counts into them too)."""
+    names = allowed_names(host, allowed_hosts)
     handlers = [
         *routes.HANDLERS,
         *summary.HANDLERS,
@@ -63,23 +66,40 @@ def create_app(
         middleware=[
             DefineMiddleware(
                 BrowserGuard,
-                names=allowed_names(host, allowed_hosts),
+                names=names,
                 check_names=isinstance(authenticator, OpenAccess),
             )
         ],
+        before_send=[_options_allow],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
         openapi_config=openapi.config(),
         debug=False,
     )
-    openapi.describe(app)
+    openapi.describe(app, auth=not isinstance(authenticator, OpenAccess))
+    app.state.methods = {
+        route.path: ", ".join(sorted(route.methods))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
     app.state.service = service
     app.state.authenticator = authenticator
     app.state.oauth = oauth
+    app.state.public_base = lambda scope: public_base(scope, public_url, names)
     app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
     app.state.metrics = metrics or Metrics()  # the daemon's writer counts into the same one
     instrument(app, app.state.metrics)
     return app
+
+
+async def _options_allow(message: Message, scope: Scope) -> None:
+    """`OPTIONS` lists every method of the path in `Allow`, as a 405 does: Litestar's own
+    OPTIONS answer lists only those of the first handler registered for the path."""
+    if message["type"] == "http.response.start" and scope.get("method") == "OPTIONS":
+        allow = scope["app"].state.methods.get(scope.get("path_template") or "")
+        if allow is not None:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+            message["headers"] = [*headers, (b"allow", allow.encode())]
 
 
 def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:
@@ -121,22 +141,29 @@ async def _known_query(
 
 
 def error_response(
-    status: int, code: str, message: str, accept: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    accept: str | None = None,
+    retry_after_s: float | None = None,
 ) -> Response[bytes]:
     """The error body in the media type the request's `accept` asked for (JSON else)."""
     content, media_type = errors.encoded(code, message, accept)
-    return Response(
-        content, status_code=status, media_type=media_type, headers=errors.headers(status) or None
-    )
+    headers = errors.headers(status, retry_after_s) or None
+    return Response(content, status_code=status, media_type=media_type, headers=headers)
 
 
 def _obd_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ObdError)
     status = errors.status(exc)
-    response = error_response(status, exc.code, str(exc), request.headers.get("accept"))
+    accept = request.headers.get("accept")
+    response = error_response(status, exc.code, str(exc), accept, exc.retry_after_s)
     if status == 401 and request.scope.get("raw_path", b"").startswith(b"/mcp"):
         # RFC 9728 §5.1: tell an MCP client where to learn how to get a token.
-        metadata = str(request.base_url).rstrip("/") + "/.well-known/oauth-protected-resource/mcp"
+        # Never the request's own Host unchecked: a forged one would send the client
+        # (and its credentials) to another server.
+        base = request.app.state.public_base(request.scope)
+        metadata = base + "/.well-known/oauth-protected-resource/mcp"
         challenge = f'{errors.CHALLENGE}, resource_metadata="{metadata}"'
         response.headers["WWW-Authenticate"] = challenge
     return response

@@ -2,6 +2,8 @@
 `{"error": {"code", "message"}}` and the headers. HTTP routes and the WebSocket
 handshake's refusal both answer with it (docs/HTTP.md, docs/WEBSOCKET.md)."""
 
+import math
+
 import msgspec
 
 from obd.errors import BadRequest, MethodNotAllowed, NotFound, ObdError, TooLarge
@@ -41,8 +43,13 @@ def encoded(code: str, message: str, accept: str | None) -> tuple[bytes, str]:
     return body(code, message), "application/json"
 
 
-def headers(status: int) -> dict[str, str]:
-    return {"WWW-Authenticate": CHALLENGE} if status == 401 else {}
+def headers(status: int, retry_after_s: float | None = None) -> dict[str, str]:
+    """A 401's challenge; `Retry-After` (whole seconds, RFC 9110 §10.2.3) where the
+    error says when to ask again."""
+    found = {"WWW-Authenticate": CHALLENGE} if status == 401 else {}
+    if retry_after_s is not None:
+        found["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return found
 
 
 def code_for_status(status: int) -> str:

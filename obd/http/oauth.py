@@ -185,7 +185,9 @@ async def server_metadata(request: AnyRequest) -> dict[str, Any]:
 
 
 def base_url(request: Request[Any, Any, Any]) -> str:
-    return str(request.base_url).rstrip("/")
+    """obd's own URL: `[server] public_url`, or a Host naming this machine (origins.py)."""
+    base: str = request.app.state.public_base(request.scope)
+    return base
 
 
 HANDLERS = [token, jwks, mcp_resource, server_metadata]

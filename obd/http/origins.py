@@ -7,6 +7,7 @@ page can only send after a preflight obd never answers. `/mcp` checks the same n
 itself (`obd/mcp/http.py`)."""
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from obd.errors import Forbidden, ObdError, UnsupportedMediaType
 from obd.http import errors
 
-__all__ = ["BrowserGuard", "allowed_names"]
+__all__ = ["BrowserGuard", "allowed_names", "public_base"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -26,6 +27,33 @@ def allowed_names(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
     `[server] allowed_hosts`."""
     names = {"localhost", "127.0.0.1", "::1", host, *extra}
     return frozenset(name.strip("[]").lower() for name in names)
+
+
+def public_base(scope: Scope, public_url: str, names: frozenset[str]) -> str:
+    """The URL obd names itself by in what it hands out (/mcp's `resource_metadata`, the
+    OAuth metadata): `[server] public_url` if set; else the request's `Host` if it names
+    this machine; else the address the connection came in on. Never a foreign Host: a
+    client must not be sent to a server a forged header named."""
+    if public_url:
+        return public_url.rstrip("/")
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode("latin-1").strip()
+    name = _host_name(host)
+    if host and (name in names or _is_loopback(name)) and _HOST.fullmatch(host):
+        return f"{scheme}://{host}"
+    address, port = scope.get("server") or ("127.0.0.1", 80)
+    return f"{scheme}://{f'[{address}]' if ':' in address else address}:{port}"
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class BrowserGuard:
@@ -66,12 +94,7 @@ class BrowserGuard:
                     raise UnsupportedMediaType("body: expected Content-Type application/json")
 
     def _is_local(self, name: str) -> bool:
-        if name in self._names:
-            return True
-        try:
-            return ipaddress.ip_address(name).is_loopback
-        except ValueError:
-            return False
+        return name in self._names or _is_loopback(name)
 
     def _is_local_origin(self, origin: str) -> bool:
         try:

@@ -23,6 +23,7 @@ from obd.exchanges import Exchanges
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability, FetchesHistory
 from obd.service import markets as discovery
+from obd.service.backfill_limits import BackfillMeter
 from obd.service.coverage import Coverage, coverage
 from obd.service.grid import MAX_BUCKETS, Grid, grid
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, Allowance, HistoryStream
@@ -30,6 +31,7 @@ from obd.service.markets import ExchangeView, MarketPage, MarketView
 from obd.storage import coins as coin_writes
 from obd.storage import reader
 from obd.storage.reader import Reader, SummaryRow
+from obd.storage.space import Space, space
 from obd.storage.writer import Writer
 from obd.times import (
     format_interval,
@@ -66,6 +68,7 @@ MAX_MARKETS = 1_000  # markets in one list_markets page
 MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
 DEFAULT_PAGE = 100
 STREAM_CHUNK = 256  # snapshots read per step when streaming a range
+LOW_DISK_BYTES = 1024 * 1024 * 1024  # `[storage] low_disk_mib`'s default
 
 _EXCHANGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SYMBOL = re.compile(r"[^\s\x00-\x1f]{1,100}")
@@ -105,12 +108,16 @@ class Health(msgspec.Struct, frozen=True):
     writer_backlog: int
     writer_error: str | None
     coins: list[dict[str, Any]]
+    disk_free_bytes: int | None = None  # on the database's filesystem
+    warnings: list[str] = msgspec.field(default_factory=list)  # never a failure by itself
 
 
 class Liveness(msgspec.Struct, frozen=True):
     status: str  # "ok" or "failing": the writer cannot commit
     writer_backlog: int
     writer_error: str | None
+    disk_free_bytes: int | None = None  # on the database's filesystem
+    warnings: list[str] = msgspec.field(default_factory=list)  # low disk: not "failing"
 
 
 class FeedStats(msgspec.Struct, frozen=True):
@@ -133,6 +140,8 @@ class Stats(msgspec.Struct, frozen=True):
     database_bytes: int
     wal_bytes: int
     coins: list[FeedStats] | None  # None: this process does not collect
+    disk_free_bytes: int | None = None  # on the database's filesystem; None: unknown
+    disk_low: bool = False  # under `[storage] low_disk_mib`
 
 
 BOOKS_PATH = "/v1/books"
@@ -158,6 +167,7 @@ class Service:
         default_interval: str | int = "5m",
         default_depth: int = 100,
         history: History | None = None,
+        low_disk_bytes: int = LOW_DISK_BYTES,
     ) -> None:
         self._exchanges = exchanges
         self._reader = read
@@ -166,6 +176,8 @@ class Service:
         self._default_interval = default_interval
         self._default_depth = default_depth
         self._history_limits = history or History()
+        self._low_disk_bytes = low_disk_bytes
+        self._backfill_meter = BackfillMeter(self._history_limits)
         self.clients = Clients(read, writer)
 
     @property
@@ -392,10 +404,16 @@ class Service:
             backfill=backfill,
         )
 
-    def backfill_allowance(self) -> Allowance:
-        """What one client (a WebSocket connection) may back-fill, from `[history]`."""
+    def backfill_allowance(self, client: str) -> Allowance:
+        """What one connection of `client` (a token's subject, or an address) may
+        back-fill, from `[history]`: its own caps, and the daemon's shared meters."""
         limits = self._history_limits
-        return Allowance(limits.backfill_rows_per_request, limits.backfill_rows_per_connection)
+        return Allowance(
+            limits.backfill_rows_per_request,
+            limits.backfill_rows_per_connection,
+            self._backfill_meter,
+            client,
+        )
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
@@ -419,11 +437,17 @@ class Service:
         """Whether the process works (it answered, so its loop turns; its writer commits);
         stale coins are readiness (`health`), never a reason to restart."""
         error = self._writer.failing
+        disk = self._space()
         return Liveness(
             status="failing" if error else "ok",
             writer_backlog=self._writer.backlog,
             writer_error=error,
+            disk_free_bytes=disk.free_bytes,
+            warnings=[disk.warning] if disk.warning else [],
         )
+
+    def _space(self) -> Space:
+        return space(self._writer.path, self._low_disk_bytes)
 
     async def health(self) -> Health:
         coins = []
@@ -445,17 +469,23 @@ class Service:
                 }
             )
         error = self._writer.failing
+        disk = self._space()
         return Health(
             status="degraded" if stale or error else "ok",
             writer_backlog=self._writer.backlog,
             writer_error=error,
             coins=coins,
+            disk_free_bytes=disk.free_bytes,
+            warnings=[disk.warning] if disk.warning else [],
         )
 
     def stats(self) -> Stats:
         writer, path = self._writer, self._writer.path
         samplers = None if self._collector is None else self._collector.samplers()
+        disk = self._space()
         return Stats(
+            disk_free_bytes=disk.free_bytes,
+            disk_low=disk.low,
             writer_backlog=writer.backlog,
             rows_written=writer.rows_written,
             writer_failing=writer.failing is not None,

@@ -26,9 +26,10 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import HistoryNotAvailable, ObdError, TooManyRequests
+from obd.errors import HistoryNotAvailable, ObdError, StorageUnavailable, TooManyRequests
 from obd.model import Book, Coin, Gap, GapReason, Snapshot
 from obd.plugin import Exchange, FetchesHistory
+from obd.service.backfill_limits import BackfillMeter
 from obd.service.coverage import join
 from obd.storage import reader
 from obd.storage.reader import Reader
@@ -48,12 +49,33 @@ MAX_GAPS = 1_000  # gaps reported per request; a range in shreds says so instead
 
 class Allowance:
     """Rows one client may still have back-filled: `per_request` each request, and
-    `left` in all (shared by the requests of its connection)."""
+    `left` in all (shared by the requests of its connection); and the daemon's shared
+    `meter` (rows a minute, back-fills at once), where `client` is counted."""
 
-    def __init__(self, per_request: int, total: int) -> None:
+    def __init__(
+        self, per_request: int, total: int, meter: BackfillMeter | None = None, client: str = ""
+    ) -> None:
         self.per_request = per_request
         self.total = total
         self.left = total
+        self.meter = meter
+        self.client = client
+
+    def begin(self) -> TooManyRequests | None:
+        return None if self.meter is None else self.meter.begin(self.client)
+
+    def end(self) -> None:
+        if self.meter is not None:
+            self.meter.end(self.client)
+
+    def metered(self) -> TooManyRequests | None:
+        """The shared meters' error if one more row would go past them."""
+        return None if self.meter is None else self.meter.check(self.client)
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.meter is not None:
+            self.meter.spend(self.client)
 
 
 class HistoryStream:
@@ -165,7 +187,7 @@ class HistoryStream:
                 f"history: back-fill is limited to {allowance.total} rows a connection "
                 "([history] backfill_rows_per_connection)"
             )
-        return None
+        return allowance.metered()
 
     async def _backfill(self, start: int, end: int) -> AsyncGenerator[list[Snapshot], None]:
         interval, depth = self.coin.interval_ms, self.coin.depth
@@ -173,7 +195,10 @@ class HistoryStream:
         batch: list[SnapshotIn] = []
         books: AsyncIterator[tuple[int, Book]] | None = None
         source = self._source
-        over: TooManyRequests | None = None
+        allowance = self._allowance
+        assert allowance is not None
+        if (over := allowance.begin()) is not None:  # the daemon's back-fills at once
+            raise over
         try:
             if not isinstance(source, FetchesHistory):  # the capability is optional
                 raise HistoryNotAvailable(f"history not available from {self.coin.exchange}")
@@ -186,17 +211,19 @@ class HistoryStream:
                 if slot > expected:
                     await self._missing(expected, slot)
                 self._fetched += 1
-                assert self._allowance is not None
-                self._allowance.left -= 1
+                allowance.spend()
                 batch.append(self._row(slot, book))
                 expected = slot + interval
                 if len(batch) == BACKFILL_ROWS:
                     yield await self._store(batch)
                     batch = []
+        except StorageUnavailable:
+            raise  # a full disk: the request ends with the error (and when to retry)
         except ObdError as exc:  # no history there (or not now): the slots stay gaps
             self.backfill_error = str(exc)
             log.info("backfill_unavailable", exchange=self.coin.exchange, error=str(exc))
         finally:
+            allowance.end()
             if (close := getattr(books, "aclose", None)) is not None:
                 await close()  # an abandoned async generator would be closed late, by gc
         if batch:

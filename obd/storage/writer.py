@@ -18,7 +18,7 @@ import apsw
 import msgspec
 import structlog
 
-from obd.errors import Unavailable
+from obd.errors import StorageUnavailable
 from obd.metrics import Metrics
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
@@ -100,6 +100,8 @@ class Writer:
         self._conn: apsw.Connection | None = None
         self._listeners: list[Committed] = []
         self._full = False  # books are being refused for want of queue space
+        # Set while a batch's commit fails and is retried: a call would queue behind it.
+        self._retrying = asyncio.Event()
         self._stopping = asyncio.Event()  # set by stop(): a failing commit is not retried
 
     async def open(self) -> None:
@@ -130,10 +132,34 @@ class Writer:
         await self._queue.put(item)
 
     async def call(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run `fn(conn)` in its own transaction, in order with the queued rows."""
+        """Run `fn(conn)` in its own transaction, in order with the queued rows.
+
+        While commits fail (a full disk) the queue does not move, so a call would wait
+        for the outage to end: it is refused at once instead (`StorageUnavailable`, with the
+        retry cap as `retry_after_s`: the HTTP 503's `Retry-After`), and a call that
+        was waiting when commits began to fail is withdrawn and refused the same way.
+        A withdrawn call never runs."""
+        if self._retrying.is_set():
+            raise self._unavailable()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Call(fn, future))
-        return await future
+        outage: asyncio.Future[Any] = asyncio.ensure_future(self._retrying.wait())
+        try:
+            waiting: list[asyncio.Future[Any]] = [future, outage]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outage.cancel()
+        if not future.done():
+            future.cancel()  # withdrawn: `_run_call` skips it
+            raise self._unavailable()
+        return future.result()
+
+    def _unavailable(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"storage cannot take writes now ({self.failing}); the daemon retries every "
+            f"{RETRY_S[-1]:.0f} s and writes again once there is space; ask again then",
+            retry_after_s=RETRY_S[-1],
+        )
 
     async def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the main file without waiting for
@@ -216,6 +242,7 @@ class Writer:
                 break
             except apsw.Error as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
+                self._retrying.set()
                 if self._stopping.is_set():
                     log.error("rows_not_written", error=self.failing, rows=len(rows))
                     return
@@ -223,12 +250,15 @@ class Writer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), next(pauses))
         self.failing = None
+        self._retrying.clear()
         self.rows_written += len(stored)
         _count(self.metrics, rows, stored)
         for listener in self._listeners:
             listener(stored)
 
     async def _run_call(self, call: _Call) -> None:
+        if call.future.done():  # withdrawn by its caller (`call` during an outage)
+            return
         try:
             if call.transaction:
                 result = await self._in_thread(_transaction, self._conn, call.fn)
@@ -237,7 +267,9 @@ class Writer:
         except Exception as exc:  # handed to the caller, who owns the error
             if call.transaction and isinstance(exc, apsw.FullError | apsw.IOError):
                 # A full disk is the caller's 503 (add a coin, back-fill), not a crash.
-                exc = Unavailable(f"storage: {exc}; the daemon's health says more")
+                exc = StorageUnavailable(
+                    f"storage: {exc}; the daemon's health says more", retry_after_s=RETRY_S[-1]
+                )
             if not call.future.done():
                 call.future.set_exception(exc)
         else:

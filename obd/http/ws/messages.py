@@ -116,7 +116,11 @@ def _envelope(frame: str | bytes) -> _Envelope | None:
 
 
 def _echo(value: Any) -> RequestId | None:
-    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+    """The frame's id if it is one a request may carry (msgspec decodes a JSON integer
+    of any size as `Any`, but a request's id, like every msgpack integer, fits 64 bits)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return value if isinstance(value, str) or -(2**63) <= value < 2**64 else None
 
 
 def _explain(error: str, envelope: _Envelope) -> str:
@@ -174,3 +178,4 @@ class Cancelled(_Answer, frozen=True, kw_only=True, tag="cancelled"):
 class Error(_Answer, frozen=True, kw_only=True, tag="error"):
     code: str
     message: str
+    retry_after_s: int | None = None  # whole seconds until asking again may succeed

@@ -9,6 +9,7 @@ history request. A client that leaves, or falls behind, takes all of them with i
 
 import asyncio
 import contextlib
+import math
 from typing import Any, Literal
 
 import structlog
@@ -132,11 +133,15 @@ class Connection:
         self._hub = hub
         self._principal = principal
         self._histories: dict[object, asyncio.Task[None]] = {}
-        # Back-fill is a write: only with `write`, and within the connection's allowance.
-        self._backfill = service.backfill_allowance() if "write" in principal.scopes else None
         self._tasks = asyncio.TaskGroup()
         client = socket.scope.get("client")
         self._peer = f"{client[0]}:{client[1]}" if client else "?"
+        # Back-fill is a write: only with `write`, within the connection's allowance and
+        # the daemon's meters, which count a client by its token's subject (auth off:
+        # everyone is "anonymous", so by address).
+        who = principal.subject if principal.subject != "anonymous" else (client or ["?"])[0]
+        allowed = "write" in principal.scopes
+        self._backfill = service.backfill_allowance(who) if allowed else None
 
     async def serve(self) -> None:
         closing = _Closing(None)
@@ -207,6 +212,9 @@ class Connection:
             self._error(exc, exc.request_id)
         except ObdError as exc:
             self._error(exc, request_id)
+        except Exception as exc:  # one request's bug must not end the connection
+            log.error("ws_request_failed", peer=self._peer, error=repr(exc), exc_info=exc)
+            self._send(msg.Error(code="internal", message="internal error"))
 
     async def _dispatch(self, request: msg.Request) -> None:
         match request:
@@ -297,4 +305,6 @@ class Connection:
         self.feed.offer(encode(answer, self.feed.wire))
 
     def _error(self, exc: ObdError, request_id: msg.RequestId | None) -> None:
-        self._send(msg.Error(id=request_id, code=exc.code, message=str(exc)))
+        wait = exc.retry_after_s
+        retry = None if wait is None else max(1, math.ceil(wait))
+        self._send(msg.Error(id=request_id, code=exc.code, message=str(exc), retry_after_s=retry))
