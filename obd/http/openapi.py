@@ -36,7 +36,7 @@ from obd.config import MAX_DEPTH
 from obd.http.routes import AddCoinBody
 from obd.model import Snapshot
 from obd.plugin import Availability
-from obd.service import CoinView, Coverage, Health, Liveness, Page
+from obd.service import CoinView, Coverage, Grid, Health, Liveness, Page
 
 __all__ = ["PATH", "config", "describe"]
 
@@ -134,6 +134,13 @@ class OAuthError(msgspec.Struct, frozen=True):
     error_description: str
 
 
+class SummaryColumns(msgspec.Struct, frozen=True):
+    """`/v1/summary`: each summary column of the page as a list, oldest first."""
+
+    columns: dict[str, list[int | float | bool | None]]
+    next: int | None  # the `start` of the following page; null: the range is done
+
+
 # (path, method): (the request body's type or None, {status: the answer's type}).
 _BODIES: dict[tuple[str, str], tuple[type | None, dict[str, type]]] = {
     ("/v1/coins", "get"): (None, {"200": CoinList}),
@@ -143,6 +150,8 @@ _BODIES: dict[tuple[str, str], tuple[type | None, dict[str, type]]] = {
     ("/v1/books", "get"): (None, {"200": Page}),
     ("/v1/books/latest", "get"): (None, {"200": Snapshot}),
     ("/v1/coverage", "get"): (None, {"200": Coverage}),
+    ("/v1/coverage/grid", "get"): (None, {"200": Grid}),
+    ("/v1/summary", "get"): (None, {"200": SummaryColumns}),
     ("/healthz", "get"): (None, {"200": Liveness, "503": Liveness}),
     ("/readyz", "get"): (None, {"200": Health, "503": Health}),
     ("/healthz", "head"): (None, {"200": Liveness, "503": Liveness}),  # the headers of GET
