@@ -55,6 +55,7 @@ _PARAMETERS = {  # name: (required, description)
     "cursor": (False, "the previous page's `next`"),
     "format": (False, "`json` (default, paged) or `ndjson` (the whole range, streamed)"),
     "name": (True, "the client's name"),
+    "sources": (False, "`true`: also list where present slots came from (capture runs)"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

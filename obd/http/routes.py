@@ -125,13 +125,14 @@ async def latest(request: AnyRequest) -> Response[bytes]:
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read", "query": _RANGE})
+@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "sources")})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
         _query(request, "symbol"),
         _query(request, "start"),
         _query(request, "end"),
+        _query(request, "sources"),
     )
     return _respond(request, found)
 

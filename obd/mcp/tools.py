@@ -255,12 +255,15 @@ class Tools:
         symbol: SymbolArg,
         start: OptionalTime = None,
         end: OptionalTime = None,
+        sources: bool = False,
     ) -> CoverageResult:
         """How complete a coin's data is over [start, end) (default: since it was added,
         until now): slots expected at its interval, snapshots present, and the gaps
         with their reason (daemon_down, disconnected, not_synced, removed, pending, ...).
-        Shows at most 100 gaps; narrow the range to see the rest."""
-        found = await self.service.coverage(exchange, symbol, start, end)
+        Shows at most 100 gaps; narrow the range to see the rest. `providers` names the
+        history providers get_history asks to fill gaps; `sources` = true also lists
+        where the present slots came from (live capture or which back-fill)."""
+        found = await self.service.coverage(exchange, symbol, start, end, sources)
         return CoverageResult(
             start=found.start,
             end=found.end,
@@ -272,6 +275,8 @@ class Tools:
             gaps=found.gaps[:MAX_GAPS],
             gaps_total=len(found.gaps),
             truncated=len(found.gaps) > MAX_GAPS,
+            providers=found.providers or [],
+            sources=None if found.sources is None else found.sources[:MAX_GAPS],
         )
 
     async def list_markets(

@@ -9,7 +9,17 @@ from obd.model import Coin, Gap, GapReason
 from obd.storage import reader
 from obd.times import slot_at_or_after
 
-__all__ = ["Coverage", "coverage", "join"]
+__all__ = ["MAX_SOURCES", "Coverage", "Source", "coverage", "join"]
+
+MAX_SOURCES = 1_000  # runs of one capture listed per answer
+
+
+class Source(msgspec.Struct, frozen=True, array_like=True):
+    """Slots [start, end) of a coin stored with one `capture`: where they came from."""
+
+    start: int
+    end: int
+    capture: str  # "ws", "rest", "synthetic", "backfill:<provider>[:<origin>]"
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -19,9 +29,15 @@ class Coverage(msgspec.Struct, frozen=True):
     expected: int
     present: int
     gaps: list[Gap]
+    # Asked for (`sources`): runs of present slots by capture, at most MAX_SOURCES.
+    sources: list[Source] | None = None
+    # The history providers that would be asked to fill the gaps, in order.
+    providers: list[str] | None = None
 
 
-def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
+def coverage(
+    conn: Any, coin: Coin, begin: int, stop: int, now: int, sources: bool = False
+) -> Coverage:
     """[begin, stop) of `coin` on its slot grid (a reader query: runs on a worker thread)."""
     interval = coin.interval_ms
     first_slot = slot_at_or_after(coin.added_ts + 1, interval)
@@ -42,7 +58,13 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
     if until < hi:
         recent = until >= now - 2 * interval - 2_000
         reason: GapReason = (
-            "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+            "not_collected"
+            if coin.history_only
+            else "pending"
+            if recent and coin.active
+            else "daemon_down"
+            if coin.active
+            else "removed"
         )
         found.append(Gap(until, hi, reason))
     gaps: list[Gap] = []
@@ -55,6 +77,12 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
         expected=max(0, (hi - lo) // interval),
         present=reader.count(conn, coin.id, lo, hi),
         gaps=gaps,
+        sources=[
+            Source(*run)
+            for run in reader.capture_runs(conn, coin.id, lo, hi, interval, MAX_SOURCES)
+        ]
+        if sources
+        else None,
     )
 
 
