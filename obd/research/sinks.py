@@ -19,7 +19,18 @@ from obd.files import publishing
 from obd.model import Snapshot
 
 FORMATS = ("parquet", "csv", "ndjson")
-CSV_HEADER = ("ts", "exchange_ts", "received_ts", "seq", "side", "level", "price", "size")
+# `capture` says where each book came from (live, REST, which back-fill): provenance.
+CSV_HEADER = (
+    "ts",
+    "exchange_ts",
+    "received_ts",
+    "seq",
+    "capture",
+    "side",
+    "level",
+    "price",
+    "size",
+)
 
 
 def parquet_available() -> bool:
@@ -104,8 +115,8 @@ class _Csv:
         self._file.close()
 
 
-def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None]:
-    return snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, snapshot.seq
+def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None, str]:
+    return snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, snapshot.seq, snapshot.capture
 
 
 class _Parquet:
