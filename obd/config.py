@@ -86,7 +86,7 @@ class Tardis(_Section, frozen=True):
         msgspec.field(default_factory=lambda: ["incremental_book_L2"])
     )
     cache_dir: str = ""  # relative to the config file; empty: no cache
-    cache_mib: Annotated[int, msgspec.Meta(ge=1)] = 2_048  # oldest day files go first past it
+    cache_mib: Annotated[float, msgspec.Meta(gt=0)] = 2_048  # oldest day files go first past it
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30
     retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5  # per file: 429, 5xx, cut downloads
     max_retry_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60  # longer waits: a gap

@@ -143,6 +143,7 @@ class Archive:
         self.files: dict[str, bytes] = {}
         self.key = key
         self.throttle: dict[str, int] = {}  # path -> 429s still to answer
+        self.cut: dict[str, int] = {}  # path -> send only this many bytes, once, then hang up
         self.retry_after = "1"
         self.requests: list[tuple[str, str]] = []  # (path, Range header)
         archive = self
@@ -162,6 +163,13 @@ class Archive:
                 body = archive.files.get(path)
                 if body is None:
                     return self._answer(404, b'{"message":"not found"}')
+                if (cut := archive.cut.pop(path, None)) is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:cut])
+                    self.close_connection = True  # the client sees the body end early
+                    return None
                 ranged = self.headers.get("Range", "")
                 if ranged.startswith("bytes=") and ranged.endswith("-"):
                     offset = int(ranged[6:-1])

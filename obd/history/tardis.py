@@ -123,6 +123,8 @@ class TardisArchive:
             )
         spot, derivatives, style = EXCHANGES[exchange]
         archive_id = derivatives if derivative else spot
+        if "/" not in symbol:  # the archive's own symbol: whichever market kind it has
+            archive_id = spot or derivatives
         if archive_id is None:
             kind = "derivatives" if derivative else "spot markets"
             raise HistoryNotAvailable(f"the archive has no {kind} of {exchange}")
