@@ -12,6 +12,7 @@ then) starts a new full book, as the archive's files do at reconnections. The da
 Binance's (nkaz001/hftbacktest, MIT: tests/data/README.md).
 """
 
+import asyncio
 import csv
 import gzip
 import io
@@ -22,11 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from obd.config import load as load_config
+from obd.context import open_runtime
 from tests.emulator.replay.recording import load
 
 RECORDING = Path(__file__).parent / "data" / "recordings" / "binance.jsonl.zst"
 HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"
 RESNAPSHOT_LEVELS = 400
+DAY_MS = 1723075200000  # 2024-08-08T00:00:00Z: the day write_day_file fills by default
 
 
 def _number(text: str) -> str:
@@ -203,3 +207,118 @@ def day_path(exchange: str, data_type: str, day: str, symbol: str) -> str:
 
 def iter_slots(start: int, end: int, interval: int) -> Iterator[int]:
     return iter(range(start, end, interval))
+
+
+def write_day_file(path: Path, symbol: str = "BTCUSDT", day_ms: int = DAY_MS) -> int:
+    """A whole UTC day of `incremental_book_L2` rows for the memory test and benchmark,
+    written streaming to `path` (gzip); returns the rows written. Made from the
+    recording: each cycle is a snapshot run (the REST answer's top 200 levels a side)
+    then every diff frame of the recording's first 120 s, played 10 times slower (so a
+    cycle is 20 minutes: 72 a day); a valid file whose books are never crossed, not a
+    real day's market."""
+    recording = load(RECORDING)
+    answer = next(h for h in recording.http if f"symbol={symbol}&" in h.url)
+    depth = json.loads(answer.data)
+    t0 = answer.ts
+    frames = [
+        (entry.ts - t0, json.loads(entry.data)["data"])
+        for entry in recording.recv
+        if entry.conn == symbol
+    ]
+    cycle_s = 120.0
+    frames = [
+        (max(at, 0.0), f)
+        for at, f in frames
+        if f["u"] > depth["lastUpdateId"] and at < cycle_s  # in order, within a cycle
+    ]
+    slower = 10
+    rows = 0
+    with gzip.open(path, "wt", compresslevel=1) as out:
+        out.write(HEADER + "\n")
+        cycle = 0
+        while cycle * cycle_s * slower < 86_400:
+            base_us = day_ms * 1000 + int(cycle * cycle_s * slower * 1_000_000)
+            for side, key in (("bid", "bids"), ("ask", "asks")):
+                for price, amount in depth[key][:200]:
+                    out.write(
+                        f"binance,{symbol},{base_us},{base_us},true,{side},"
+                        f"{_number(price)},{_number(amount)}\n"
+                    )
+                    rows += 1
+            for at, frame in frames:
+                local = base_us + int(at * slower * 1_000_000)
+                if local >= (day_ms + 86_400_000) * 1000:
+                    break
+                for side, key in (("bid", "b"), ("ask", "a")):
+                    for price, amount in frame[key]:
+                        out.write(
+                            f"binance,{symbol},{local},{local},false,{side},"
+                            f"{_number(price)},{_number(amount)}\n"
+                        )
+                        rows += 1
+            cycle += 1
+    return rows
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * 4096 / 2**20
+
+
+def measure_backfill(path: Path, work: Path, slots: int = 86_400) -> dict[str, Any]:
+    """Back-fill `slots` 1 s slots of the day file at `path` from a local archive into a
+    new file in `work`, through `Service.backfill`; the report's counts, slots/s and RSS
+    (sampled at every stored batch: growth is the peak less the RSS once 2 % was done)."""
+    archive = Archive()
+    archive.files[day_path("binance", "incremental_book_L2", "2024-08-08", "BTCUSDT")] = (
+        path.read_bytes()
+    )
+    config_path = work / "config.toml"
+    config_path.write_text(
+        f"""
+[storage]
+path = "obd.sqlite"
+[plugins]
+dirs = []
+entry_points = false
+[history]
+providers = ["tardis"]
+[history.tardis]
+base_url = "{archive.url}"
+"""
+    )
+    samples: list[tuple[int, float]] = []
+
+    def progress(slot: int, lo: int, hi: int) -> None:
+        samples.append((slot - lo, rss_mib()))
+
+    async def go() -> Any:
+        async with open_runtime(load_config(config_path)) as runtime:
+            return await runtime.service.backfill(
+                "binance",
+                "BTC/USDT",
+                DAY_MS,
+                DAY_MS + slots * 1000,
+                interval="1s",
+                depth=100,
+                progress=progress,
+            )
+
+    try:
+        report = asyncio.run(go())
+    finally:
+        archive.close()
+    settled = next(rss for done, rss in samples if done >= slots * 1000 * 0.02)
+    peak = max(rss for _, rss in samples)
+    return {
+        "slots": report.slots,
+        "backfilled": report.backfilled,
+        "unfilled_slots": report.unfilled_slots,
+        "seconds": round(report.seconds, 2),
+        "slots_per_s": round(report.backfilled / report.seconds),
+        "rss_settled_mib": round(settled, 1),
+        "rss_peak_mib": round(peak, 1),
+        "rss_growth_mib": round(peak - settled, 1),
+        "database_mib": round((work / "obd.sqlite").stat().st_size / 2**20, 1),
+    }

@@ -16,7 +16,7 @@ Slots before the file's first row, before its first snapshot, in the middle of a
 snapshot run, or after its last row are `Unserved` with the reason.
 """
 
-import heapq
+import bisect
 from collections.abc import Iterable, Iterator
 
 from obd.history.provider import Item, Served, Unserved
@@ -99,8 +99,7 @@ def _l2_books(
 ) -> Iterator[Item]:
     _header(next(rows, ""), L2_COLUMNS)
     slots = _Slots(start, end, interval)
-    bids: dict[float, float] = {}
-    asks: dict[float, float] = {}
+    bids, asks = _Side(), _Side()
     snapshot = False  # inside a run of snapshot rows
     seen_snapshot = False
     last_exchange = last_local = -1
@@ -140,10 +139,7 @@ def _l2_books(
         side = bids if fields[5] == "bid" else asks if fields[5] == "ask" else None
         if side is None or amount < 0 or price <= 0:
             raise CorruptFile(f"line {number}: not a level: {line.strip()[:80]!r}")
-        if amount == 0:
-            side.pop(price, None)
-        else:
-            side[price] = amount
+        side.set(price, amount)
         last_exchange, last_local = exchange_us, local_us
         book = None
     yield from _after_last(slots, last_local)
@@ -215,14 +211,37 @@ def _after_last(slots: _Slots, last_local: int) -> Iterator[Item]:
         yield Unserved(rest[0], rest[1], where)
 
 
-def _l2_book(
-    bids: dict[float, float], asks: dict[float, float], depth: int, exchange_us: int, local_us: int
-) -> Book:
-    top_bids = heapq.nlargest(depth, bids)
-    top_asks = heapq.nsmallest(depth, asks)
+class _Side:
+    """One side's levels: sizes by price, and the prices kept sorted as they change (a
+    row moves a few levels; sorting a thousand at every slot would cost more)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[float, float] = {}
+        self.prices: list[float] = []  # ascending
+
+    def set(self, price: float, amount: float) -> None:
+        if amount == 0:
+            if self.sizes.pop(price, None) is not None:
+                del self.prices[bisect.bisect_left(self.prices, price)]
+        else:
+            if price not in self.sizes:
+                bisect.insort(self.prices, price)
+            self.sizes[price] = amount
+
+    def clear(self) -> None:
+        self.sizes.clear()
+        self.prices.clear()
+
+    def best_first(self, depth: int, highest: bool) -> list[Level]:
+        sizes = self.sizes
+        prices = self.prices[: -depth - 1 : -1] if highest else self.prices[:depth]
+        return [(price, sizes[price]) for price in prices]
+
+
+def _l2_book(bids: _Side, asks: _Side, depth: int, exchange_us: int, local_us: int) -> Book:
     return Book(
-        bids=[(price, bids[price]) for price in top_bids],
-        asks=[(price, asks[price]) for price in top_asks],
+        bids=bids.best_first(depth, highest=True),
+        asks=asks.best_first(depth, highest=False),
         exchange_ts=exchange_us // 1000,
         received_ts=local_us // 1000,
     )
