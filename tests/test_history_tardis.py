@@ -176,3 +176,90 @@ def test_crossed_books_are_refused_for_their_slots(tmp_path: Path, archive: Arch
     [refused] = report.unfilled
     assert (refused.start - start, refused.end - start) == (2000, 4000)
     assert "refused a crossed book (best bid 102.0 >= best ask 101.0)" in refused.why
+
+
+def _snapshot_lines(rebuilt: Rebuilt, times_ms: list[int], levels: int) -> list[str]:
+    """A `book_snapshot_<levels>` file: the rebuilt book at each time, one row each."""
+    header = ["exchange", "symbol", "timestamp", "local_timestamp"]
+    for side in ("asks", "bids"):
+        for i in range(levels):
+            header += [f"{side}[{i}].price", f"{side}[{i}].amount"]
+    lines = [",".join(header)]
+    books = rebuilt.at(times_ms, levels)
+    for t in times_ms:
+        book = books[t]
+        assert book is not None
+        row = ["binance", "BTCUSDT", str(book["exchange_ts"] * 1000), str(t * 1000)]
+        for side in ("asks", "bids"):
+            cells = [[repr(p), repr(a)] for p, a in book[side]]
+            cells += [["", ""]] * (levels - len(cells))
+            row += [cell for pair in cells for cell in pair]
+        lines.append(",".join(row))
+    return lines
+
+
+def test_book_snapshot_files_serve_when_no_incremental_file_exists(
+    tmp_path: Path, archive: Archive, lines: list[str]
+) -> None:
+    rebuilt = Rebuilt(lines)
+    base = rebuilt.first_ms - rebuilt.first_ms % 1000 + 1000
+    times = [base + 250 + 700 * i for i in range(40)]  # every 0.7 s, off the grid
+    snapshot_file = _snapshot_lines(rebuilt, times, 25)
+    archive.files[day_path("binance", "book_snapshot_25", DAY, "BTCUSDT")] = gz(snapshot_file)
+    extra = 'data_types = ["incremental_book_L2", "book_snapshot_25"]'
+    report, rows, _ = _backfill(_config(tmp_path, archive, extra), base, base + 20_000)
+    assert [row.ts for row in rows] == list(range(base + 1000, base + 20_000, 1000))
+    want = rebuilt.at([max(t for t in times if t <= row.ts) for row in rows], 25)
+    for row in rows:
+        book = want[max(t for t in times if t <= row.ts)]
+        assert book is not None
+        assert _as_lists(row.bids) == book["bids"]
+        assert _as_lists(row.asks) == book["asks"]
+        assert row.capture == "backfill:tardis:book_snapshot_25"
+        assert len(row.bids) == 25  # labelled with its depth: no deeper than the file
+    [before] = report.unfilled
+    assert (before.start, before.end) == (base, base + 1000)
+    assert "before the file's first row" in before.why
+
+
+def test_history_requests_fill_holes_from_the_archive(
+    tmp_path: Path, archive: Archive, lines: list[str]
+) -> None:
+    """What WebSocket `history` and MCP `get_history` run: stored rows, and holes
+    back-filled by the providers within the allowance."""
+    from obd.errors import TooManyRequests
+    from obd.service.history import Allowance
+
+    rebuilt = Rebuilt(lines)
+    archive.files[FILE] = gz(lines)
+    base = rebuilt.first_ms - rebuilt.first_ms % 1000 + 1000
+    config_path = _config(tmp_path, archive)
+
+    async def go() -> tuple[list[Any], Any]:
+        async with open_runtime(load(config_path)) as runtime:
+            service = runtime.service
+            await service.backfill(  # registers the series, fills [10 s, 20 s)
+                "binance", "BTC/USDT", base + 10_000, base + 20_000, interval="1s", depth=DEPTH
+            )
+            stream = await service.history(
+                "binance",
+                "BTC/USDT",
+                base,
+                base + 30_000,
+                may_add=False,
+                backfill=Allowance(15, 100),
+            )
+            rows: list[Any] = []
+            try:
+                async for chunk in stream.chunks():
+                    rows += chunk
+            except TooManyRequests as exc:
+                assert "limited to 15 rows a request" in str(exc)
+            else:
+                raise AssertionError("the allowance was not enforced")
+            return rows, stream
+
+    rows, stream = asyncio.run(go())
+    assert [row.ts - base for row in rows] == list(range(0, 25_000, 1000))
+    assert stream.backfilled == 15
+    _check_rows_equal_rebuild(rows, rebuilt)
