@@ -261,8 +261,9 @@ class Tools:
         until now): slots expected at its interval, snapshots present, and the gaps
         with their reason (daemon_down, disconnected, not_synced, removed, pending, ...).
         Shows at most 100 gaps; narrow the range to see the rest. `providers` names the
-        history providers get_history asks to fill gaps; `sources` = true also lists
-        where the present slots came from (live capture or which back-fill)."""
+        history providers a back-fill asks to fill gaps (obd backfill, WebSocket
+        history); `sources` = true also lists where the present slots came from
+        (live capture or which back-fill)."""
         found = await self.service.coverage(exchange, symbol, start, end, sources)
         return CoverageResult(
             start=found.start,
