@@ -20,7 +20,7 @@ from obd.context import (
     start_checks,
     vet_config_coins,
 )
-from obd.errors import ObdError
+from obd.errors import BadRequest, ObdError
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins
 from obd.service import Service
@@ -96,6 +96,11 @@ def _export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--start", help="ms, ISO 8601 or relative ('-1d'), inclusive (default: the first)"
     )
     export.add_argument("--end", help="ms, ISO 8601 or 'now', exclusive (default: past the last)")
+    export.add_argument(
+        "--database",
+        metavar="FILE",
+        help="read this database file (a copy, say) instead of the config's; no config needed",
+    )
     export.add_argument("--format", required=True, choices=("parquet", "csv", "ndjson"))
     export.add_argument("--out", required=True, metavar="DIR", help="Hive-partitioned tree")
 
@@ -119,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.configure(os.environ.get("OBD_LOG_LEVEL", "info"))
     try:
+        if getattr(args, "database", None) is not None:  # `obd export --database FILE`
+            return _export_file(args)
         config = load(locate(args.config))
         handler = _COMMANDS[(args.command, getattr(args, "action", None))]
         return handler(config, args)
@@ -217,13 +224,24 @@ def _backup(config: Config, args: argparse.Namespace) -> int:
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
+    return _export_from(config.database, args)
+
+
+def _export_file(args: argparse.Namespace) -> int:
+    """A file named on the command line, read without a config: a copy on a laptop."""
+    if args.config is not None:
+        raise BadRequest("export: give --database or --config, not both")
+    return _export_from(Path(args.database), args)
+
+
+def _export_from(database: Path, args: argparse.Namespace) -> int:
     from obd.research import export
     from obd.times import parse_time
 
     start = None if args.start is None else parse_time(args.start, "start")
     end = None if args.end is None else parse_time(args.end, "end")
     done = export.run(
-        config.database,
+        database,
         Path(args.out),
         args.format,
         exchange=args.exchange,
@@ -364,6 +382,8 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
                 f" ({found.spec.description})" if found.spec and found.spec.description else ""
             )
         print(f"{found.name}\t{found.origin}\t{status}")
+    for warning in registry.warnings:
+        print(f"obd: warning: {warning}", file=sys.stderr)
     return 1 if any(found.error for found in registry.found) else 0
 
 
@@ -382,6 +402,8 @@ def _check(config: Config, args: argparse.Namespace) -> int:
         problems.append(str(exc))
     else:
         problems += database_problems(config.database)
+    for warning in registry.warnings:  # worth saying, but `run` starts with them too
+        print(f"obd: warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"obd: {problem}", file=sys.stderr)
     if not problems:

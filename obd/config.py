@@ -43,7 +43,9 @@ class Collection(_Section, frozen=True):
 
 
 class Plugins(_Section, frozen=True):
-    dirs: list[str] = msgspec.field(default_factory=lambda: ["plugins.d"])
+    # Drop-in directories, relative to the config file. None (not in the file): plugins.d
+    # beside the config if it exists; a directory named here that is missing is a warning.
+    dirs: list[str] | None = None
     entry_points: bool = True  # also load pip-installed plugins (group `obd.plugins`)
 
 
@@ -160,7 +162,8 @@ class Config(_Section, frozen=True):
 
     @property
     def plugin_dirs(self) -> list[Path]:
-        return [Path(self.base_dir, entry) for entry in self.plugins.dirs]
+        dirs = ["plugins.d"] if self.plugins.dirs is None else self.plugins.dirs
+        return [Path(self.base_dir, entry) for entry in dirs]
 
     @property
     def interval_ms(self) -> int:

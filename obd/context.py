@@ -17,6 +17,7 @@ from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, St
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
 from obd.history.registry import Providers
+from obd.metrics import Metrics
 from obd.service import Service, vet_coin
 from obd.storage import schema
 from obd.storage.access import check_database_path, database_path_problem
@@ -45,7 +46,13 @@ CHECKPOINT_INTERVAL_S = 60  # the main file alone is at most this far behind the
 
 
 def load_plugins(config: Config) -> Plugins:
-    registry = discover(config.plugin_dirs, use_entry_points=config.plugins.entry_points)
+    registry = discover(
+        config.plugin_dirs,
+        use_entry_points=config.plugins.entry_points,
+        optional_dirs=config.plugins.dirs is None,
+    )
+    for warning in registry.warnings:
+        log.warning("plugin_warning", warning=warning)
     for found in registry.found:
         if found.error:
             log.warning("plugin_failed", plugin=found.name, origin=found.origin, error=found.error)
@@ -70,6 +77,11 @@ class Runtime:
         self.reader = reader
         self.writer = writer
         self.collector = collector  # None unless asked for (`obd run`, `obd mcp --collect`)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The process's instruments: the writer counts into them, /metrics shows them."""
+        return self.writer.metrics
 
     def on_commit(self, listener: Committed) -> None:
         """`listener` hears of snapshots once they are committed (the live hub)."""

@@ -87,6 +87,7 @@ async def run(config: Config) -> None:
                     authenticator,
                     mcp=mcp,
                     hub=hub,
+                    metrics=runtime.metrics,
                     oauth=oauth,
                     host=config.server.host,
                     allowed_hosts=config.server.allowed_hosts,

@@ -1,9 +1,12 @@
-"""Finding exchange plugins: `*.py` files or packages in the plugin directories
-(later directories override earlier ones) and the `obd.plugins` entry-point group.
+"""Finding exchange plugins: the `obd.plugins` entry-point group first (the shipped
+`sim` and `ccxt` register there, as any pip-installed plugin does), then `*.py` files
+or packages in the plugin directories; a later source of a name overrides an earlier one.
 
 A plugin that fails to load is reported with where it came from and why; the
-others still load. The kernel asks `Plugins.spec_for(exchange_id)`; it never
-names an exchange itself.
+others still load. A directory entry that is the very file an entry point already
+loaded (the checkout's plugins.d under an editable install) is skipped, not loaded
+twice. A missing directory is a warning: the entry points still serve. The kernel asks
+`Plugins.spec_for(exchange_id)`; it never names an exchange itself.
 """
 
 import importlib.util
@@ -21,7 +24,9 @@ from obd.errors import NotFound
 from obd.plugin import PluginSpec
 
 ENTRY_POINT_GROUP = "obd.plugins"
-MODULE_PREFIX = "obd_plugins"  # plugin modules live under this name in sys.modules
+# Directory plugins live under this name in sys.modules: not `obd_plugins`, the shipped
+# package, so a drop-in `sim.py` overriding the built-in never replaces its module.
+MODULE_PREFIX = "obd_dropins"
 
 
 class Found(msgspec.Struct, frozen=True):
@@ -37,8 +42,9 @@ class Found(msgspec.Struct, frozen=True):
 class Plugins:
     """The plugins `discover` loaded; exact names win over generic plugins' `serves()`."""
 
-    def __init__(self, found: Sequence[Found]) -> None:
+    def __init__(self, found: Sequence[Found] = (), warnings: Sequence[str] = ()) -> None:
         self.found = list(found)
+        self.warnings = list(warnings)  # worth saying, not failures: a missing directory
         self._by_name = {f.name: f.spec for f in self.found if f.spec and not f.overridden_by}
 
     @property
@@ -83,13 +89,24 @@ def _plugin_not_exchange(spec: PluginSpec) -> str:
     )
 
 
-def discover(dirs: Sequence[Path], *, use_entry_points: bool = True) -> Plugins:
+def discover(
+    dirs: Sequence[Path], *, use_entry_points: bool = True, optional_dirs: bool = False
+) -> Plugins:
+    """`optional_dirs`: the directories are the default ones, not named in the config, so
+    a missing one is no news."""
     found: list[Found] = []
+    loaded: set[Path] = set()  # the files entry points loaded
     if use_entry_points:
-        found += _from_entry_points()
+        found += _from_entry_points(loaded)
+    warnings = []
     for directory in dirs:
-        found += _from_directory(directory)
-    return Plugins(_mark_overrides(found))
+        if directory.is_dir():
+            found += _from_directory(directory, loaded)
+        elif directory.exists():
+            found.append(Found(directory.name, str(directory), error="not a directory"))
+        elif not optional_dirs:
+            warnings.append(f"plugin directory {directory} does not exist (skipped)")
+    return Plugins(_mark_overrides(found), warnings)
 
 
 def _mark_overrides(found: list[Found]) -> list[Found]:
@@ -103,7 +120,7 @@ def _mark_overrides(found: list[Found]) -> list[Found]:
     ]
 
 
-def _from_entry_points() -> list[Found]:
+def _from_entry_points(loaded: set[Path]) -> list[Found]:
     result = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         origin = f"entry point {point.value}"
@@ -111,12 +128,12 @@ def _from_entry_points() -> list[Found]:
             result.append(_checked(point.name, origin, point.load()))
         except (Exception, SystemExit) as exc:  # a broken plugin must not take obd down
             result.append(Found(point.name, origin, error=_describe(exc)))
+        if (file := getattr(sys.modules.get(point.module), "__file__", None)) is not None:
+            loaded.add(Path(file).resolve())
     return result
 
 
-def _from_directory(directory: Path) -> list[Found]:
-    if not directory.is_dir():
-        return [Found(directory.name, str(directory), error="plugin directory does not exist")]
+def _from_directory(directory: Path, loaded: set[Path]) -> list[Found]:
     if directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         # Anyone who can write here can run code as obd.
         return [Found(directory.name, str(directory), error="directory is group/world-writable")]
@@ -126,6 +143,8 @@ def _from_directory(directory: Path) -> list[Found]:
         is_package = path.is_dir() and (path / "__init__.py").is_file()
         if name.startswith("_") or not (path.suffix == ".py" or is_package):
             continue
+        if (path / "__init__.py" if is_package else path).resolve() in loaded:
+            continue  # an entry point already loaded this very file
         try:
             result.append(_checked(name, str(path), _load_module(name, path, is_package)))
         except (Exception, SystemExit) as exc:  # a broken plugin must not take obd down

@@ -10,15 +10,16 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import Receive, Scope, Send
 
 from obd.auth import Authenticator, OpenAccess, require
 from obd.errors import BadRequest, ObdError
 from obd.http import errors, openapi, routes
+from obd.http.metrics import instrument
 from obd.http.origins import BrowserGuard, allowed_names
 from obd.http.ws.hub import Hub
 from obd.http.ws.route import ws
-from obd.metrics import METRICS
+from obd.metrics import Metrics
 from obd.service import Service
 
 if TYPE_CHECKING:
@@ -34,13 +35,15 @@ def create_app(
     *,
     mcp: "McpHttp | None" = None,
     hub: Hub | None = None,
+    metrics: Metrics | None = None,
     oauth: "TokenEndpoint | None" = None,
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
 ) -> Litestar:
     """`oauth` (token auth on) adds /oauth/token and the /.well-known documents; `host`
     (the configured one) and `allowed_hosts` are, beside the loopback names, the names
-    a request may use with auth off."""
+    a request may use with auth off; `metrics` are the daemon's (its writer counts into
+    them too)."""
     handlers = [*routes.HANDLERS, ws, *([_mcp_mount(mcp)] if mcp else [])]
     if oauth is not None:
         from obd.http import clients as client_routes
@@ -58,7 +61,6 @@ def create_app(
                 check_names=isinstance(authenticator, OpenAccess),
             )
         ],
-        before_send=[_count_response],
         exception_handlers={ObdError: _obd_error, HTTPException: _http_error, Exception: _crash},
         logging_config=None,
         openapi_config=openapi.config(),
@@ -69,18 +71,9 @@ def create_app(
     app.state.authenticator = authenticator
     app.state.oauth = oauth
     app.state.hub = hub or Hub()  # the daemon's is fed by the writer; a bare app's stays quiet
+    app.state.metrics = metrics or Metrics()  # the daemon's writer counts into the same one
+    instrument(app, app.state.metrics)
     return app
-
-
-async def _count_response(message: Message, scope: Scope) -> None:
-    if message["type"] == "http.response.start":
-        METRICS.inc(
-            "obd_http_responses_total",
-            "HTTP responses, by route and status.",
-            route=scope.get("path_template") or "unmatched",  # never the raw path: bounded
-            method=str(scope.get("method", "")),
-            status=str(message["status"]),
-        )
 
 
 def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:

@@ -1,121 +1,158 @@
-"""`/metrics` in Prometheus text format: the counters of `obd.metrics`, and gauges of
-what the service reports (`Service.stats`) and of the live hub when scraped. No client
-library: the format is a line per sample
-(https://prometheus.io/docs/instrumenting/exposition_formats/).
+"""`/metrics`: the daemon's registry (`obd.metrics.Metrics`) plus what is read when
+scraped (the service's stats and per-coin last snapshot, the live hub), rendered by
+prometheus_client; and the wrapper that counts and times every HTTP request.
 """
 
-import os
-import resource
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from obd.metrics import METRICS, Labels
-from obd.service import Stats
+from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from obd.metrics import Metrics
+from obd.service import Health, Stats
 
 if TYPE_CHECKING:
+    from prometheus_client import Metric
+
     from obd.http.ws.hub import Hub
 
+__all__ = ["CONTENT_TYPE", "UNMATCHED", "exposition", "instrument", "route_label"]
 
-def render(stats: Stats, hub: "Hub") -> str:
-    lines: list[str] = []
-    for name, counted in sorted(METRICS.counters.items()):
-        lines += _family(name, "counter", METRICS.help[name], counted.items())
-    for name, kind, help_text, samples in _gauges(stats, hub):
-        lines += _family(name, kind, help_text, samples)
-    return "\n".join(lines) + "\n"
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # the text format, its version and charset, once
+UNMATCHED = "unmatched"  # the route label of every path no route serves: one series, bounded
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-Family = tuple[str, str, str, list[tuple[Labels, float]]]  # name, type, help, samples
+def exposition(metrics: Metrics, stats: Stats, health: Health, hub: "Hub") -> bytes:
+    """The text exposition of the registry and of the state read for this scrape."""
+    return generate_latest(_Scrape(metrics, _State(stats, health, hub)))
 
 
-def _gauges(stats: Stats, hub: "Hub") -> Iterator[Family]:
-    yield (
-        "obd_writer_queue_rows",
-        "gauge",
-        "Rows waiting for the writer.",
-        [((), stats.writer_backlog)],
-    )
-    yield "obd_writer_rows_total", "counter", "Rows committed.", [((), stats.rows_written)]
-    yield (
-        "obd_writer_failing",
-        "gauge",
-        "1 while commits fail.",
-        [((), float(stats.writer_failing))],
-    )
-    yield (
-        "obd_writer_batch_seconds",
-        "gauge",
-        "Duration of the last commit.",
-        [((), stats.last_batch_s)],
-    )
-    yield (
-        "obd_database_bytes",
-        "gauge",
-        "Size of the database file and its WAL.",
-        [
-            ((("file", "main"),), float(stats.database_bytes)),
-            ((("file", "wal"),), float(stats.wal_bytes)),
-        ],
-    )
-    yield "obd_process_resident_memory_bytes", "gauge", "Resident set size.", [((), _rss_bytes())]
-    yield (
-        "obd_ws_subscriptions",
-        "gauge",
-        "Live WebSocket subscriptions.",
-        [((), hub.subscriptions)],
-    )
-    yield "obd_ws_published_total", "counter", "Snapshots published live.", [((), hub.published)]
-    yield "obd_ws_delivered_total", "counter", "Frames queued to clients.", [((), hub.delivered)]
-    yield (
-        "obd_ws_dropped_total",
-        "counter",
-        "Clients dropped for falling behind.",
-        [((), hub.dropped)],
-    )
-    if stats.coins is not None:
-        coin = [((("exchange", c.exchange), ("symbol", c.symbol)), c) for c in stats.coins]
-        yield (
-            "obd_stream_failures_total",
-            "counter",
-            "Times a coin's live feed broke.",
-            [(labels, c.failures) for labels, c in coin],
+class _Scrape:
+    """The daemon's registry, then the scrape-time families: one `collect()` for
+    `generate_latest`, built per scrape so nothing is kept between two."""
+
+    def __init__(self, metrics: Metrics, state: Collector) -> None:
+        self._parts: tuple[Collector, ...] = (metrics.registry, state)
+
+    def collect(self) -> Iterable["Metric"]:
+        for part in self._parts:
+            yield from part.collect()
+
+
+class _State:
+    """Gauges and counters the service and the hub keep themselves, read now rather
+    than mirrored into instruments on every write."""
+
+    def __init__(self, stats: Stats, health: Health, hub: "Hub") -> None:
+        self._stats, self._health, self._hub = stats, health, hub
+
+    def collect(self) -> Iterator["Metric"]:
+        yield from self._storage()
+        yield from self._feed()
+        yield from self._coins()
+
+    def _storage(self) -> Iterator["Metric"]:
+        stats = self._stats
+        yield GaugeMetricFamily(
+            "obd_writer_queue_rows", "Rows waiting for the writer.", stats.writer_backlog
         )
-        yield (
-            "obd_slot_lag_seconds",
-            "gauge",
-            "Delay between a slot and its being taken.",
-            [(labels, c.slot_lag_s) for labels, c in coin],
+        yield CounterMetricFamily("obd_writer_rows", "Rows committed.", stats.rows_written)
+        yield GaugeMetricFamily(
+            "obd_writer_failing", "1 while commits fail.", float(stats.writer_failing)
         )
-        yield (
-            "obd_coin_live",
-            "gauge",
-            "1 while a coin's feed is live.",
-            [(labels, float(c.live)) for labels, c in coin],
+        yield GaugeMetricFamily(
+            "obd_writer_batch_seconds", "Duration of the last commit.", stats.last_batch_s
+        )
+        size = GaugeMetricFamily(
+            "obd_database_bytes", "Size of the database file and its WAL.", labels=["file"]
+        )
+        size.add_metric(["main"], stats.database_bytes)
+        size.add_metric(["wal"], stats.wal_bytes)
+        yield size
+
+    def _feed(self) -> Iterator["Metric"]:
+        hub = self._hub
+        yield GaugeMetricFamily(
+            "obd_ws_subscriptions", "Live WebSocket subscriptions.", hub.subscriptions
+        )
+        yield CounterMetricFamily("obd_ws_published", "Snapshots published live.", hub.published)
+        yield CounterMetricFamily("obd_ws_delivered", "Frames queued to clients.", hub.delivered)
+        yield CounterMetricFamily(
+            "obd_ws_dropped", "Clients dropped for falling behind.", hub.dropped
         )
 
+    def _coins(self) -> Iterator["Metric"]:
+        coin = ["exchange", "symbol"]
+        last = GaugeMetricFamily(
+            "obd_last_snapshot_timestamp_seconds",
+            "Slot time of each collected coin's newest stored snapshot (Unix seconds).",
+            labels=coin,
+        )
+        for view in self._health.coins:
+            if view["last_ts"] is not None:
+                last.add_metric([view["exchange"], view["symbol"]], view["last_ts"] / 1000)
+        yield last
+        if self._stats.coins is None:  # this process does not collect
+            return
+        failures = CounterMetricFamily(
+            "obd_stream_failures", "Times a coin's live feed broke.", labels=coin
+        )
+        delay = GaugeMetricFamily(
+            "obd_slot_delay_seconds", "How late a coin's last slot was taken.", labels=coin
+        )
+        live = GaugeMetricFamily("obd_coin_live", "1 while a coin's feed is live.", labels=coin)
+        for feed in self._stats.coins:
+            labels = [feed.exchange, feed.symbol]
+            failures.add_metric(labels, feed.failures)
+            delay.add_metric(labels, feed.slot_lag_s)
+            live.add_metric(labels, float(feed.live))
+        yield from (failures, delay, live)
 
-def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    for labels, value in samples:
-        lines.append(f"{name}{_labels(labels)} {float(value)!r}")
-    return lines
+
+def instrument(app: Litestar, metrics: Metrics) -> None:
+    """Count and time every HTTP request at the app's outermost handler, so 404s and
+    405s (which no route's middleware sees) are counted too."""
+    app.asgi_handler = _timed(app.asgi_handler, metrics)
 
 
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels) + "}"
+def _timed(inner: ASGIApp, metrics: Metrics) -> ASGIApp:
+    async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await inner(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = ""
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await inner(scope, receive, send_status)
+        finally:
+            route = route_label(scope)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            metrics.http_seconds.labels(route, method).observe(time.perf_counter() - began)
+            if status:  # a client gone before any response: timed, but no status to count
+                metrics.http_responses.labels(route, method, status).inc()
+
+    return timed
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _rss_bytes() -> float:
-    try:  # Linux: the current RSS, not the peak getrusage gives
-        with open("/proc/self/statm") as statm:
-            return float(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError, IndexError):
-        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+def route_label(scope: Scope) -> str:
+    """The route's path template (`/v1/books`), never the raw path: labels stay bounded.
+    A mounted app (`/mcp`) is labelled with its mount path: Litestar gives a mount the
+    root's template instead."""
+    handler = scope.get("route_handler")
+    if handler is not None and getattr(handler, "is_mount", False):
+        return min(handler.paths)
+    return scope.get("path_template") or UNMATCHED

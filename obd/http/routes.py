@@ -10,7 +10,7 @@ from litestar.response import Stream
 
 from obd import ndjson
 from obd.errors import BadRequest
-from obd.http.metrics import render
+from obd.http import metrics as prometheus
 from obd.model import Snapshot
 from obd.service import BOOKS_PATH, Service
 
@@ -157,8 +157,12 @@ async def readyz(request: AnyRequest) -> Response[bytes]:
 
 @get("/metrics", opt={"scope": "read"})
 async def metrics(request: AnyRequest) -> Response[bytes]:
-    text = render(_service(request).stats(), request.app.state.hub)
-    return Response(text.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """prometheus_client's text exposition; its content type names the charset itself."""
+    service = _service(request)
+    health = await service.health()  # each coin's newest snapshot, read off the loop
+    state = request.app.state
+    body = prometheus.exposition(state.metrics, service.stats(), health, state.hub)
+    return Response(body, headers={"content-type": prometheus.CONTENT_TYPE})
 
 
 HANDLERS = [

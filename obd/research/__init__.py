@@ -10,6 +10,7 @@ so memory stays flat however long the range. docs/RESEARCH.md has shapes and exa
 import builtins
 import heapq
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -20,11 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from obd.errors import NotFound, StoreError
-from obd.model import Coin, Snapshot
+from obd.model import Coin, Gap, Snapshot
+from obd.research.instants import When, to_ms
 from obd.storage import reader, schema
 from obd.storage.connect import open_reader
 
-__all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "open"]
+__all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "When", "open"]
 
 CHUNK = 512  # snapshots a query: ~10 MB of Python objects at 100 levels a side
 T = TypeVar("T")
@@ -68,9 +70,9 @@ class _Shard:
         if not path.is_file():
             raise StoreError(f"database {path} does not exist")
         self.path = path
-        self.conn = open_reader(path, read_only=True)
+        self.conn = open_reader(path, read_only=True, immutable=_frozen(path))
         try:
-            _check_schema(self.conn, path)
+            self.version = _check_schema(self.conn, path)
             coins = reader.coins(self.conn, active_only=False)
         except BaseException:
             self.conn.close()
@@ -78,9 +80,20 @@ class _Shard:
         self.coins = {(coin.exchange, coin.symbol): coin for coin in coins}
 
 
-def _check_schema(conn: apsw.Connection, path: Path) -> None:
-    if schema.known_version(conn) == 0 or not schema.is_obd_file(conn):
+def _frozen(path: Path) -> bool:
+    """A copy no writer is at (no `-wal` beside it) in a directory this process cannot
+    write to (a read-only mount, another user's): SQLite could not create the `-shm` a
+    WAL-mode file needs, so it is read as immutable instead."""
+    wal = path.with_name(path.name + "-wal")
+    return not wal.exists() and not os.access(path.parent, os.W_OK)
+
+
+def _check_schema(conn: apsw.Connection, path: Path) -> int:
+    """The file's schema version; StoreError for a newer obd's file or not obd's."""
+    version = schema.known_version(conn)
+    if version == 0 or not schema.is_obd_file(conn):
         raise StoreError(f"database {path} is not an obd file")
+    return version
 
 
 def open(paths: str | Path | Sequence[str | Path]) -> "Dataset":
@@ -136,6 +149,27 @@ class Dataset:
         ]
         return (min(e[0] for e in ends), max(e[1] for e in ends)) if ends else None
 
+    @property
+    def schema_version(self) -> int:
+        """The file's schema version (`PRAGMA user_version`; the newest of several)."""
+        return max(shard.version for shard in self._shards)
+
+    def gaps(self, exchange: str, symbol: str, start: When = None, end: When = None) -> list[Gap]:
+        """Recorded gaps overlapping [start, end), clipped to it, oldest first. With
+        several files, each file's gaps (the same one once): a slot one file misses and
+        another holds is listed."""
+        low, high = _bounds(start, end)
+        found = {
+            gap
+            for shard, coin in self._holding(exchange, symbol)
+            for gap in reader.gaps(shard.conn, coin.id, low, high)
+        }
+        return sorted(found, key=lambda gap: (gap.start, gap.end, gap.reason))
+
+    def info(self, exchange: str, symbol: str) -> SeriesInfo:
+        """One series' `SeriesInfo` (NotFound if no file holds it)."""
+        return self._info(exchange, symbol)
+
     def _info(self, exchange: str, symbol: str) -> SeriesInfo:
         held = self._holding(exchange, symbol)
         stats = [reader.stats(shard.conn, coin.id) for shard, coin in held]
@@ -176,9 +210,10 @@ class Dataset:
     # -- snapshots --------------------------------------------------------------------
 
     def snapshots(
-        self, exchange: str, symbol: str, start: int | None = None, end: int | None = None
+        self, exchange: str, symbol: str, start: When = None, end: When = None
     ) -> Iterator[Snapshot]:
-        """Snapshots with start <= ts < end (ms; None: unbounded), oldest first."""
+        """Snapshots with start <= ts < end, oldest first. Times as obd.research.instants
+        takes them (ms, ISO 8601, `now`/`-6h`, datetime, date); None: unbounded."""
         for chunk in self.chunks(exchange, symbol, start, end):
             yield from chunk
 
@@ -186,8 +221,8 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         size: int = CHUNK,
     ) -> Iterator[list[Snapshot]]:
         """The same snapshots, `size` at a time (the last list shorter)."""
@@ -209,9 +244,7 @@ class Dataset:
         if out:
             yield out
 
-    def count(
-        self, exchange: str, symbol: str, start: int | None = None, end: int | None = None
-    ) -> int:
+    def count(self, exchange: str, symbol: str, start: When = None, end: When = None) -> int:
         """At least as many as `snapshots` yields: ts held by several shards count each time."""
         low, high = _bounds(start, end)
         held = self._holding(exchange, symbol)
@@ -223,11 +256,12 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         levels: int | None = None,
     ) -> Arrays:
         """The range as dense `Arrays`; `levels` a side (default: the series' depth)."""
+        start, end = to_ms(start, "start"), to_ms(end, "end")  # once: `now` means one time
         depth = levels if levels is not None else self._depth(exchange, symbol)
         bound = self.count(exchange, symbol, start, end)  # preallocate: one copy, no growth
         ts = np.empty(bound, dtype=np.int64)
@@ -251,8 +285,8 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         levels: int | None = None,
     ) -> Any:
         """polars DataFrame, one row per level: ts, side, level, price, size."""
@@ -264,8 +298,8 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         levels: int | None = None,
     ) -> Any:
         """pandas DataFrame in the layout of `to_polars`."""
@@ -277,8 +311,8 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         frame: DataFrameKind = "polars",
     ) -> Any:
         """The plain summary columns of the range as a DataFrame; no blob is decoded."""
@@ -297,8 +331,10 @@ class Dataset:
         return frames.summary(rows, frame)
 
 
-def _bounds(start: int | None, end: int | None) -> tuple[int, int]:
-    return (0 if start is None else start), (_END_OF_TIME if end is None else end)
+def _bounds(start: When, end: When) -> tuple[int, int]:
+    """[start, end) in ms (obd.research.instants has the forms); None is unbounded."""
+    low, high = to_ms(start, "start"), to_ms(end, "end")
+    return (0 if low is None else low), (_END_OF_TIME if high is None else high)
 
 
 def _flat(chunks: Iterator[list[T]]) -> Iterator[T]:

@@ -4,8 +4,10 @@ layout that Parquet readers (pyarrow, polars, DuckDB, Spark) take as one dataset
     DIR/exchange=<E>/symbol=<S>/date=<YYYY-MM-DD>/part.<parquet|csv|ndjson>
 
 Values are URI-encoded (`BTC/USDT` is `symbol=BTC%2FUSDT`), which is how those readers
-decode Hive segments. The file formats are those of download_history (obd/download.py),
-except that Parquet leaves exchange and symbol to the path.
+decode Hive segments. The file formats are those of download_history (obd/research/sinks.py),
+except that Parquet leaves exchange and symbol to the path and says what it holds in
+its key-value metadata. Each coin's gaps in the range go beside its dates, in
+`_gaps.<ext>` (the `_` keeps it out of the dataset).
 
 Resumable: a partition is written to `.part.<ext>.partial` beside its final name and
 renamed when complete, so a present `part.<ext>` is whole. A re-run skips those, except
@@ -25,13 +27,14 @@ from urllib.parse import quote
 
 import msgspec
 
-from obd import research
+from obd import __version__, research
 from obd.errors import NotFound
 from obd.files import publishing
 from obd.research import sinks as download
-from obd.times import now_ms
+from obd.research.instants import When, to_ms
+from obd.times import format_interval, now_ms
 
-__all__ = ["DAY_MS", "Partition", "Result", "partitions", "run"]
+__all__ = ["DAY_MS", "Partition", "Result", "coin_directory", "gaps_path", "partitions", "run"]
 
 DAY_MS = 86_400_000
 CHUNK = 1_024  # snapshots a read and a Parquet row group: ~20 MB at 100 levels a side
@@ -49,11 +52,13 @@ class Partition(msgspec.Struct, frozen=True):
     final: bool  # a whole day in the past: once written, never rewritten
 
     def path(self, out: Path, form: str) -> Path:
-        parts = (
-            f"exchange={quote(self.exchange, safe='')}",
-            f"symbol={quote(self.symbol, safe='')}",
-        )
-        return out.joinpath(*parts, f"date={self.date}", f"part.{_EXTENSIONS[form]}")
+        directory = coin_directory(out, self.exchange, self.symbol)
+        return directory / f"date={self.date}" / f"part.{_EXTENSIONS[form]}"
+
+
+def coin_directory(out: Path, exchange: str, symbol: str) -> Path:
+    """`out/exchange=<E>/symbol=<S>`, the values URI-encoded as Hive readers decode them."""
+    return out / f"exchange={quote(exchange, safe='')}" / f"symbol={quote(symbol, safe='')}"
 
 
 class Result(msgspec.Struct):
@@ -69,14 +74,18 @@ def run(
     *,
     exchange: str | None = None,
     symbol: str | None = None,
-    start: int | None = None,
-    end: int | None = None,
+    start: When = None,
+    end: When = None,
     progress: TextIO | None = None,
 ) -> Result:
-    """Export the range of every matching coin; `progress` gets a bar if it is a terminal."""
+    """Export the range of every matching coin, and each coin's gaps in it; `progress`
+    gets a bar if it is a terminal. `start`/`end` take what obd.research takes."""
     download.check_format(form)  # before any work: parquet without pyarrow fails here
+    low, high = to_ms(start, "start"), to_ms(end, "end")
     with research.open(database) as dataset:
-        plan = partitions(dataset, exchange, symbol, start, end, now_ms())
+        keys = _matching(dataset, exchange, symbol)
+        plan = partitions(dataset, exchange, symbol, low, high, now_ms())
+        about = {key: _metadata(dataset, *key) for key in keys}
         bar = _Progress(progress, len(plan))
         result = Result()
         for part in plan:
@@ -86,11 +95,57 @@ def run(
                 partial.unlink(missing_ok=True)  # a stray from an interrupted run
                 result.skipped += 1
             else:
-                result.snapshots += _write(dataset, part, target, partial, form, bar)
+                metadata = {**about[(part.exchange, part.symbol)], "date": part.date}
+                result.snapshots += _write(dataset, part, target, partial, form, metadata, bar)
                 result.written += 1
             bar.partition_done()
+        for key, metadata in about.items():
+            _write_gaps(dataset, key, out, form, low, high, metadata)
         bar.close()
     return result
+
+
+def gaps_path(out: Path, exchange: str, symbol: str, form: str) -> Path:
+    """Where a coin's gaps go: `_gaps.<ext>` in its `symbol=` directory, beside its
+    dates. The leading `_` keeps it out of a Hive dataset (pyarrow skips such files)."""
+    return coin_directory(out, exchange, symbol) / f"_gaps.{_EXTENSIONS[form]}"
+
+
+def _metadata(dataset: research.Dataset, exchange: str, symbol: str) -> dict[str, str]:
+    """What a Parquet file of this coin says of itself (its key-value metadata)."""
+    info = dataset.info(exchange, symbol)
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "interval": format_interval(info.interval_ms),
+        "interval_ms": str(info.interval_ms),
+        "depth": str(info.depth),
+        "synthetic": "true" if info.synthetic else "false",
+        "obd_version": __version__,
+        "schema_version": str(dataset.schema_version),
+    }
+
+
+def _write_gaps(
+    dataset: research.Dataset,
+    key: tuple[str, str],
+    out: Path,
+    form: str,
+    start: int | None,
+    end: int | None,
+    metadata: dict[str, str],
+) -> None:
+    """The coin's recorded gaps in [start, end) (unbounded where None), rewritten on
+    every run: a day with no snapshot at all has no partition, but its gap is here."""
+    gaps = dataset.gaps(*key, start, end)
+    target = gaps_path(out, *key, form)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    bounds = {
+        "start_ms": "" if start is None else str(start),
+        "end_ms": "" if end is None else str(end),
+    }
+    with publishing(target, replace=True) as partial:
+        download.write_gaps(form, partial, gaps, {**metadata, **bounds})
 
 
 def partitions(
@@ -102,11 +157,7 @@ def partitions(
     now: int,
 ) -> list[Partition]:
     """The coin-days of the range that hold data, by exchange, symbol and date."""
-    keys = [
-        key for key in dataset.pairs() if exchange in (None, key[0]) and symbol in (None, key[1])
-    ]
-    if not keys:
-        raise NotFound(f"export: no series matches exchange={exchange} symbol={symbol}")
+    keys = _matching(dataset, exchange, symbol)
     today = now // DAY_MS * DAY_MS
     plan: list[Partition] = []
     for key in keys:
@@ -117,6 +168,17 @@ def partitions(
         high = min(span[1] + 1, end if end is not None else span[1] + 1)
         plan += _days(key, low, high, start, end, today)
     return plan
+
+
+def _matching(
+    dataset: research.Dataset, exchange: str | None, symbol: str | None
+) -> list[tuple[str, str]]:
+    keys = [
+        key for key in dataset.pairs() if exchange in (None, key[0]) and symbol in (None, key[1])
+    ]
+    if not keys:
+        raise NotFound(f"export: no series matches exchange={exchange} symbol={symbol}")
+    return keys
 
 
 def _days(
@@ -140,6 +202,7 @@ def _write(
     target: Path,
     partial: Path,
     form: str,
+    metadata: dict[str, str],
     bar: "_Progress",
 ) -> int:
     """The partition into `partial`, then renamed to `target`; no file if it is empty."""
@@ -151,7 +214,7 @@ def _write(
     target.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with publishing(target, partial=partial, replace=True):
-        sink = download.open_sink(form, partial, with_coin=False)
+        sink = download.open_sink(form, partial, with_coin=False, metadata=metadata)
         try:
             for chunk in itertools.chain([first], chunks):
                 sink.write(chunk)

@@ -13,10 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import msgspec
+
 from obd import ndjson
 from obd.errors import BadRequest, Conflict
 from obd.files import publishing
-from obd.model import Snapshot
+from obd.model import Gap, Snapshot
+from obd.storage.summary import COLUMNS as SUMMARY_COLUMNS
+from obd.storage.summary import summarize
 
 FORMATS = ("parquet", "csv", "ndjson")
 # `capture` says where each book came from (live, REST, which back-fill): provenance.
@@ -72,13 +76,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def open_sink(form: str, path: Path, *, with_coin: bool = True) -> Sink:
+def open_sink(
+    form: str, path: Path, *, with_coin: bool = True, metadata: dict[str, str] | None = None
+) -> Sink:
     """A writer of `form` into a new file at `path` (`obd export` shares it). Without
     `with_coin`, Parquet leaves out the exchange and symbol columns: a Hive-partitioned
-    export carries them in its directory names, and readers refuse a column twice."""
+    export carries them in its directory names, and readers refuse a column twice.
+    `metadata` goes into a Parquet file's key-value metadata (CSV and NDJSON have none)."""
     check_format(form)
     if form == "parquet":
-        return _Parquet(path, with_coin=with_coin)
+        return _Parquet(path, with_coin=with_coin, metadata=metadata)
     return _SINKS[form](path)
 
 
@@ -120,48 +127,107 @@ def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None, str]:
 
 
 class _Parquet:
-    """One row per snapshot; prices and sizes as float64 list columns, zstd-compressed."""
+    """One row per snapshot: its stamps, the summary columns of the snapshots table
+    (recomputed from the book by the function that wrote them, so they are equal), and
+    prices and sizes as float64 list columns; zstd-compressed."""
 
-    def __init__(self, path: Path, *, with_coin: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, with_coin: bool = True, metadata: dict[str, str] | None = None
+    ) -> None:
         # Imported here: pyarrow is optional (the `research` extra) and heavy.
         self._pa: Any = importlib.import_module("pyarrow")
         parquet: Any = importlib.import_module("pyarrow.parquet")
         pa = self._pa
         prices = pa.list_(pa.float64())
         coin = [("exchange", pa.string()), ("symbol", pa.string())] if with_coin else []
+        summary = [(name, _SUMMARY_TYPES.get(name, "float64")) for name in SUMMARY_COLUMNS]
         self._schema = pa.schema(
             [
                 *coin,
                 ("ts", pa.int64()),
+                ("ts_utc", pa.timestamp("ms", tz="UTC")),
                 ("exchange_ts", pa.int64()),
                 ("received_ts", pa.int64()),
                 ("capture", pa.string()),
                 ("seq", pa.int64()),
+                *((name, pa.type_for_alias(kind)) for name, kind in summary),
                 ("bid_price", prices),
                 ("bid_size", prices),
                 ("ask_price", prices),
                 ("ask_size", prices),
-            ]
+            ],
+            metadata=metadata,
         )
-        levels = ("bid_price", "bid_size", "ask_price", "ask_size")
-        self._plain = [name for name in self._schema.names if name not in levels]
+        self._stamps = [*(name for name, _ in coin), *_STAMPS]
         self._writer = parquet.ParquetWriter(str(path), self._schema, compression="zstd")
         self._closed = False
 
     def write(self, chunk: list[Snapshot]) -> None:
         columns: dict[str, list[Any]] = {name: [] for name in self._schema.names}
         for snapshot in chunk:
-            for name in self._plain:
+            for name in self._stamps:
                 columns[name].append(getattr(snapshot, name))
+            for name, value in zip(
+                SUMMARY_COLUMNS, _summary(snapshot.bids, snapshot.asks), strict=True
+            ):
+                columns[name].append(value)
             for side, levels in (("bid", snapshot.bids), ("ask", snapshot.asks)):
                 columns[f"{side}_price"].append([level[0] for level in levels])
                 columns[f"{side}_size"].append([level[1] for level in levels])
+        columns["ts_utc"] = columns["ts"]  # the same ms, typed as a UTC timestamp
         self._writer.write_table(self._pa.table(columns, schema=self._schema))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._writer.close()
+
+
+_STAMPS = ("ts", "exchange_ts", "received_ts", "capture", "seq")
+_SUMMARY_TYPES = {"bid_levels": "int32", "ask_levels": "int32", "crossed": "bool"}
+
+
+def _summary(bids: Any, asks: Any) -> tuple[Any, ...]:
+    return msgspec.structs.astuple(summarize(bids, asks))
+
+
+# -- the gaps beside an export's data ---------------------------------------------------
+
+GAP_COLUMNS = ("start_ts", "end_ts", "reason")
+
+
+def write_gaps(form: str, path: Path, gaps: list[Gap], metadata: dict[str, str]) -> None:
+    """`gaps` into a new file at `path` in `form`: start_ts and end_ts (ms, [start,
+    end)) and reason; Parquet adds start_utc and end_utc as UTC timestamps."""
+    if form == "parquet":
+        pa: Any = importlib.import_module("pyarrow")
+        parquet: Any = importlib.import_module("pyarrow.parquet")
+        stamp = pa.timestamp("ms", tz="UTC")
+        schema = pa.schema(
+            [
+                ("start_ts", pa.int64()),
+                ("end_ts", pa.int64()),
+                ("reason", pa.string()),
+                ("start_utc", stamp),
+                ("end_utc", stamp),
+            ],
+            metadata=metadata,
+        )
+        starts, ends = [g.start for g in gaps], [g.end for g in gaps]
+        columns = [starts, ends, [g.reason for g in gaps], starts, ends]
+        parquet.write_table(pa.table(columns, schema=schema), str(path), compression="zstd")
+    elif form == "csv":
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(GAP_COLUMNS)
+            writer.writerows((g.start, g.end, g.reason) for g in gaps)
+    else:
+        encode = msgspec.json.Encoder().encode
+        with path.open("wb") as out:
+            out.writelines(
+                encode(dict(zip(GAP_COLUMNS, (g.start, g.end, g.reason), strict=True))) + b"\n"
+                for g in gaps
+            )
 
 
 _SINKS: dict[str, Callable[[Path], Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}

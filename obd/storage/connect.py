@@ -1,6 +1,7 @@
 """Opening the SQLite file: one place for the pragmas every connection needs."""
 
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 
@@ -34,15 +35,21 @@ def open_writer(path: Path) -> apsw.Connection:
     return conn
 
 
-def open_reader(path: Path, *, read_only: bool = False) -> apsw.Connection:
+def open_reader(path: Path, *, read_only: bool = False, immutable: bool = False) -> apsw.Connection:
     """A connection that only reads; WAL lets it run beside the writer without blocking.
 
     `read_only` opens the file itself read-only (a researcher's copy, a read-only mount):
-    no write can reach it, even by mistake.
+    no write can reach it, even by mistake. `immutable` (read-only too) tells SQLite
+    nothing changes the file, so it needs no `-shm` beside it: the one way to read a
+    WAL-mode copy in a directory this process cannot write to.
     """
     flags = apsw.SQLITE_OPEN_READONLY if read_only else apsw.SQLITE_OPEN_READWRITE
+    name = str(path)
+    if immutable:
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        name = f"file:{quote(str(path.absolute()))}?mode=ro&immutable=1"
     try:
-        conn = apsw.Connection(str(path), flags=flags)
+        conn = apsw.Connection(name, flags=flags)
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         conn.execute("PRAGMA query_only = 1")
     except apsw.CantOpenError as exc:

@@ -19,7 +19,7 @@ import msgspec
 import structlog
 
 from obd.errors import Unavailable
-from obd.metrics import METRICS
+from obd.metrics import Metrics
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
@@ -85,8 +85,11 @@ Committed = Callable[[Sequence[Snapshot]], None]
 class Writer:
     """Queue in, batched commits out; listeners hear of snapshots only after they commit."""
 
-    def __init__(self, path: Path, *, queue_bytes: int = QUEUE_BYTES) -> None:
+    def __init__(
+        self, path: Path, *, queue_bytes: int = QUEUE_BYTES, metrics: Metrics | None = None
+    ) -> None:
         self.path = path
+        self.metrics = metrics or Metrics()  # the daemon's: its /metrics shows them
         self.queue_bytes = queue_bytes
         self.queued_bytes = 0  # held by rows put and not yet committed (an estimate)
         self.failing: str | None = None  # the last commit or checkpoint error while it persists
@@ -209,6 +212,7 @@ class Writer:
                 began = time.perf_counter()
                 stored = await self._in_thread(_write_batch, self._conn, rows)
                 self.last_batch_s = time.perf_counter() - began
+                self.metrics.commit_seconds.observe(self.last_batch_s)
                 break
             except apsw.Error as exc:
                 self.failing = f"{type(exc).__name__}: {exc}"
@@ -220,7 +224,7 @@ class Writer:
                     await asyncio.wait_for(self._stopping.wait(), next(pauses))
         self.failing = None
         self.rows_written += len(stored)
-        _count(rows, stored)
+        _count(self.metrics, rows, stored)
         for listener in self._listeners:
             listener(stored)
 
@@ -258,23 +262,15 @@ def _held_bytes(item: Row) -> int:
     return _ROW_BYTES
 
 
-def _count(rows: list[Row], stored: list[Snapshot]) -> None:
+def _count(metrics: Metrics, rows: list[Row], stored: list[Snapshot]) -> None:
     for snapshot in stored:
-        METRICS.inc(
-            "obd_snapshots_total",
-            "Snapshots stored.",
-            exchange=snapshot.exchange,
-            symbol=snapshot.symbol,
+        metrics.snapshot_stored(
+            snapshot.exchange, snapshot.symbol, snapshot.ts, snapshot.received_ts
         )
     for row in rows:
         if isinstance(row, GapIn):
-            # Gap rows carry the coin id only; ms missing is what a scraper can sum.
-            METRICS.inc(
-                "obd_gap_ms_total",
-                "Time recorded as gaps, by reason.",
-                row.end - row.start,
-                reason=row.reason,
-            )
+            # Gap rows carry the coin id only; time missing is what a scraper can sum.
+            metrics.gap_recorded(row.reason, row.end - row.start)
 
 
 @contextlib.contextmanager
