@@ -377,6 +377,10 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
             status = f"error: {found.error}"
         elif found.overridden_by:
             status = f"overridden by {found.overridden_by}"
+        elif found.provider is not None:
+            status = "ok (history provider" + (
+                f": {found.provider.description})" if found.provider.description else ")"
+            )
         else:
             status = "ok" + (
                 f" ({found.spec.description})" if found.spec and found.spec.description else ""

@@ -175,3 +175,75 @@ def test_day_files_are_cached_under_a_cap(tmp_path: Path) -> None:
         assert not list(cache.rglob("*.part"))
     finally:
         served.close()
+
+
+DROPIN = '''
+import msgspec
+
+from obd.history.provider import HistoryRequest, ProviderSpec, Served, Unserved
+from obd.model import Book
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True):
+    spread: float = 1.0
+
+
+class Echo:
+    """Serves every other slot; says why not for the rest."""
+
+    def __init__(self, options: Options):
+        self.spread = options.spread
+
+    async def history(self, request: HistoryRequest):
+        for slot in range(request.start, request.end, request.interval_ms):
+            if (slot // request.interval_ms) % 2:
+                yield Unserved(slot, slot + request.interval_ms, "odd slots are not kept")
+            else:
+                yield Served(slot, Book([(100.0, 1.0)], [(100.0 + self.spread, 1.0)]), "echo")
+
+    async def close(self):
+        pass
+
+
+PROVIDER = ProviderSpec(name="echo", factory=Echo, options=Options, description="a test")
+'''
+
+
+def test_a_provider_dropped_into_plugins_d_is_found_and_used(tmp_path: Path) -> None:
+    from obd.config import load
+    from obd.context import load_plugins, open_runtime
+    from tests.conftest import PLUGINS, write_config
+
+    dropins = tmp_path / "plugins"
+    dropins.mkdir()
+    (dropins / "echo.py").write_text(DROPIN)
+    config_path = write_config(
+        tmp_path,
+        """
+[history.exchanges]
+nowhere = ["echo"]
+[history.options.echo]
+spread = 2.0
+""",
+        plugins=[PLUGINS, dropins],
+    )
+    config = load(config_path)
+    found = {f.name: f for f in load_plugins(config).found}
+    assert found["echo"].provider is not None
+    assert found["echo"].error is None
+
+    async def go() -> Any:
+        async with open_runtime(config) as runtime:
+            return await runtime.service.backfill(
+                "nowhere", "A/B", 0, 4000, interval="1s", depth=5
+            ), await runtime.service.books("nowhere", "A/B", 0, 4000)
+
+    report, page = asyncio.run(go())
+    assert [(row.ts, row.capture, row.asks) for row in page.items] == [
+        (0, "backfill:echo", [(102.0, 1.0)]),
+        (2000, "backfill:echo", [(102.0, 1.0)]),
+    ]
+    assert [(g.start, g.end, g.why) for g in report.unfilled] == [
+        (1000, 2000, "echo: odd slots are not kept"),
+        (3000, 4000, "echo: odd slots are not kept"),
+    ]

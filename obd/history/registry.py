@@ -1,5 +1,6 @@
 """Finding history providers and keeping one instance of each: the built-ins (`plugin`,
-`tardis`, `peer`) and those of the `obd.history` entry-point group, configured from
+`tardis`, `peer`), those of the `obd.history` entry-point group and those the plugin
+directories hold (a module exporting `PROVIDER`), configured from
 `[history]`. Which ones serve an exchange, in order, is `[history] providers` or its
 per-exchange override `[history.exchanges]`."""
 
@@ -28,8 +29,10 @@ PLUGIN = "plugin"  # the exchange plugin's own history (FetchesHistory)
 _BUILT_IN = {"tardis": "obd.history.tardis", "peer": "obd.history.peer"}
 
 
-def specs() -> dict[str, ProviderSpec | str]:
-    """Every provider by name: its spec, or why it failed to load (an entry point)."""
+def specs(dropins: dict[str, ProviderSpec] | None = None) -> dict[str, ProviderSpec | str]:
+    """Every provider by name: its spec, or why it failed to load (an entry point).
+    Entry points first, then the plugin directories' (`dropins`), then the built-ins:
+    a later one of a name wins."""
     found: dict[str, ProviderSpec | str] = {}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -41,6 +44,7 @@ def specs() -> dict[str, ProviderSpec | str]:
             found[spec.name] = spec
         else:
             found[point.name] = f"entry point {point.value}: not an obd.history ProviderSpec"
+    found.update(dropins or {})
     for name, module in _BUILT_IN.items():
         found[name] = getattr(importlib.import_module(module), "PROVIDER")  # noqa: B009
     return found
@@ -83,7 +87,7 @@ class Providers:
 
     def _spec(self, name: str) -> ProviderSpec:
         if self._specs is None:
-            self._specs = specs()
+            self._specs = specs(self._exchanges.plugins.providers)
         spec = self._specs.get(name)
         if spec is None:
             known = ", ".join(sorted([PLUGIN, *self._specs]))
