@@ -207,6 +207,12 @@ def _checked(config: Config) -> Config:
         if coin.interval is not None:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
+    for key, url in (
+        ("history.tardis.base_url", config.history.tardis.base_url),
+        ("history.peer.url", config.history.peer.url),
+    ):
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{key}: expected an http(s) URL, got {url!r:.60}")
     for index, name in enumerate(config.server.allowed_hosts):
         if not _HOST_NAME.fullmatch(name):
             raise ConfigError(

@@ -247,3 +247,22 @@ spread = 2.0
         (1000, 2000, "echo: odd slots are not kept"),
         (3000, 4000, "echo: odd slots are not kept"),
     ]
+
+
+def test_config_names_real_providers_and_urls(tmp_path: Path) -> None:
+    from obd.config import History, load
+    from obd.errors import ConfigError
+    from obd.exchanges import Exchanges
+    from obd.exchanges.discovery import Plugins
+    from obd.history.registry import Providers
+
+    with pytest.raises(ConfigError, match="no history provider 'nope'"):
+        Providers(History(exchanges={"sim": ["nope"]}), Exchanges(Plugins(), {})).check()
+    Providers(History(providers=["plugin", "tardis", "peer"]), Exchanges(Plugins(), {})).check()
+    bad = tmp_path / "config.toml"
+    bad.write_text('[history.peer]\nurl = "10.0.0.2:8787"\n')
+    with pytest.raises(ConfigError, match=r"history.peer.url: expected an http\(s\) URL"):
+        load(bad)
+    bad.write_text("[history.tardis]\nretries = 99\n")
+    with pytest.raises(ConfigError, match=r"history\.tardis\.retries"):
+        load(bad)
