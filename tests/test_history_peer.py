@@ -55,6 +55,14 @@ url = "{b.url}"
         [(hole_start, hole_end, _)] = hole
         assert hole_end - hole_start >= 5_000
 
+        # Asked first: the peer could fill it (its /v1/coverage), nothing fetched yet.
+        probed = a.http.get(
+            "/v1/coverage",
+            params={**COIN, "start": hole_start, "end": hole_end, "fillable": "true"},
+        ).json()
+        assert probed["fillable"] == [[hole_start, hole_end, "peer", ""]]
+        assert probed["providers"] == ["peer"]
+
         done = obd(
             "backfill",
             "sim",

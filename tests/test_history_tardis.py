@@ -263,3 +263,42 @@ def test_history_requests_fill_holes_from_the_archive(
     assert [row.ts - base for row in rows] == list(range(0, 25_000, 1000))
     assert stream.backfilled == 15
     _check_rows_equal_rebuild(rows, rebuilt)
+
+
+def test_coverage_says_which_provider_could_fill_each_gap(
+    tmp_path: Path, archive: Archive, lines: list[str]
+) -> None:
+    rebuilt = Rebuilt(lines)
+    archive.files[FILE] = gz(lines)
+    base = rebuilt.first_ms - rebuilt.first_ms % 1000 + 1000
+    config_path = _config(tmp_path, archive)
+
+    async def go() -> tuple[Any, Any]:
+        async with open_runtime(load(config_path)) as runtime:
+            service = runtime.service
+            await service.backfill(
+                "binance", "BTC/USDT", base + 5_000, base + 10_000, interval="1s", depth=DEPTH
+            )
+            same_day = await service.coverage(
+                "binance", "BTC/USDT", base, base + 15_000, fillable="true"
+            )
+            next_day = await service.coverage(
+                "binance", "BTC/USDT", NEXT_DAY_MS, NEXT_DAY_MS + 5_000, fillable=True
+            )
+            return same_day, next_day
+
+    same_day, next_day = asyncio.run(go())
+    assert [(g.start - base, g.end - base, g.reason) for g in same_day.gaps] == [
+        (0, 5_000, "not_collected"),
+        (10_000, 15_000, "not_collected"),
+    ]
+    assert [(f.start - base, f.provider, f.why) for f in same_day.fillable] == [
+        (0, "tardis", ""),
+        (10_000, "tardis", ""),
+    ]
+    [none] = next_day.fillable
+    assert none.provider is None
+    assert none.why == (
+        "tardis: the archive has no file for binance BTCUSDT (2024-08-09 incremental_book_L2: 404)"
+    )
+    assert [path for path, _ in archive.requests].count(f"/v1/{FILE}") >= 1

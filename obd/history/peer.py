@@ -11,6 +11,7 @@ Blocking `urllib` on a worker thread, streaming line by line (why not an HTTP
 package: see `obd.history.tardis`).
 """
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -47,6 +48,27 @@ class PeerHistory:
             async for item in items:
                 yield item
 
+    async def probe(self, request: HistoryRequest) -> str | None:
+        """Whether the peer stores any slot of the range (its `/v1/coverage`)."""
+        if not self.options.url:
+            return "no peer: set [history.peer] url"
+        return await asyncio.to_thread(self._probe, request)
+
+    def _probe(self, request: HistoryRequest) -> str | None:
+        query = {
+            "exchange": request.exchange,
+            "symbol": request.symbol,
+            "start": request.start,
+            "end": request.end,
+        }
+        url = f"{self.options.url.rstrip('/')}/v1/coverage?{urllib.parse.urlencode(query)}"
+        try:
+            with self._open(url, "application/json") as response:
+                present = json.loads(response.read(1_000_000)).get("present", 0)
+        except HistoryNotAvailable as exc:
+            return str(exc)
+        return None if present else "the peer has no snapshot there"
+
     def _rows(self, request: HistoryRequest) -> Iterator[Item]:
         """On a worker thread: the peer's rows of the range, checked one by one."""
         query = {
@@ -79,8 +101,8 @@ class PeerHistory:
         if expected < request.end:
             yield Unserved(expected, request.end, "the peer has no snapshot there")
 
-    def _open(self, url: str) -> http.client.HTTPResponse:
-        headers = {"User-Agent": f"obd/{__version__}", "Accept": "application/x-ndjson"}
+    def _open(self, url: str, accept: str = "application/x-ndjson") -> http.client.HTTPResponse:
+        headers = {"User-Agent": f"obd/{__version__}", "Accept": accept}
         if self.options.token:
             headers["Authorization"] = f"Bearer {self.options.token}"
         try:

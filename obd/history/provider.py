@@ -11,7 +11,7 @@ Third-party providers export `PROVIDER = ProviderSpec(...)` from a module named 
 """
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -23,6 +23,7 @@ __all__ = [
     "HistoryProvider",
     "HistoryRequest",
     "Item",
+    "ProbesHistory",
     "ProviderSpec",
     "Served",
     "Unserved",
@@ -71,6 +72,16 @@ class HistoryProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ProbesHistory(Protocol):
+    """Optional, beside `HistoryProvider`: a cheap look (no books fetched) at whether
+    it could serve some of a range, for `/v1/coverage?fillable=true`."""
+
+    async def probe(self, request: HistoryRequest) -> str | None:
+        """None if it could serve some of the range, else why not (one line)."""
+        ...
 
 
 class ProviderSpec(msgspec.Struct, frozen=True):

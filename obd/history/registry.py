@@ -137,5 +137,10 @@ class _PluginHistory:
             if (close := getattr(books, "aclose", None)) is not None:
                 await close()  # an abandoned async generator would be closed late, by gc
 
+    async def probe(self, request: HistoryRequest) -> str | None:
+        if isinstance(self._exchanges.get(request.exchange), FetchesHistory):
+            return None
+        return f"history not available from {request.exchange}"
+
     async def close(self) -> None:
         return None

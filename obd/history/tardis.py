@@ -19,6 +19,7 @@ below (docs/HISTORY.md lists them); `[history.tardis] exchanges` adds or overrid
 exchange ids, and a symbol without `/` is passed as the archive's own.
 """
 
+import asyncio
 import contextlib
 import email.utils
 import gzip
@@ -49,6 +50,7 @@ log = structlog.get_logger("obd.history.tardis")
 
 DAY_MS = 86_400_000
 CHUNK = 64 * 1024  # bytes read from the network at a time
+PROBED_DAYS = 3  # days of a gap a probe asks about (HEAD each)
 
 # obd (ccxt) exchange id -> (the archive's id for spot, for derivatives, symbol style).
 # Styles: "concat" BTCUSDT, "dash" BTC-USDT, "slash" XBT/USD (files: XBT-USD).
@@ -129,6 +131,50 @@ class TardisArchive:
             kind = "derivatives" if derivative else "spot markets"
             raise HistoryNotAvailable(f"the archive has no {kind} of {exchange}")
         return archive_id, archive_symbol(style, symbol, derivative)
+
+    async def probe(self, request: HistoryRequest) -> str | None:
+        """Whether the archive has a file for one of the range's first days (HEAD)."""
+        archive_id, symbol = self.locate(request.exchange, request.symbol)
+        return await asyncio.to_thread(self._probe_days, archive_id, symbol, request)
+
+    def _probe_days(self, archive_id: str, symbol: str, request: HistoryRequest) -> str | None:
+        whys: list[str] = []
+        day = request.start - request.start % DAY_MS
+        for _ in range(PROBED_DAYS):
+            if day >= request.end:
+                break
+            date = datetime.fromtimestamp(day / 1000, UTC)
+            for data_type in self.options.data_types:
+                path = f"{archive_id}/{data_type}/{date:%Y/%m/%d}/{file_symbol(symbol)}.csv.gz"
+                if self.cache is not None and (self.cache / path).is_file():
+                    return None
+                status = self._head(f"{self._base}/v1/{path}")
+                if status < 300:
+                    return None
+                whys.append(f"{date:%Y-%m-%d} {data_type}: {status}")
+            day += DAY_MS
+        return f"the archive has no file for {archive_id} {symbol} ({', '.join(whys)})"
+
+    def _head(self, url: str) -> int:
+        """The file's status without its body: HEAD, or a one-byte GET where HEAD is not
+        served (405, 501)."""
+        status = self._status(url, "HEAD")
+        return self._status(url, "GET") if status in (405, 501) else status
+
+    def _status(self, url: str, method: str) -> int:
+        headers = {"User-Agent": f"obd/{__version__}", "Range": "bytes=0-0"}
+        if self.options.api_key:
+            headers["Authorization"] = f"Bearer {self.options.api_key}"
+        request = urllib.request.Request(url, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HistoryNotAvailable(f"cannot reach the archive: {reason}") from None
 
     async def history(self, request: HistoryRequest) -> AsyncIterator[Item]:
         archive_id, symbol = self.locate(request.exchange, request.symbol)

@@ -56,6 +56,7 @@ _PARAMETERS = {  # name: (required, description)
     "format": (False, "`json` (default, paged) or `ndjson` (the whole range, streamed)"),
     "name": (True, "the client's name"),
     "sources": (False, "`true`: also list where present slots came from (capture runs)"),
+    "fillable": (False, "`true`: also say per gap which history provider could fill it"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

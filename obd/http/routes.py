@@ -125,7 +125,7 @@ async def latest(request: AnyRequest) -> Response[bytes]:
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "sources")})
+@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "sources", "fillable")})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
@@ -133,6 +133,7 @@ async def coverage(request: AnyRequest) -> Response[bytes]:
         _query(request, "start"),
         _query(request, "end"),
         _query(request, "sources"),
+        _query(request, "fillable"),
     )
     return _respond(request, found)
 

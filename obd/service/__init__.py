@@ -24,7 +24,7 @@ from obd.history.registry import Providers
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability
 from obd.service import markets as discovery
-from obd.service.backfill import BackfillReport, Progress, backfill_range
+from obd.service.backfill import BackfillReport, Progress, backfill_range, horizon, probe_gaps
 from obd.service.coverage import Coverage, coverage
 from obd.service.history import DEFAULT_CHUNK, MAX_CHUNK, Allowance, HistoryStream
 from obd.service.markets import ExchangeView, MarketPage, MarketView
@@ -313,10 +313,13 @@ class Service:
         start: object = None,
         end: object = None,
         sources: object = None,
+        fillable: object = None,
     ) -> Coverage:
-        """Slots present and gaps; with `sources`, where the present ones came from."""
+        """Slots present and gaps; with `sources`, where the present ones came from; with
+        `fillable`, which provider could fill each gap (asked, not fetched)."""
         coin = await self._coin(exchange, symbol)
         by_capture = _flag("sources", sources)
+        probe = _flag("fillable", fillable)
         now = now_ms()
         begin = slot_at_or_after(coin.added_ts + 1, coin.interval_ms)
         if start is not None:
@@ -327,7 +330,13 @@ class Service:
         found = await self._reader.run(
             coverage, coin, begin, max(begin, min(stop, now)), now, by_capture
         )
-        return msgspec.structs.replace(found, providers=self._providers.names_for(coin.exchange))
+        found = msgspec.structs.replace(found, providers=self._providers.names_for(coin.exchange))
+        if probe:
+            final = await self._reader.run(horizon, coin)
+            sources_for = self._providers.for_exchange(coin.exchange)
+            probed = await probe_gaps(coin, found.gaps, sources_for, final)
+            found = msgspec.structs.replace(found, fillable=probed)
+        return found
 
     # -- live feed and history (WebSocket, MCP) --
 

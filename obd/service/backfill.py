@@ -17,9 +17,16 @@ import msgspec
 import structlog
 
 from obd.errors import ObdError, TooManyRequests
-from obd.history.provider import HistoryProvider, HistoryRequest, Served, Unserved
+from obd.history.provider import (
+    HistoryProvider,
+    HistoryRequest,
+    ProbesHistory,
+    Served,
+    Unserved,
+)
 from obd.history.registry import PLUGIN
-from obd.model import Book, Coin, Snapshot
+from obd.model import Book, Coin, Gap, Snapshot
+from obd.service.coverage import Fillable
 from obd.storage import reader
 from obd.storage.reader import Reader
 from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
@@ -32,6 +39,7 @@ __all__ = [
     "Unfilled",
     "backfill_range",
     "horizon",
+    "probe_gaps",
     "refusal",
     "store_backfill",
 ]
@@ -312,3 +320,45 @@ def _holes(lo: int, hi: int, stored: list[tuple[int, int]]) -> list[tuple[int, i
     if at < hi:
         holes.append((at, hi))
     return holes
+
+
+MAX_PROBED = 20  # gaps probed per coverage answer: each probe may ask a remote source
+
+
+async def probe_gaps(
+    coin: Coin, gaps: list[Gap], providers: list[tuple[str, HistoryProvider]], final: int
+) -> list[Fillable]:
+    """For each of the first MAX_PROBED gaps, the first provider that says it could
+    serve some of it (without fetching books), or every provider's reason it could not.
+    A provider without `probe` is named as the one that would be asked ("not probed")."""
+    out: list[Fillable] = []
+    for gap in gaps[:MAX_PROBED]:
+        if gap.start >= final:
+            later = "collection has not reached it: the live feed fills it"
+            out.append(Fillable(gap.start, gap.end, None, later))
+            continue
+        request = HistoryRequest(
+            coin.exchange, coin.symbol, gap.start, min(gap.end, final), coin.interval_ms, coin.depth
+        )
+        whys: list[str] = []
+        chosen: Fillable | None = None
+        for name, provider in providers:
+            if not isinstance(provider, ProbesHistory):
+                chosen = Fillable(gap.start, gap.end, name, "not probed: asked when back-filling")
+                break
+            why: str | None
+            try:
+                why = await provider.probe(request)
+            except ObdError as exc:
+                why = str(exc)
+            if why is None:
+                chosen = Fillable(gap.start, gap.end, name, "")
+                break
+            whys.append(f"{name}: {why}")
+        out.append(
+            chosen
+            or Fillable(
+                gap.start, gap.end, None, "; ".join(whys) or "no history provider configured"
+            )
+        )
+    return out

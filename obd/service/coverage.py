@@ -9,7 +9,7 @@ from obd.model import Coin, Gap, GapReason
 from obd.storage import reader
 from obd.times import slot_at_or_after
 
-__all__ = ["MAX_SOURCES", "Coverage", "Source", "coverage", "join"]
+__all__ = ["MAX_SOURCES", "Coverage", "Fillable", "Source", "coverage", "join"]
 
 MAX_SOURCES = 1_000  # runs of one capture listed per answer
 
@@ -20,6 +20,16 @@ class Source(msgspec.Struct, frozen=True, array_like=True):
     start: int
     end: int
     capture: str  # "ws", "rest", "synthetic", "backfill:<provider>[:<origin>]"
+
+
+class Fillable(msgspec.Struct, frozen=True, array_like=True):
+    """Whether a gap could be back-filled: the first provider that could serve some of
+    it (None: none could, or collection has not reached it), and why not otherwise."""
+
+    start: int
+    end: int
+    provider: str | None
+    why: str
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -33,6 +43,8 @@ class Coverage(msgspec.Struct, frozen=True):
     sources: list[Source] | None = None
     # The history providers that would be asked to fill the gaps, in order.
     providers: list[str] | None = None
+    # Asked for (`fillable`): per gap (the first MAX_PROBED), which provider could fill it.
+    fillable: list[Fillable] | None = None
 
 
 def coverage(
