@@ -266,3 +266,34 @@ def test_config_names_real_providers_and_urls(tmp_path: Path) -> None:
     bad.write_text("[history.tardis]\nretries = 99\n")
     with pytest.raises(ConfigError, match=r"history\.tardis\.retries"):
         load(bad)
+
+
+def test_a_history_only_series_becomes_collected_when_added(tmp_path: Path) -> None:
+    from obd.config import load
+    from obd.context import open_runtime
+    from tests.conftest import write_config
+
+    config = load(write_config(tmp_path))  # providers = ["plugin"]: sim has history
+
+    async def go() -> tuple[Any, Any, Any, Any]:
+        async with open_runtime(config) as runtime:
+            service = runtime.service
+            start = 1_767_225_600_000  # 2026-01-01
+            report = await service.backfill(
+                "sim", "BTC/USDT", start, start + 10_000, interval="1s", depth=5
+            )
+            before = await service.list_coins()
+            view, created = await service.add_coin("sim", "BTC/USDT", "1s", 5)
+            covered = await service.coverage("sim", "BTC/USDT", start, start + 10_000, True)
+            return report, before, (view, created), covered
+
+    report, before, (view, created), covered = asyncio.run(go())
+    assert report.backfilled == 10
+    assert report.history_only
+    assert [(c.symbol, c.status) for c in before] == [("BTC/USDT", "history-only")]
+    assert created
+    assert view.status == "active"
+    assert covered.present == 10
+    assert covered.gaps == []
+    assert covered.sources is not None
+    assert [(s.end - s.start, s.capture) for s in covered.sources] == [(10_000, "backfill:sim")]
