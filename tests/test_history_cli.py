@@ -85,7 +85,7 @@ base_url = "{archive.url}"
         "export", "--format", "csv", "--out", str(out), "--exchange", "binance", config=config
     )
     assert exported.returncode == 0, exported.stderr
-    [csv_file] = list(out.rglob("*.csv*"))
+    [csv_file] = list(out.rglob("part.csv"))
     raw = csv_file.read_bytes()
     text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
     assert "backfill:tardis" in text
