@@ -2,6 +2,7 @@
 step runs on a worker thread and hands over a batch, so the loop never waits on I/O."""
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TypeVar
 
@@ -14,20 +15,25 @@ async def pulled(make: Callable[[], Iterator[T]], size: int = BATCH) -> AsyncGen
     """The items of `make()` (called on a worker thread), `size` a step; closing this
     closes the generator on a worker thread too (it may close a socket)."""
     holder: list[Iterator[T]] = []
+    # A cancelled request leaves its step running on the thread: closing waits for it
+    # (a generator cannot be closed while it runs).
+    running = threading.Lock()
 
     def step() -> list[T]:
-        if not holder:
-            holder.append(make())
-        batch: list[T] = []
-        for item in holder[0]:
-            batch.append(item)
-            if len(batch) == size:
-                break
-        return batch
+        with running:
+            if not holder:
+                holder.append(make())
+            batch: list[T] = []
+            for item in holder[0]:
+                batch.append(item)
+                if len(batch) == size:
+                    break
+            return batch
 
     def close() -> None:
-        if holder and (end := getattr(holder[0], "close", None)) is not None:
-            end()
+        with running:
+            if holder and (end := getattr(holder[0], "close", None)) is not None:
+                end()
 
     try:
         while batch := await asyncio.to_thread(step):
