@@ -290,7 +290,9 @@ def test_a_history_only_series_becomes_collected_when_added(tmp_path: Path) -> N
     report, before, (view, created), covered = asyncio.run(go())
     assert report.backfilled == 10
     assert report.history_only
-    assert [(c.symbol, c.status) for c in before] == [("BTC/USDT", "history-only")]
+    assert [(c.symbol, c.status, c.synthetic) for c in before] == [
+        ("BTC/USDT", "history-only", True)
+    ]
     assert created
     assert view.status == "active"
     assert covered.present == 10

@@ -18,7 +18,7 @@ import msgspec
 from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH, History
-from obd.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound
+from obd.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound, ObdError
 from obd.exchanges import Exchanges
 from obd.history.registry import Providers
 from obd.model import Coin, Snapshot
@@ -406,6 +406,7 @@ class Service:
                 symbol_name,
                 self._default_interval if interval is None else interval,
                 self._default_depth if depth is None else depth,
+                self._synthetic(exchange_id),
             )
             now = now_ms()
             coin = await self._writer.call(
@@ -425,6 +426,16 @@ class Service:
         return await backfill_range(
             coin, begin, stop, sources, self._reader, self._writer, progress
         )
+
+    def _synthetic(self, exchange_id: str) -> bool:
+        """Whether an exchange's data is made up, asked without reaching the exchange: a
+        plugin of that very name is built (cheap) and says; an exchange served by a
+        generic plugin, or by none (history only), is a real one."""
+        try:
+            spec = self._exchanges.plugins.spec_for(exchange_id)
+            return spec.name == exchange_id and self._exchanges.get(exchange_id).synthetic
+        except ObdError:
+            return False
 
     def backfill_allowance(self) -> Allowance:
         """What one client (a WebSocket connection) may back-fill, from `[history]`."""
@@ -575,7 +586,7 @@ async def vet_coin(
 
 
 def _history_series(
-    exchange: str, symbol: str, interval: object, depth: object
+    exchange: str, symbol: str, interval: object, depth: object, synthetic: bool
 ) -> coin_writes.CoinRequest:
     interval_ms = parse_interval(interval)
     return coin_writes.CoinRequest(
@@ -584,7 +595,7 @@ def _history_series(
         interval_ms=interval_ms,
         interval=interval if isinstance(interval, str) else format_interval(interval_ms),
         depth=_bounded("depth", depth, 1, MAX_DEPTH),
-        synthetic=False,
+        synthetic=synthetic,
     )
 
 

@@ -108,8 +108,16 @@ def register_history_only(conn: apsw.Connection, want: CoinRequest, now: int) ->
         return existing
     conn.execute(
         "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
-        "synthetic, added_ts, history_only) VALUES (?, ?, ?, ?, ?, 0, 0, ?, 1)",
-        (want.exchange, want.symbol, want.interval_ms, want.interval, want.depth, now),
+        "synthetic, added_ts, history_only) VALUES (?, ?, ?, ?, ?, 0, ?, ?, 1)",
+        (
+            want.exchange,
+            want.symbol,
+            want.interval_ms,
+            want.interval,
+            want.depth,
+            want.synthetic,
+            now,
+        ),
     )
     coin = reader.coin(conn, want.exchange, want.symbol)
     assert coin is not None
