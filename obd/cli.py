@@ -386,9 +386,20 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
                 f" ({found.spec.description})" if found.spec and found.spec.description else ""
             )
         print(f"{found.name}\t{found.origin}\t{status}")
+    failed = any(found.error for found in registry.found)
+    from obd.history.registry import specs
+
+    for name, spec in specs().items():  # built in, or from `obd.history` entry points
+        if name in registry.providers:
+            continue  # a directory's provider of that name (listed above) wins
+        if isinstance(spec, str):
+            print(f"{name}\thistory provider\terror: {spec}")
+            failed = True
+        else:
+            print(f"{name}\thistory provider\tok ({spec.description})")
     for warning in registry.warnings:
         print(f"obd: warning: {warning}", file=sys.stderr)
-    return 1 if any(found.error for found in registry.found) else 0
+    return 1 if failed else 0
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
