@@ -31,9 +31,11 @@ _BUILT_IN = {"tardis": "obd.history.tardis", "peer": "obd.history.peer"}
 
 def specs(dropins: dict[str, ProviderSpec] | None = None) -> dict[str, ProviderSpec | str]:
     """Every provider by name: its spec, or why it failed to load (an entry point).
-    Entry points first, then the plugin directories' (`dropins`), then the built-ins:
-    a later one of a name wins."""
+    The built-ins, then entry points, then the plugin directories' (`dropins`): a later
+    one of a name wins, as exchange plugins do (so a user's `tardis` replaces obd's)."""
     found: dict[str, ProviderSpec | str] = {}
+    for name, module in _BUILT_IN.items():
+        found[name] = getattr(importlib.import_module(module), "PROVIDER")  # noqa: B009
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             spec = point.load()
@@ -45,8 +47,6 @@ def specs(dropins: dict[str, ProviderSpec] | None = None) -> dict[str, ProviderS
         else:
             found[point.name] = f"entry point {point.value}: not an obd.history ProviderSpec"
     found.update(dropins or {})
-    for name, module in _BUILT_IN.items():
-        found[name] = getattr(importlib.import_module(module), "PROVIDER")  # noqa: B009
     return found
 
 
