@@ -71,7 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("out", metavar="OUT.sqlite", help="the new file (never overwritten)")
     _export_parser(commands, common)
+    _backfill_parser(commands, common)
     return parser
+
+
+def _backfill_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    fill = commands.add_parser(
+        "backfill",
+        parents=[common],
+        help="fill a range from history providers (archive, peer; docs/HISTORY.md)",
+    )
+    fill.add_argument("exchange")
+    fill.add_argument("symbol")
+    fill.add_argument("--start", required=True, help="ms, ISO 8601 or relative ('-1d')")
+    fill.add_argument("--end", required=True, help="ms, ISO 8601 or 'now', exclusive")
+    fill.add_argument("--provider", help="only this provider (default: [history] providers)")
+    fill.add_argument("--interval", help="a new series' cadence (default from config)")
+    fill.add_argument("--depth", type=int, help="a new series' depth (default from config)")
+    fill.add_argument("--json", action="store_true", help="the report as one JSON object")
 
 
 def _export_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -253,6 +270,71 @@ def _status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(config: Config, args: argparse.Namespace) -> int:
+    from obd.times import iso
+
+    bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
+
+    async def go(service: Service) -> int:
+        report = await service.backfill(
+            args.exchange,
+            args.symbol,
+            args.start,
+            args.end,
+            interval=args.interval,
+            depth=args.depth,
+            provider=args.provider,
+            progress=None if bar is None else bar.update,
+        )
+        if bar is not None:
+            bar.done()
+        if args.json:
+            print(msgspec.json.encode(report).decode())
+            return 0
+        rate = report.backfilled / report.seconds if report.seconds else 0.0
+        print(
+            f"{report.symbol} on {report.exchange} [{iso(report.start)}, {iso(report.end)}): "
+            f"{report.slots:,} slots, {report.present:,} already stored, "
+            f"{report.backfilled:,} back-filled ({rate:,.0f}/s), "
+            f"{report.unfilled_slots:,} not filled"
+            + (" (history only)" if report.history_only else "")
+        )
+        for gap in report.unfilled:
+            print(f"  not filled [{iso(gap.start)}, {iso(gap.end)}): {gap.why}")
+        return 0
+
+    return _async(config, go)
+
+
+class _ProgressBar:
+    """One line on a terminal (share of the range done, time so far), redrawn at most
+    ~10 times a second."""
+
+    def __init__(self, out: Any) -> None:
+        import time
+
+        self._out = out
+        self._began = time.monotonic()
+        self._shown = 0.0
+
+    def update(self, slot: int, lo: int, hi: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self._shown < 0.1 and slot < hi:
+            return
+        self._shown = now
+        share = 1.0 if hi <= lo else (slot - lo) / (hi - lo)
+        filled = int(share * 30)
+        elapsed = now - self._began
+        self._out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} {elapsed:5.0f} s")
+        self._out.flush()
+
+    def done(self) -> None:
+        self._out.write("\n")
+        self._out.flush()
+
+
 def _client_add(config: Config, args: argparse.Namespace) -> int:
     from obd.auth import parse_scopes
 
@@ -308,14 +390,29 @@ def _plugins(config: Config, args: argparse.Namespace) -> int:
             status = f"error: {found.error}"
         elif found.overridden_by:
             status = f"overridden by {found.overridden_by}"
+        elif found.provider is not None:
+            status = "ok (history provider" + (
+                f": {found.provider.description})" if found.provider.description else ")"
+            )
         else:
             status = "ok" + (
                 f" ({found.spec.description})" if found.spec and found.spec.description else ""
             )
         print(f"{found.name}\t{found.origin}\t{status}")
+    failed = any(found.error for found in registry.found)
+    from obd.history.registry import specs
+
+    for name, spec in specs().items():  # built in, or from `obd.history` entry points
+        if name in registry.providers:
+            continue  # a directory's provider of that name (listed above) wins
+        if isinstance(spec, str):
+            print(f"{name}\thistory provider\terror: {spec}")
+            failed = True
+        else:
+            print(f"{name}\thistory provider\tok ({spec.description})")
     for warning in registry.warnings:
         print(f"obd: warning: {warning}", file=sys.stderr)
-    return 1 if any(found.error for found in registry.found) else 0
+    return 1 if failed else 0
 
 
 def _check(config: Config, args: argparse.Namespace) -> int:
@@ -374,6 +471,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Config, argparse.Namespace], i
     ("backup", None): _backup,
     ("status", None): _status,
     ("export", None): _export,
+    ("backfill", None): _backfill,
     ("client", "add"): _client_add,
     ("client", "list"): _client_list,
     ("client", "remove"): _client_remove,

@@ -83,6 +83,32 @@ class Auth(_Section, frozen=True):
     external: ExternalIssuer = ExternalIssuer()
 
 
+class Tardis(_Section, frozen=True):
+    """The archive provider: Tardis.dev downloadable CSV day files (docs/HISTORY.md)."""
+
+    base_url: str = "https://datasets.tardis.dev"
+    api_key: str = ""  # sent as a bearer token when set
+    # obd exchange id -> the archive's exchange id, beside (and over) the built-in table.
+    exchanges: dict[str, str] = msgspec.field(default_factory=dict)
+    # Which files to read, in order: the first the archive has for a day is used.
+    data_types: list[Literal["incremental_book_L2", "book_snapshot_25", "book_snapshot_5"]] = (
+        msgspec.field(default_factory=lambda: ["incremental_book_L2"])
+    )
+    cache_dir: str = ""  # relative to the config file; empty: no cache
+    cache_mib: Annotated[float, msgspec.Meta(gt=0)] = 2_048  # oldest day files go first past it
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5  # per file: 429, 5xx, cut downloads
+    max_retry_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60  # longer waits: a gap
+
+
+class Peer(_Section, frozen=True):
+    """The peer provider: another obd's `/v1/books` (docs/HISTORY.md)."""
+
+    url: str = ""  # e.g. "http://10.0.0.2:8787"; empty: no peer
+    token: str = ""  # a bearer token with the peer's `read` scope
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30
+
+
 class History(_Section, frozen=True):
     """Back-fill (a WebSocket `history` request fetching what storage lacks from the
     plugin, and storing it) is a write: it is capped, in rows fetched, and metered per
@@ -95,6 +121,13 @@ class History(_Section, frozen=True):
     backfill_rows_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 20_000
     backfill_concurrent_per_client: Annotated[int, msgspec.Meta(ge=1)] = 2
     backfill_concurrent: Annotated[int, msgspec.Meta(ge=1)] = 4
+    # Where back-filled books come from, in order of preference; "plugin" is the exchange
+    # plugin's own history (sim's). Per exchange id in `exchanges`.
+    providers: list[str] = msgspec.field(default_factory=lambda: ["plugin"])
+    exchanges: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    tardis: Tardis = Tardis()
+    peer: Peer = Peer()
+    options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # other providers
 
 
 class Mcp(_Section, frozen=True):
@@ -188,6 +221,12 @@ def _checked(config: Config) -> Config:
             _check_interval(coin.interval, f"coins[{index}].interval")
     _check_auth(config.auth)
     _check_public_url(config.server.public_url)
+    for key, url in (
+        ("history.tardis.base_url", config.history.tardis.base_url),
+        ("history.peer.url", config.history.peer.url),
+    ):
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{key}: expected an http(s) URL, got {url!r:.60}")
     for index, name in enumerate(config.server.allowed_hosts):
         if not _HOST_NAME.fullmatch(name):
             raise ConfigError(

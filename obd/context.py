@@ -16,6 +16,7 @@ from obd.config import Config
 from obd.errors import BadRequest, ConfigError, Conflict, NotFound, ObdError, StoreError
 from obd.exchanges import Exchanges
 from obd.exchanges.discovery import Plugins, discover
+from obd.history.registry import Providers
 from obd.metrics import Metrics
 from obd.service import Service, vet_coin
 from obd.storage import schema
@@ -110,6 +111,7 @@ async def open_runtime(
     collector = (
         None if collector_started_ms is None else Collector(exchanges, writer, collector_started_ms)
     )
+    providers = Providers(config.history, exchanges, config.base_dir)
     service = Service(
         exchanges,
         read,
@@ -119,6 +121,7 @@ async def open_runtime(
         default_depth=config.collection.depth,
         history=config.history,
         low_disk_bytes=config.storage.low_disk_mib * 1024 * 1024,
+        providers=providers,
     )
     writing = asyncio.create_task(writer.run(), name="writer")
     try:
@@ -128,6 +131,7 @@ async def open_runtime(
         await writing
         await writer.close()
         read.close()
+        await providers.close()
         await exchanges.close()
 
 
@@ -145,6 +149,7 @@ def start_checks(config: Config, plugins: Plugins) -> list[Callable[[], None]]:
     return [
         lambda: check_bind_allowed(config),
         Exchanges(plugins, config.exchanges).check_options,
+        Providers(config.history, Exchanges(plugins, {}), config.base_dir).check,
         lambda: check_database_path(config.database),
         lambda: check_database_file(config.database),
         lambda: check_signing_key(config),

@@ -48,7 +48,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     received_ts: int
     bids: list[Level]
     asks: list[Level]
-    capture: str  # "ws", "rest", "synthetic" or "backfill:<plugin>"
+    capture: str  # "ws", "rest", "synthetic" or "backfill:<provider>[:<origin>]"
     seq: int | None = None  # the exchange's update id / sequence of the book (null if none)
 
 
@@ -67,6 +67,7 @@ class Coin(msgspec.Struct, frozen=True):
     added_ts: int
     tick_size: float | None = None
     lot_size: float | None = None
+    history_only: bool = False  # registered by `obd backfill`: never collected live
 
 
 class Gap(msgspec.Struct, frozen=True, array_like=True):

@@ -113,7 +113,9 @@ def test_stdio_serves_every_tool_on_the_file(tmp_path: Path) -> None:
     assert len(results["get_history"]["rows"]) == 10 - 10 // 11
     assert results["coverage"]["gaps"][0] == [T0 + 10_000, T0 + 11_000, "disconnected"]
     assert results["download_history"]["path"] == str(target)
-    assert target.read_text().startswith("ts,exchange_ts,received_ts,seq,side,level,price,size\n")
+    assert target.read_text().startswith(
+        "ts,exchange_ts,received_ts,seq,capture,side,level,price,size\n"
+    )
     assert results["add_coin"]["collecting"] is False
     assert results["list_coins"]["collecting"] is False  # and no daemon runs: it says so
     assert results["list_markets"]["markets"][0]["symbol"] == "BTC/USDT"

@@ -396,7 +396,8 @@ def test_download_history_writes_a_file(stored: Path, tmp_path: Path, form: str)
         rows = target.read_text().splitlines()
         assert rows[0] == ",".join(download.CSV_HEADER)
         first_bid = rows[1].split(",")
-        assert float(first_bid[6]) == stored_books[0]["bids"][0][0]
+        assert float(first_bid[7]) == stored_books[0]["bids"][0][0]
+        assert first_bid[4] == stored_books[0]["capture"]
         assert len(rows) - 1 == sum(len(b["bids"]) + len(b["asks"]) for b in stored_books)
     else:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]

@@ -21,6 +21,7 @@ from types import ModuleType
 import msgspec
 
 from obd.errors import NotFound
+from obd.history.provider import ProviderSpec
 from obd.plugin import PluginSpec
 
 ENTRY_POINT_GROUP = "obd.plugins"
@@ -37,6 +38,9 @@ class Found(msgspec.Struct, frozen=True):
     spec: PluginSpec | None = None
     error: str | None = None
     overridden_by: str | None = None
+    # A directory module exporting `PROVIDER` (a history provider, docs/HISTORY.md)
+    # instead of `PLUGIN`: found here, built by `obd.history.registry`.
+    provider: ProviderSpec | None = None
 
 
 class Plugins:
@@ -50,6 +54,11 @@ class Plugins:
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    @property
+    def providers(self) -> dict[str, ProviderSpec]:
+        """History providers found in the plugin directories, by name (later ones win)."""
+        return {f.provider.name: f.provider for f in self.found if f.provider is not None}
 
     def spec_for(self, exchange: str) -> PluginSpec:
         if spec := self._by_name.get(exchange):
@@ -169,10 +178,12 @@ def _load_module(name: str, path: Path, is_package: bool) -> object:
     except BaseException:
         del sys.modules[module_name]
         raise
-    return getattr(module, "PLUGIN", None)
+    return getattr(module, "PLUGIN", None) or getattr(module, "PROVIDER", None)
 
 
 def _checked(name: str, origin: str, plugin: object) -> Found:
+    if isinstance(plugin, ProviderSpec):
+        return Found(plugin.name, origin, provider=plugin)
     if not isinstance(plugin, PluginSpec):
         return Found(name, origin, error="does not export PLUGIN = obd.plugin.PluginSpec(...)")
     return Found(plugin.name, origin, spec=plugin)

@@ -98,6 +98,8 @@ _PARAMETERS = {  # name: (required, schema, description)
     "name": (True, _text(min_length=1), "the client's name"),
     "every": (False, _text(), "keep the first snapshot of each such bucket, e.g. `1m`, `1h`"),
     "bucket": (False, _text(), "the length of a bucket, e.g. `1h` (default), `1d`"),
+    "sources": (False, _text(), "`true`: also list where present slots came from (capture runs)"),
+    "fillable": (False, _text(), "`true`: also say per gap which history provider could fill it"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

@@ -125,13 +125,15 @@ async def latest(request: AnyRequest) -> Response[bytes]:
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read", "query": _RANGE})
+@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "sources", "fillable")})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
         _query(request, "symbol"),
         _query(request, "start"),
         _query(request, "end"),
+        _query(request, "sources"),
+        _query(request, "fillable"),
     )
     return _respond(request, found)
 

@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Field
 from obd.config import MAX_DEPTH
 from obd.model import Gap, Snapshot
 from obd.service import CoinView, ExchangeView, MarketView, SummaryRow
+from obd.service.coverage import Fillable, Source
 from obd.times import iso
 
 MAX_COINS = 200  # coins in one list_coins answer (~250 bytes each)
@@ -215,6 +216,13 @@ class CoverageResult(msgspec.Struct, frozen=True):
     gaps: list[Gap]  # [start, end, reason], half-open ms, oldest first
     gaps_total: int
     truncated: bool  # more than MAX_GAPS gaps: narrow the range to see the rest
+    # The history providers a history request asks to fill gaps, in order (docs/HISTORY.md).
+    providers: list[str] = msgspec.field(default_factory=list)
+    # Asked for with `sources`: [start, end, capture] runs of present slots by capture
+    # (live "ws"/"rest"/"synthetic", or "backfill:<provider>"), at most MAX_GAPS.
+    sources: list[Source] | None = None
+    # Asked for with `fillable`: [start, end, provider or null, why] for the first 20 gaps.
+    fillable: list[Fillable] | None = None
 
 
 class MarketList(msgspec.Struct, frozen=True):

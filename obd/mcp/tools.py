@@ -255,12 +255,18 @@ class Tools:
         symbol: SymbolArg,
         start: OptionalTime = None,
         end: OptionalTime = None,
+        sources: bool = False,
+        fillable: bool = False,
     ) -> CoverageResult:
         """How complete a coin's data is over [start, end) (default: since it was added,
         until now): slots expected at its interval, snapshots present, and the gaps
         with their reason (daemon_down, disconnected, not_synced, removed, pending, ...).
-        Shows at most 100 gaps; narrow the range to see the rest."""
-        found = await self.service.coverage(exchange, symbol, start, end)
+        Shows at most 100 gaps; narrow the range to see the rest. `providers` names the
+        history providers a back-fill asks to fill gaps (obd backfill, WebSocket
+        history); `sources` = true also lists where the present slots came from
+        (live capture or which back-fill); `fillable` = true says per gap (the first
+        20) which provider could fill it, or why none could."""
+        found = await self.service.coverage(exchange, symbol, start, end, sources, fillable)
         return CoverageResult(
             start=found.start,
             end=found.end,
@@ -272,6 +278,9 @@ class Tools:
             gaps=found.gaps[:MAX_GAPS],
             gaps_total=len(found.gaps),
             truncated=len(found.gaps) > MAX_GAPS,
+            providers=found.providers or [],
+            sources=None if found.sources is None else found.sources[:MAX_GAPS],
+            fillable=found.fillable,
         )
 
     async def list_markets(

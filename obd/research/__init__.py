@@ -278,8 +278,8 @@ class Dataset:
         self,
         exchange: str,
         symbol: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: When = None,
+        end: When = None,
         size: int = CHUNK,
     ) -> Iterator[tuple[list[tuple[Any, ...]], codec.Levels]]:
         """The range `size` snapshots at a time as (rows, levels): the rows

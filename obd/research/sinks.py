@@ -25,7 +25,18 @@ from obd.storage.summary import COLUMNS as SUMMARY_COLUMNS
 from obd.storage.summary import TOUCH_LEVELS, summarize, summarize_touch
 
 FORMATS = ("parquet", "csv", "ndjson")
-CSV_HEADER = ("ts", "exchange_ts", "received_ts", "seq", "side", "level", "price", "size")
+# `capture` says where each book came from (live, REST, which back-fill): provenance.
+CSV_HEADER = (
+    "ts",
+    "exchange_ts",
+    "received_ts",
+    "seq",
+    "capture",
+    "side",
+    "level",
+    "price",
+    "size",
+)
 
 
 def parquet_available() -> bool:
@@ -113,8 +124,8 @@ class _Csv:
         self._file.close()
 
 
-def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None]:
-    return snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, snapshot.seq
+def _stamps(snapshot: Snapshot) -> tuple[int, int | None, int, int | None, str]:
+    return snapshot.ts, snapshot.exchange_ts, snapshot.received_ts, snapshot.seq, snapshot.capture
 
 
 class _Parquet:

@@ -18,11 +18,13 @@ import msgspec
 from obd.auth.clients import Clients
 from obd.collect import Collector
 from obd.config import MAX_DEPTH, History
-from obd.errors import BadRequest, Forbidden, NotFound, ObdError
+from obd.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound, ObdError
 from obd.exchanges import Exchanges
+from obd.history.registry import Providers
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability, FetchesHistory
 from obd.service import markets as discovery
+from obd.service.backfill import BackfillReport, Progress, backfill_range, horizon, probe_gaps
 from obd.service.backfill_limits import BackfillMeter
 from obd.service.coverage import Coverage, coverage
 from obd.service.grid import MAX_BUCKETS, Grid, grid
@@ -44,6 +46,7 @@ from obd.times import (
 
 __all__ = [
     "BOOKS_PATH",
+    "BackfillReport",
     "BookCount",
     "CoinView",
     "Coverage",
@@ -168,8 +171,10 @@ class Service:
         default_depth: int = 100,
         history: History | None = None,
         low_disk_bytes: int = LOW_DISK_BYTES,
+        providers: Providers | None = None,
     ) -> None:
         self._exchanges = exchanges
+        self._providers = providers or Providers(history or History(), exchanges)
         self._reader = read
         self._writer = writer
         self._collector = collector  # None where this process does not collect
@@ -188,7 +193,8 @@ class Service:
     # -- coins --
 
     async def list_coins(self) -> list[CoinView]:
-        return [await self._view(coin) for coin in await self._reader.run(reader.coins)]
+        coins = await self._reader.run(reader.coins, False)
+        return [await self._view(c) for c in coins if c.active or c.history_only]
 
     async def availability(self, exchange: object, symbol: object) -> Availability:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
@@ -315,9 +321,19 @@ class Service:
         return snapshot
 
     async def coverage(
-        self, exchange: object, symbol: object, start: object = None, end: object = None
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        sources: object = None,
+        fillable: object = None,
     ) -> Coverage:
+        """Slots present and gaps; with `sources`, where the present ones came from; with
+        `fillable`, which provider could fill each gap (asked, not fetched)."""
         coin = await self._coin(exchange, symbol)
+        by_capture = _flag("sources", sources)
+        probe = _flag("fillable", fillable)
         now = now_ms()
         begin = slot_at_or_after(coin.added_ts + 1, coin.interval_ms)
         if start is not None:
@@ -325,7 +341,16 @@ class Service:
         stop = now if end is None else parse_time(end, "end")
         if begin >= stop and (start is not None and end is not None):
             raise BadRequest("start: must be before end")
-        return await self._reader.run(coverage, coin, begin, max(begin, min(stop, now)), now)
+        found = await self._reader.run(
+            coverage, coin, begin, max(begin, min(stop, now)), now, by_capture
+        )
+        found = msgspec.structs.replace(found, providers=self._providers.names_for(coin.exchange))
+        if probe:
+            final = await self._reader.run(horizon, coin)
+            sources_for = self._providers.for_exchange(coin.exchange)
+            probed = await probe_gaps(coin, found.gaps, sources_for, final)
+            found = msgspec.structs.replace(found, fillable=probed)
+        return found
 
     async def coverage_grid(
         self,
@@ -399,10 +424,67 @@ class Service:
             size,
             read=self._reader,
             writer=self._writer,
-            source=self._exchanges.get(coin.exchange),
-            plugin=self._exchanges.plugins.spec_for(coin.exchange).name,
+            providers=self._providers.for_exchange(coin.exchange),
             backfill=backfill,
         )
+
+    async def backfill(
+        self,
+        exchange: object,
+        symbol: object,
+        start: object,
+        end: object,
+        *,
+        interval: object = None,
+        depth: object = None,
+        provider: object = None,
+        progress: Progress | None = None,
+    ) -> BackfillReport:
+        """Fill [start, end) of a series from its history providers (or just `provider`),
+        resumably. A series not in the file is registered for history only: no live
+        availability check (its exchange may be unreachable), never collected."""
+        exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
+        for name, value in (("start", start), ("end", end)):
+            if value is None:
+                raise BadRequest(f"{name}: required")
+        begin, stop = _range(start, end)
+        coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
+        if coin is None:
+            want = _history_series(
+                exchange_id,
+                symbol_name,
+                self._default_interval if interval is None else interval,
+                self._default_depth if depth is None else depth,
+                self._synthetic(exchange_id),
+            )
+            now = now_ms()
+            coin = await self._writer.call(
+                lambda conn: coin_writes.register_history_only(conn, want, now)
+            )
+        else:
+            _same_series(coin, interval, depth)
+        only = None
+        if provider is not None:
+            if not isinstance(provider, str) or not provider:
+                raise BadRequest(f"provider: expected a provider name, got {provider!r:.60}")
+            only = provider
+        try:
+            sources = self._providers.for_exchange(coin.exchange, only)
+        except ConfigError as exc:
+            raise BadRequest(f"provider: {exc}") from None
+        return await backfill_range(
+            coin, begin, stop, sources, self._reader, self._writer, progress
+        )
+
+    def _synthetic(self, exchange_id: str) -> bool:
+        """Whether an exchange's data is made up, asked without reaching the exchange: a
+        plugin of that very name is built (cheap) and says; an exchange served by a
+        generic plugin, or by none (history only), is a real one."""
+        try:
+            spec = self._exchanges.plugins.spec_for(exchange_id)
+            return spec.name == exchange_id and self._exchanges.get(exchange_id).synthetic
+        except ObdError:
+            return False
 
     def backfill_allowance(self, client: str) -> Allowance:
         """What one connection of `client` (a token's subject, or an address) may
@@ -417,8 +499,8 @@ class Service:
 
     async def _ensure_collected(self, exchange_id: str, symbol_name: str, may_add: bool) -> Coin:
         coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
-        if coin is not None and coin.active:
-            return coin
+        if coin is not None and (coin.active or coin.history_only):
+            return coin  # a history-only series is served as stored, never collected
         if not may_add:
             raise Forbidden(
                 f"{symbol_name} on {exchange_id} is not collected; "
@@ -532,6 +614,8 @@ class Service:
         )
 
     def _status(self, coin: Coin) -> str:
+        if coin.history_only:
+            return "history-only"
         if not coin.active:
             return "removed"
         if self._collector is None:
@@ -568,6 +652,34 @@ async def vet_coin(
     )
 
 
+def _history_series(
+    exchange: str, symbol: str, interval: object, depth: object, synthetic: bool
+) -> coin_writes.CoinRequest:
+    interval_ms = parse_interval(interval)
+    return coin_writes.CoinRequest(
+        exchange=exchange,
+        symbol=symbol,
+        interval_ms=interval_ms,
+        interval=interval if isinstance(interval, str) else format_interval(interval_ms),
+        depth=_bounded("depth", depth, 1, MAX_DEPTH),
+        synthetic=synthetic,
+    )
+
+
+def _same_series(coin: Coin, interval: object, depth: object) -> None:
+    """A back-fill of a series in the file takes its interval and depth."""
+    if interval is not None and parse_interval(interval) != coin.interval_ms:
+        raise Conflict(
+            f"interval: {coin.symbol} on {coin.exchange} is stored every {coin.interval}; "
+            "back-fill it at that interval (or leave --interval out)"
+        )
+    if depth is not None and _bounded("depth", depth, 1, MAX_DEPTH) != coin.depth:
+        raise Conflict(
+            f"depth: {coin.symbol} on {coin.exchange} is stored at depth {coin.depth}; "
+            "back-fill it at that depth (or leave --depth out)"
+        )
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -602,6 +714,17 @@ def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = N
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
     return value
+
+
+def _flag(name: str, value: object) -> bool:
+    """A yes/no argument: a JSON boolean, or `true`/`false`/`1`/`0` from a query."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    raise BadRequest(f"{name}: expected true or false, got {value!r:.60}")
 
 
 def _range(start: object, end: object) -> tuple[int, int]:

@@ -9,7 +9,27 @@ from obd.model import Coin, Gap, GapReason
 from obd.storage import reader
 from obd.times import slot_at_or_after
 
-__all__ = ["Coverage", "coverage", "gaps_in", "join"]
+__all__ = ["MAX_SOURCES", "Coverage", "Fillable", "Source", "coverage", "gaps_in", "join"]
+
+MAX_SOURCES = 1_000  # runs of one capture listed per answer
+
+
+class Source(msgspec.Struct, frozen=True, array_like=True):
+    """Slots [start, end) of a coin stored with one `capture`: where they came from."""
+
+    start: int
+    end: int
+    capture: str  # "ws", "rest", "synthetic", "backfill:<provider>[:<origin>]"
+
+
+class Fillable(msgspec.Struct, frozen=True, array_like=True):
+    """Whether a gap could be back-filled: the first provider that could serve some of
+    it (None: none could, or collection has not reached it), and why not otherwise."""
+
+    start: int
+    end: int
+    provider: str | None
+    why: str
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -19,9 +39,17 @@ class Coverage(msgspec.Struct, frozen=True):
     expected: int
     present: int
     gaps: list[Gap]
+    # Asked for (`sources`): runs of present slots by capture, at most MAX_SOURCES.
+    sources: list[Source] | None = None
+    # The history providers that would be asked to fill the gaps, in order.
+    providers: list[str] | None = None
+    # Asked for (`fillable`): per gap (the first MAX_PROBED), which provider could fill it.
+    fillable: list[Fillable] | None = None
 
 
-def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage:
+def coverage(
+    conn: Any, coin: Coin, begin: int, stop: int, now: int, sources: bool = False
+) -> Coverage:
     """[begin, stop) of `coin` on its slot grid (a reader query: runs on a worker thread)."""
     interval = coin.interval_ms
     lo, hi = slot_at_or_after(begin, interval), slot_at_or_after(stop, interval)
@@ -32,6 +60,12 @@ def coverage(conn: Any, coin: Coin, begin: int, stop: int, now: int) -> Coverage
         expected=max(0, (hi - lo) // interval),
         present=reader.count(conn, coin.id, lo, hi),
         gaps=gaps_in(conn, coin, lo, hi, now),
+        sources=[
+            Source(*run)
+            for run in reader.capture_runs(conn, coin.id, lo, hi, interval, MAX_SOURCES)
+        ]
+        if sources
+        else None,
     )
 
 
@@ -56,7 +90,13 @@ def gaps_in(conn: Any, coin: Coin, lo: int, hi: int, now: int) -> list[Gap]:
     if until < hi:
         recent = until >= now - 2 * interval - 2_000
         reason: GapReason = (
-            "pending" if recent and coin.active else "daemon_down" if coin.active else "removed"
+            "not_collected"
+            if coin.history_only
+            else "pending"
+            if recent and coin.active
+            else "daemon_down"
+            if coin.active
+            else "removed"
         )
         found.append(Gap(until, hi, reason))
     gaps: list[Gap] = []

@@ -1,5 +1,5 @@
 """History of one coin over a range: the stored snapshots, plus what storage lacks
-back-filled from the exchange plugin where it serves history, oldest first.
+back-filled from the history providers where they serve it, oldest first.
 
 Memory stays flat however long the range: storage is read a few hundred rows at a
 time (`Reader.book_pages`: the next read already running while the current rows go
@@ -13,6 +13,9 @@ for the client's connection, from `[history]`), and a request that needs more en
 with `TooManyRequests` once what it fetched is stored and sent. Without an
 allowance (a token lacking `write`) holes stay gaps.
 
+Holes go to the coin's history providers in order (`obd.service.backfill`): the
+exchange plugin's own history, an archive, a peer obd (docs/HISTORY.md).
+
 Only slots that collection is done with are back-filled: those before the coin was
 first collected and those already recorded as gaps (or missing) before the last
 slot the collector accounted for. Later slots belong to the running sampler: a
@@ -20,21 +23,20 @@ back-filled row there would take the slot from the live snapshot.
 """
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
-import apsw
-import msgspec
 import structlog
 
-from obd.errors import HistoryNotAvailable, ObdError, StorageUnavailable, TooManyRequests
-from obd.model import Book, Coin, Gap, GapReason, Snapshot
-from obd.plugin import Exchange, FetchesHistory
+from obd.errors import TooManyRequests
+from obd.history.provider import HistoryProvider
+from obd.model import Coin, Gap, GapReason, Snapshot
+from obd.service.backfill import Filler, horizon
 from obd.service.backfill_limits import BackfillMeter
 from obd.service.coverage import join
 from obd.storage import reader
 from obd.storage.reader import Reader
-from obd.storage.writer import SnapshotIn, Writer, as_snapshot, clear_gaps, insert_snapshot
-from obd.times import now_ms, slot_at_or_after
+from obd.storage.writer import Writer
+from obd.times import slot_at_or_after
 
 __all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "Allowance", "HistoryStream"]
 
@@ -43,7 +45,6 @@ log = structlog.get_logger("obd.service.history")
 DEFAULT_CHUNK = 500  # snapshots per chunk unless asked otherwise
 MAX_CHUNK = 5_000  # at most: a chunk is held in memory whole (x depth x 2 sides)
 READ_ROWS = 256  # stored snapshots read per step
-BACKFILL_ROWS = 128  # back-filled snapshots per writer transaction: live rows wait behind it
 MAX_GAPS = 1_000  # gaps reported per request; a range in shreds says so instead
 
 
@@ -91,8 +92,7 @@ class HistoryStream:
         *,
         read: Reader,
         writer: Writer,
-        source: Exchange,
-        plugin: str,
+        providers: list[tuple[str, HistoryProvider]],
         backfill: Allowance | None = None,
     ) -> None:
         self.coin = coin
@@ -104,18 +104,17 @@ class HistoryStream:
         self.backfilled = 0
         self.gaps: list[Gap] = []
         self.gaps_truncated = False
-        self.backfill_error: str | None = None  # why the plugin could not fill, if it said
+        self.backfill_error: str | None = None  # why the providers could not fill, if they said
         self._read = read
         self._writer = writer
-        self._source = source
-        self._capture = f"backfill:{plugin}"
         self._allowance = backfill
         self._fetched = 0  # rows back-filled (fetched and written) by this request
+        self._filler = Filler(coin, providers, writer, unfilled=self._not_filled, budget=self._take)
         self._horizon = self.start  # slots before this are final; set when streaming starts
 
     async def chunks(self) -> AsyncGenerator[list[Snapshot], None]:
         """The range oldest first, `chunk` snapshots at a time (the last one shorter)."""
-        self._horizon = await self._read.run(_horizon, self.coin)
+        self._horizon = await self._read.run(horizon, self.coin)
         out: list[Snapshot] = []
         try:
             async with contextlib.aclosing(self._pieces()) as pieces:
@@ -170,13 +169,14 @@ class HistoryStream:
         await self._missing(max(start, self._horizon), end, otherwise="pending")
 
     def _may_backfill(self) -> bool:
+        # Once a hole found no provider, the others are not asked again in this request.
         return self.backfill_error is None and self._allowance is not None
 
-    def _over(self, fetched: int) -> TooManyRequests | None:
-        """The error if one more row would exceed the allowance (`fetched` this request)."""
+    def _take(self) -> TooManyRequests | None:
+        """Count one more back-filled row, or the error if it would exceed the allowance."""
         allowance = self._allowance
         assert allowance is not None
-        if fetched >= allowance.per_request:
+        if self._fetched >= allowance.per_request:
             return TooManyRequests(
                 f"history: back-fill is limited to {allowance.per_request} rows a request "
                 "([history] backfill_rows_per_request); what was fetched is stored and sent, "
@@ -187,62 +187,31 @@ class HistoryStream:
                 f"history: back-fill is limited to {allowance.total} rows a connection "
                 "([history] backfill_rows_per_connection)"
             )
-        return allowance.metered()
+        if (over := allowance.metered()) is not None:
+            return over
+        self._fetched += 1
+        allowance.spend()
+        return None
 
     async def _backfill(self, start: int, end: int) -> AsyncGenerator[list[Snapshot], None]:
-        interval, depth = self.coin.interval_ms, self.coin.depth
-        expected = start
-        batch: list[SnapshotIn] = []
-        books: AsyncIterator[tuple[int, Book]] | None = None
-        source = self._source
         allowance = self._allowance
         assert allowance is not None
         if (over := allowance.begin()) is not None:  # the daemon's back-fills at once
             raise over
         try:
-            if not isinstance(source, FetchesHistory):  # the capability is optional
-                raise HistoryNotAvailable(f"history not available from {self.coin.exchange}")
-            books = source.fetch_history(self.coin.symbol, start, end, interval, depth)
-            async for slot, book in books:
-                if slot < expected or slot >= end or slot % interval:
-                    continue  # not a slot of this hole: the plugin overreached
-                if (over := self._over(self._fetched)) is not None:
-                    break
-                if slot > expected:
-                    await self._missing(expected, slot)
-                self._fetched += 1
-                allowance.spend()
-                batch.append(self._row(slot, book))
-                expected = slot + interval
-                if len(batch) == BACKFILL_ROWS:
-                    yield await self._store(batch)
-                    batch = []
-        except StorageUnavailable:
-            raise  # a full disk: the request ends with the error (and when to retry)
-        except ObdError as exc:  # no history there (or not now): the slots stay gaps
-            self.backfill_error = str(exc)
-            log.info("backfill_unavailable", exchange=self.coin.exchange, error=str(exc))
+            async with contextlib.aclosing(self._filler.fill(start, end)) as filled:
+                async for piece in filled:
+                    yield piece
         finally:
             allowance.end()
-            if (close := getattr(books, "aclose", None)) is not None:
-                await close()  # an abandoned async generator would be closed late, by gc
-        if batch:
-            yield await self._store(batch)
-        if over is not None:
-            raise over
-        await self._missing(expected, end)
+            self.backfilled = self._filler.backfilled
 
-    def _row(self, slot: int, book: Book) -> SnapshotIn:
-        depth = self.coin.depth
-        if len(book.bids) > depth or len(book.asks) > depth:
-            book = msgspec.structs.replace(book, bids=book.bids[:depth], asks=book.asks[:depth])
-        return SnapshotIn(self.coin, slot, book, book.received_ts or now_ms(), self._capture)
-
-    async def _store(self, batch: list[SnapshotIn]) -> list[Snapshot]:
-        rows = list(batch)
-        stored, inserted = await self._writer.call(lambda conn: _store_backfill(conn, rows))
-        self.backfilled += inserted
-        return stored
+    async def _not_filled(self, start: int, end: int, why: str) -> None:
+        """No provider could fill [start, end): the slots stay gaps with their reasons."""
+        if self.backfill_error is None:
+            self.backfill_error = why
+            log.info("backfill_unavailable", exchange=self.coin.exchange, error=why)
+        await self._missing(start, end)
 
     async def _missing(self, start: int, end: int, otherwise: GapReason = "missing") -> None:
         """Note [start, end) as missing, with the reasons storage recorded for it; slots
@@ -263,38 +232,3 @@ class HistoryStream:
     def _note(self, gap: Gap) -> None:
         if not join(self.gaps, gap, MAX_GAPS):
             self.gaps_truncated = True
-
-
-def _horizon(conn: apsw.Connection, coin: Coin) -> int:
-    """The first slot collection may still fill: before it, what is missing stays missing."""
-    first_slot = slot_at_or_after(coin.added_ts + 1, coin.interval_ms)
-    until = reader.accounted_until(conn, coin)
-    return min(max(first_slot, until or 0), slot_at_or_after(now_ms(), coin.interval_ms))
-
-
-def _store_backfill(conn: apsw.Connection, rows: list[SnapshotIn]) -> tuple[list[Snapshot], int]:
-    """Insert back-filled rows (a slot that already holds one keeps it, and that one is
-    what streams), cut the filled slots out of the recorded gaps; (rows, inserted)."""
-    out: list[Snapshot] = []
-    inserted = 0
-    coin = rows[0].coin
-    for row in rows:
-        if insert_snapshot(conn, row):
-            inserted += 1
-            out.append(as_snapshot(row))
-        else:
-            out += reader.books(conn, coin, row.ts, row.ts + 1, 1)
-    for start, end in _runs([row.ts for row in rows], coin.interval_ms):
-        clear_gaps(conn, coin.id, start, end)
-    return out, inserted
-
-
-def _runs(slots: list[int], interval: int) -> list[tuple[int, int]]:
-    """Ascending slots as [start, end) runs of consecutive slots."""
-    runs: list[tuple[int, int]] = []
-    for slot in slots:
-        if runs and runs[-1][1] == slot:
-            runs[-1] = (runs[-1][0], slot + interval)
-        else:
-            runs.append((slot, slot + interval))
-    return runs

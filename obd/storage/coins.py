@@ -45,6 +45,23 @@ def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, 
                 want.lot_size,
             ),
         )
+    elif existing.history_only:
+        # Collected from now on: what came before is history (back-filled or not collected).
+        conn.execute(
+            "UPDATE series SET active = 1, history_only = 0, added_ts = ?, interval_ms = ?, "
+            "interval = ?, depth = ?, synthetic = ?, tick_size = coalesce(?, tick_size), "
+            "lot_size = coalesce(?, lot_size) WHERE id = ?",
+            (
+                now,
+                want.interval_ms,
+                want.interval,
+                want.depth,
+                want.synthetic,
+                want.tick_size,
+                want.lot_size,
+                existing.id,
+            ),
+        )
     elif existing.active:
         if (existing.interval_ms, existing.depth) != (want.interval_ms, want.depth):
             raise Conflict(
@@ -81,3 +98,27 @@ def remove_coin(conn: apsw.Connection, exchange: str, symbol: str) -> Coin:
         raise NotFound(f"{symbol} on {exchange} is not being collected")
     conn.execute("UPDATE series SET active = 0 WHERE id = ?", (coin.id,))
     return msgspec.structs.replace(coin, active=False)
+
+
+def register_history_only(conn: apsw.Connection, want: CoinRequest, now: int) -> Coin:
+    """The series `obd backfill` fills: an existing one as it is, else a new one marked
+    history-only (not collected, no availability asked: its exchange may be offline)."""
+    existing = reader.coin(conn, want.exchange, want.symbol)
+    if existing is not None:
+        return existing
+    conn.execute(
+        "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
+        "synthetic, added_ts, history_only) VALUES (?, ?, ?, ?, ?, 0, ?, ?, 1)",
+        (
+            want.exchange,
+            want.symbol,
+            want.interval_ms,
+            want.interval,
+            want.depth,
+            want.synthetic,
+            now,
+        ),
+    )
+    coin = reader.coin(conn, want.exchange, want.symbol)
+    assert coin is not None
+    return coin

@@ -25,6 +25,18 @@ _COIN_COLUMNS = (
     "id, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts, "
     "tick_size, lot_size"
 )
+_COIN_COLUMN_SETS: "weakref.WeakKeyDictionary[apsw.Connection, str]" = weakref.WeakKeyDictionary()
+
+
+def _coin_columns(conn: apsw.Connection) -> str:
+    """The columns a Coin is read from; files before `history_only` (read-only copies,
+    which cannot be migrated) read it as 0."""
+    columns = _COIN_COLUMN_SETS.get(conn)
+    if columns is None:
+        names = {row[1] for row in conn.execute("PRAGMA table_info(series)")}
+        extra = "history_only" if "history_only" in names else "0 AS history_only"
+        columns = _COIN_COLUMN_SETS[conn] = f"{_COIN_COLUMNS}, {extra}"
+    return columns
 
 
 class Reader:
@@ -95,13 +107,16 @@ class CoinStats(msgspec.Struct, frozen=True):
 
 def coins(conn: apsw.Connection, active_only: bool = True) -> list[Coin]:
     where = "WHERE active = 1" if active_only else ""
-    rows = conn.execute(f"SELECT {_COIN_COLUMNS} FROM series {where} ORDER BY exchange, symbol")
+    rows = conn.execute(
+        f"SELECT {_coin_columns(conn)} FROM series {where} ORDER BY exchange, symbol"
+    )
     return [_coin(row) for row in rows]
 
 
 def coin(conn: apsw.Connection, exchange: str, symbol: str) -> Coin | None:
     row = conn.execute(
-        f"SELECT {_COIN_COLUMNS} FROM series WHERE exchange = ? AND symbol = ?", (exchange, symbol)
+        f"SELECT {_coin_columns(conn)} FROM series WHERE exchange = ? AND symbol = ?",
+        (exchange, symbol),
     ).fetchone()
     return _coin(row) if row else None
 
@@ -120,6 +135,7 @@ def _coin(row: Any) -> Coin:
         added_ts=added_ts,
         tick_size=row[9],
         lot_size=row[10],
+        history_only=bool(row[11]),
     )
 
 
@@ -367,3 +383,24 @@ def data_version(conn: apsw.Connection) -> int:
     """Changes whenever another connection (process) commits to the file."""
     row = conn.execute("PRAGMA data_version").fetchone()
     return int(row[0]) if row else 0
+
+
+def capture_runs(
+    conn: apsw.Connection, coin_id: int, start: int, end: int, interval_ms: int, limit: int
+) -> list[tuple[int, int, str]]:
+    """(first, last + interval, capture) of each run of consecutive stored slots in
+    [start, end) with one capture, oldest first, at most `limit`: where the rows came
+    from (live, REST, which back-fill). Reads every row's capture: asked for, not default."""
+    rows = conn.execute(
+        "SELECT min(ts), max(ts), capture FROM (SELECT ts, capture, ts / ? - row_number() "
+        "OVER (PARTITION BY capture ORDER BY ts) AS island FROM snapshots "
+        "WHERE series = ? AND ts >= ? AND ts < ? AND ts % ? = 0) "
+        "GROUP BY capture, island ORDER BY 1 LIMIT ?",
+        (interval_ms, coin_id, start, end, interval_ms, limit),
+    ).fetchall()
+    out: list[tuple[int, int, str]] = []
+    for first, last, capture in rows:
+        assert isinstance(first, int)
+        assert isinstance(last, int)
+        out.append((first, last + interval_ms, str(capture)))
+    return out

@@ -89,7 +89,14 @@ _V3 = """
 ALTER TABLE snapshots ADD COLUMN seq INTEGER;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)  # MIGRATIONS[i] takes user_version i to i + 1
+# A series registered by `obd backfill` for history only: never collected live (its
+# exchange may be one obd cannot reach); `obd coins add` turns it into a collected one.
+# (Named _V5: it follows the storage work's _V4 when both are merged; here it is 4th.)
+_V5 = """
+ALTER TABLE series ADD COLUMN history_only INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V5)  # MIGRATIONS[i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
