@@ -55,6 +55,12 @@ _PARAMETERS = {  # name: (required, description)
     "cursor": (False, "the previous page's `next`"),
     "format": (False, "`json` (default, paged) or `ndjson` (the whole range, streamed)"),
     "name": (True, "the client's name"),
+    "interval": (
+        False,
+        "which series of a coin re-added at another interval (`1s`, `5m`); "
+        "default: the active one, else the one collected last",
+    ),
+    "removed": (False, "`true`: list removed series too (status `removed`)"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

@@ -89,7 +89,130 @@ _V3 = """
 ALTER TABLE snapshots ADD COLUMN seq INTEGER;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)  # MIGRATIONS[i] takes user_version i to i + 1
+# A book's key in `books`: series * 2^42 + ts. ts (ms) stays below 2^42 until 2109, so
+# keys of different series never meet, and one series' books sit together in key order.
+BOOK_KEY_SHIFT = 42
+TS_LIMIT = 1 << BOOK_KEY_SHIFT  # a snapshot's ts is in [0, TS_LIMIT)
+_KEY = "* 4398046511104 +"  # "* 2^42 +", spelled out for SQLite
+
+
+def book_key(series: int, ts: int) -> int:
+    """The `books.id` of a snapshot: series * 2^42 + ts."""
+    return (series << BOOK_KEY_SHIFT) + ts
+
+
+# Schema 4 (issues 14 and 17):
+# - A series is (exchange, symbol, interval): re-adding a coin at another interval starts
+#   a new series and the old one stays readable; at most one active series per coin.
+# - Each series keeps its snapshot count and first and last ts, maintained by triggers
+#   in the transaction that writes the rows, so listing coins never scans rows.
+# - The blob moves out of the summary row into `books`, a rowid table keyed
+#   series * 2^42 + ts: a book of any size fills whole pages (a WITHOUT ROWID row
+#   spills anything over ~4 KB into its own, mostly empty, 16 KiB overflow page), one
+#   series' books stay together for range reads, and summary scans never touch blobs.
+#   The view `snapshots` keeps the schema-3 columns for readers of the old layout.
+_V4 = f"""
+CREATE TABLE series_v4 (
+    id          INTEGER PRIMARY KEY,
+    exchange    TEXT    NOT NULL,
+    symbol      TEXT    NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    interval    TEXT    NOT NULL,
+    depth       INTEGER NOT NULL,
+    active      INTEGER NOT NULL,
+    synthetic   INTEGER NOT NULL,
+    added_ts    INTEGER NOT NULL,
+    tick_size   REAL,
+    lot_size    REAL,
+    snapshots   INTEGER NOT NULL DEFAULT 0,
+    first_ts    INTEGER,
+    last_ts     INTEGER,
+    UNIQUE (exchange, symbol, interval_ms)
+);
+INSERT INTO series_v4 (id, exchange, symbol, interval_ms, interval, depth, active,
+    synthetic, added_ts, tick_size, lot_size)
+SELECT id, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts,
+    tick_size, lot_size FROM series;
+DROP TABLE series;
+ALTER TABLE series_v4 RENAME TO series;
+CREATE UNIQUE INDEX series_active ON series (exchange, symbol) WHERE active = 1;
+
+CREATE TABLE snapshot_rows (
+    series      INTEGER NOT NULL REFERENCES series (id),
+    ts          INTEGER NOT NULL,
+    exchange_ts INTEGER,
+    received_ts INTEGER NOT NULL,
+    capture     TEXT    NOT NULL,
+    bid_levels  INTEGER NOT NULL,
+    ask_levels  INTEGER NOT NULL,
+    best_bid    REAL,
+    best_ask    REAL,
+    mid         REAL,
+    spread_bps  REAL,
+    bid_size_10 REAL,
+    ask_size_10 REAL,
+    imbalance_10 REAL,
+    crossed     INTEGER NOT NULL,
+    codec       INTEGER NOT NULL,
+    seq         INTEGER,
+    PRIMARY KEY (series, ts)
+) WITHOUT ROWID;
+
+CREATE TABLE books (
+    id   INTEGER PRIMARY KEY,  -- snapshot_rows.series * 2^42 + snapshot_rows.ts
+    book BLOB    NOT NULL
+);
+
+INSERT INTO snapshot_rows (series, ts, exchange_ts, received_ts, capture, bid_levels,
+    ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, ask_size_10,
+    imbalance_10, crossed, codec, seq)
+SELECT series, ts, exchange_ts, received_ts, capture, bid_levels, ask_levels, best_bid,
+    best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10, crossed, codec, seq
+FROM snapshots ORDER BY series, ts;
+INSERT INTO books (id, book) SELECT series {_KEY} ts, book FROM snapshots ORDER BY series, ts;
+DROP TABLE snapshots;
+
+UPDATE series SET
+    snapshots = (SELECT count(*) FROM snapshot_rows WHERE series = series.id),
+    first_ts = (SELECT min(ts) FROM snapshot_rows WHERE series = series.id),
+    last_ts = (SELECT max(ts) FROM snapshot_rows WHERE series = series.id);
+
+CREATE VIEW snapshots AS
+SELECT r.series, r.ts, r.exchange_ts, r.received_ts, r.capture, r.bid_levels,
+    r.ask_levels, r.best_bid, r.best_ask, r.mid, r.spread_bps, r.bid_size_10,
+    r.ask_size_10, r.imbalance_10, r.crossed, r.codec, b.book, r.seq
+FROM snapshot_rows AS r LEFT JOIN books AS b ON b.id = r.series {_KEY} r.ts;
+
+CREATE TRIGGER snapshot_added AFTER INSERT ON snapshot_rows BEGIN
+    UPDATE series SET
+        snapshots = snapshots + 1,
+        first_ts = CASE WHEN first_ts IS NULL OR NEW.ts < first_ts THEN NEW.ts
+                        ELSE first_ts END,
+        last_ts = CASE WHEN last_ts IS NULL OR NEW.ts > last_ts THEN NEW.ts
+                       ELSE last_ts END
+    WHERE id = NEW.series;
+END;
+
+CREATE TRIGGER snapshot_deleted AFTER DELETE ON snapshot_rows BEGIN
+    DELETE FROM books WHERE id = OLD.series {_KEY} OLD.ts;
+    UPDATE series SET
+        snapshots = snapshots - 1,
+        first_ts = CASE WHEN OLD.ts = first_ts
+            THEN (SELECT min(ts) FROM snapshot_rows WHERE series = OLD.series)
+            ELSE first_ts END,
+        last_ts = CASE WHEN OLD.ts = last_ts
+            THEN (SELECT max(ts) FROM snapshot_rows WHERE series = OLD.series)
+            ELSE last_ts END
+    WHERE id = OLD.series;
+END;
+
+-- The key of a row and of its book must not drift apart: rows are written, never moved.
+CREATE TRIGGER snapshot_key_fixed BEFORE UPDATE OF series, ts ON snapshot_rows BEGIN
+    SELECT RAISE(ABORT, 'snapshot_rows: series and ts are never updated');
+END;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)  # MIGRATIONS[i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,7 +23,7 @@ from obd.metrics import METRICS
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
-from obd.storage.schema import migrate
+from obd.storage.schema import TS_LIMIT, book_key, migrate
 from obd.storage.summary import COLUMNS, summarize
 from obd.times import now_ms
 
@@ -319,17 +319,23 @@ _INSERT_COLUMNS = (
     "capture",
     *COLUMNS,
     "codec",
-    "book",
     "seq",
 )
 _INSERT = (
-    f"INSERT OR IGNORE INTO snapshots ({', '.join(_INSERT_COLUMNS)}) "
+    f"INSERT OR IGNORE INTO snapshot_rows ({', '.join(_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
+_INSERT_BOOK = "INSERT INTO books (id, book) VALUES (?, ?)"
 
 
 def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
-    """Store one book; False if the slot already holds one (the first one stays)."""
+    """Store one book; False if the slot already holds one (the first one stays).
+
+    The summary row and its blob go to their own tables (docs/FORMAT.md), in the
+    caller's transaction; a trigger keeps the series' count and first/last ts."""
+    if not 0 <= row.ts < TS_LIMIT:  # outside the book key's range: never stored
+        log.error("snapshot_ts_out_of_range", coin_id=row.coin.id, ts=row.ts)
+        return False
     bids, asks = row.book.bids, row.book.asks
     codec_id, blob = codec.encode(bids, asks)
     summary = summarize(bids, asks)
@@ -343,11 +349,13 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             row.capture,
             *msgspec.structs.astuple(summary),
             codec_id,
-            blob,
             row.book.seq,
         ),
     )
-    return conn.changes() == 1
+    if conn.changes() != 1:
+        return False
+    conn.execute(_INSERT_BOOK, (book_key(row.coin.id, row.ts), blob))
+    return True
 
 
 def record_gap(
@@ -357,11 +365,19 @@ def record_gap(
     same reason, so a long outage is one row, not one per slot."""
     if end <= start:
         return
-    conn.execute(
-        "UPDATE gaps SET end_ts = ? WHERE series = ? AND end_ts = ? AND reason = ?",
-        (end, coin_id, start, reason),
-    )
-    if conn.changes() == 0:
+    # Gaps never overlap, so only the last one starting before `start` can touch it: one
+    # index seek, where matching on end_ts would walk every gap of the coin.
+    before = conn.execute(
+        "SELECT start_ts, end_ts, reason FROM gaps WHERE series = ? AND start_ts < ? "
+        "ORDER BY start_ts DESC LIMIT 1",
+        (coin_id, start),
+    ).fetchone()
+    if before is not None and before[1] == start and before[2] == reason:
+        conn.execute(
+            "UPDATE gaps SET end_ts = ? WHERE series = ? AND start_ts = ?",
+            (end, coin_id, before[0]),
+        )
+    else:
         conn.execute(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
             (coin_id, start, end, reason),
@@ -372,8 +388,8 @@ def retract(conn: apsw.Connection, row: RetractIn) -> None:
     """Delete the live snapshots of (after, until] and record their slots as gaps."""
     where = "series = ? AND ts > ? AND ts <= ? AND capture IN ('ws', 'synthetic')"
     bounds = (row.coin_id, row.after, row.until)
-    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshots WHERE {where}", bounds)]
-    conn.execute(f"DELETE FROM snapshots WHERE {where}", bounds)
+    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshot_rows WHERE {where}", bounds)]
+    conn.execute(f"DELETE FROM snapshot_rows WHERE {where}", bounds)  # a trigger drops the books
     for ts in slots:
         record_gap(conn, row.coin_id, ts, ts + row.interval_ms, row.reason)
     if slots:
