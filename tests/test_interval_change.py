@@ -29,9 +29,7 @@ def _accounted(coverage: dict[str, Any]) -> bool:
     return bool(coverage["present"] + missing == coverage["expected"])
 
 
-def test_re_adding_at_a_new_interval_starts_a_new_series(
-    tmp_path: Path, start_daemon: Any
-) -> None:
+def test_re_adding_at_a_new_interval_starts_a_new_series(tmp_path: Path, start_daemon: Any) -> None:
     daemon = start_daemon(write_config(tmp_path))
     http = daemon.http
     assert http.post("/v1/coins", json={**COIN, "interval": "1s", "depth": 5}).status_code == 201
@@ -67,7 +65,8 @@ def test_re_adding_at_a_new_interval_starts_a_new_series(
         ]
         assert series[0].count == listed[1]["count"]
         ts = [s.ts for s in dataset.snapshots("sim", "BTC/USDT", interval="1s")]
-        assert len(ts) == series[0].count and all(t % 1000 == 0 for t in ts)
+        assert len(ts) == series[0].count
+        assert all(t % 1000 == 0 for t in ts)
         assert all(s.ts % 2000 == 0 for s in dataset.snapshots("sim", "BTC/USDT"))
 
     # The config names the coin at its new interval: the daemon starts and resumes it.

@@ -17,7 +17,14 @@ from obd.storage import codec, coins, reader, schema
 from obd.storage.coins import CoinRequest
 from obd.storage.connect import open_reader, open_writer
 from obd.storage.summary import summarize
-from obd.storage.writer import RetractIn, SnapshotIn, clear_gaps, insert_snapshot, record_gap, retract
+from obd.storage.writer import (
+    RetractIn,
+    SnapshotIn,
+    clear_gaps,
+    insert_snapshot,
+    record_gap,
+    retract,
+)
 
 DATA = Path(__file__).parent / "data"
 _V3_COLUMNS = (
@@ -107,7 +114,9 @@ def test_v3_file_migrates_with_every_row_and_gap(tmp_path: Path) -> None:
         assert reader.stats(conn, series) == reader.CoinStats(min(ts), max(ts), len(ts))
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     coin = reader.coin(conn, "sim", "BTC/USDT")
-    assert coin is not None and coin.active and coin.interval_ms == 1000
+    assert coin is not None
+    assert coin.active
+    assert coin.interval_ms == 1000
     [first] = reader.books(conn, coin, 0, 1001, 1)
     assert (first.bids, first.asks, first.seq) == (books[0].bids, books[0].asks, 0)
     conn.close()
@@ -188,7 +197,9 @@ def test_series_is_exchange_symbol_and_interval(tmp_path: Path) -> None:
             coins.add_coin(conn, _request(2000), now=6000)
         coins.remove_coin(conn, "sim", "BTC/USDT")
         two, created = coins.add_coin(conn, _request(2000), now=6000)
-        assert created and two.id != one.id and two.interval_ms == 2000
+        assert created
+        assert two.id != one.id
+        assert two.interval_ms == 2000
         insert_snapshot(conn, SnapshotIn(two, 8000, book, 7999, "ws"))
     # The old series keeps its rows and interval; the new one starts empty.
     assert reader.stats(conn, one.id) == reader.CoinStats(1000, 5000, 5)
@@ -200,14 +211,17 @@ def test_series_is_exchange_symbol_and_interval(tmp_path: Path) -> None:
     ]
     assert reader.coin(conn, "sim", "BTC/USDT") == two  # the active one
     old = reader.coin(conn, "sim", "BTC/USDT", 1000)
-    assert old is not None and old.id == one.id and not old.active
+    assert old is not None
+    assert old.id == one.id
+    assert not old.active
     with pytest.raises(apsw.ConstraintError):  # never two active series of a coin
         conn.execute("UPDATE series SET active = 1 WHERE id = ?", (one.id,))
     with conn:  # back to 1 s: the old series resumes, its absence a `removed` gap
         coins.remove_coin(conn, "sim", "BTC/USDT")
         assert reader.coin(conn, "sim", "BTC/USDT") == msgspec.structs.replace(two, active=False)
         back, created = coins.add_coin(conn, _request(1000), now=20_000)
-    assert created and back.id == one.id
+    assert created
+    assert back.id == one.id
     assert reader.gaps(conn, one.id, 0, 30_000) == [Gap(6000, 20_000, "removed")]
 
 

@@ -1,0 +1,448 @@
+"""Costs that must not grow with the file (issue 14, items 3 and 5).
+
+growth: builds a small (50 coins x 300 rows, 15 k) and a big database (50 coins x
+`--per-coin` rows, default 210,240: two years at 5 minutes, 10.5 M rows) of real
+Binance books (depth 100, /work/shared/data/binance, timestamps shifted so the last row
+is now), by direct bulk inserts of pre-encoded blobs into the schema-4 tables (the
+triggers keep the counts, as for any write). On each it times, with a real daemon (the
+50 coins configured, sim exchange patched to list them, at 5 minutes):
+  - start-to-ready: `obd run` spawned until it logs `serving` (and without coins);
+  - `GET /v1/coins`;
+  - a 1-day `GET /v1/books` (288 snapshots, limit 1000) of one coin;
+warm (median of repeats) and cold (the db and wal files evicted from the page cache
+with posix_fadvise(DONTNEED) before each request; the daemon's own SQLite page cache
+is not touched), and prints big / small (target <= 1.2).
+
+layout: file size over payload (blob bytes + summary row bytes, dbstat) at depth 100
+and 1000, 50 coins written slot by slot through obd's real write path
+(`writer.insert_snapshot`), against the schema-3 layout (one WITHOUT ROWID table) fed
+the same books; write rows/s and a 1-day `reader.books` read of each, same process.
+
+    python benchmarks/bench_growth.py [--dir /tmp/obd-growth] [--reuse] [--keep]
+        [--per-coin 210240] [--repeat 5] [--only growth|layout]
+
+`--reuse` keeps an existing big file in `--dir` (building 10.5 M rows takes minutes and
+~6 GB); without `--keep` the directory is deleted at the end.
+"""
+
+import argparse
+import gzip
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import httpx
+import msgspec
+import zstandard
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from obd.model import Book, Coin  # noqa: E402
+from obd.storage import codec, reader, schema  # noqa: E402
+from obd.storage.connect import open_writer  # noqa: E402
+from obd.storage.summary import summarize  # noqa: E402
+from obd.storage.writer import SnapshotIn, insert_snapshot  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "binance"
+COINS = 50
+INTERVAL_MS = 300_000
+DAY_MS = 86_400_000
+SMALL_PER_COIN = 300
+_ROW_COLUMNS = (
+    "series, ts, exchange_ts, received_ts, capture, bid_levels, ask_levels, best_bid, "
+    "best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10, crossed, codec, seq"
+)
+
+
+def load_books(depth: int, every: int = 1) -> list[Book]:
+    if depth == 100:
+        text: Any = gzip.open(DATA / "binance_1s_depth100.num.ndjson.gz", "rt")  # noqa: SIM115
+    else:
+        raw = (DATA / "binance_1s_depth1000.num.ndjson.zst").open("rb")
+        text = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw))
+    books = []
+    with text:
+        for index, line in enumerate(text):
+            if index % every:
+                continue
+            row = json.loads(line)
+            books.append(
+                Book(
+                    bids=[(float(p), float(s)) for p, s in row["bids"]],
+                    asks=[(float(p), float(s)) for p, s in row["asks"]],
+                    exchange_ts=row["ts"],
+                )
+            )
+    return books
+
+
+# -- building a database by bulk insert ----------------------------------------------
+
+
+def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int) -> None:
+    """50 coins of `per_coin` rows each at 5 minutes, the last slot before `end_ms`."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE}")
+    conn.execute("PRAGMA journal_mode = OFF")  # a scratch build: WAL is switched on at the end
+    conn.execute("PRAGMA synchronous = OFF")
+    schema.migrate(conn, 0)
+    last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
+    first = last - (per_coin - 1) * INTERVAL_MS
+    began = time.perf_counter()
+    rows_sql = f"INSERT INTO snapshot_rows ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+    with conn:
+        for coin in range(COINS):
+            conn.execute(
+                "INSERT INTO series (id, exchange, symbol, interval_ms, interval, depth, "
+                "active, synthetic, added_ts) VALUES (?, 'sim', ?, ?, '5m', 100, 1, 1, ?)",
+                (coin + 1, f"C{coin}/USDT", INTERVAL_MS, first - 1),
+            )
+    for coin in range(1, COINS + 1):
+        with conn:
+            for k in range(per_coin):
+                ts = first + k * INTERVAL_MS
+                summary, codec_id, blob = encoded[(coin * 7 + k) % len(encoded)]
+                conn.execute(rows_sql, (coin, ts, ts - 40, ts - 3, "ws", *summary, codec_id, k))
+                conn.execute(
+                    "INSERT INTO books (id, book) VALUES (?, ?)", (schema.book_key(coin, ts), blob)
+                )
+        if coin % 10 == 0:
+            done = coin * per_coin
+            rate = done / (time.perf_counter() - began)
+            print(f"    built {done:,} rows ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+
+
+def encode_all(books: list[Book]) -> list[tuple[Any, ...]]:
+    out = []
+    for book in books:
+        codec_id, blob = codec.encode(book.bids, book.asks)
+        out.append((msgspec.structs.astuple(summarize(book.bids, book.asks)), codec_id, blob))
+    return out
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+
+def sim_plugin_dir(directory: Path) -> Path:
+    """The sim plugin, listing C0/USDT..C49/USDT besides its own symbols."""
+    plugins = directory / "plugins"
+    plugins.mkdir(exist_ok=True)
+    source = (ROOT / "plugins.d" / "sim.py").read_text()
+    extra = "".join(
+        f'    "C{i}/USDT": _Listing(100.0, "0.01", "0.001", 0.05, 10.0, _WIDE, 0.1),\n'
+        for i in range(COINS)
+    )
+    anchor = '    "LTC/USDT": _Listing('
+    at = source.index("\n", source.index(anchor)) + 1
+    (plugins / "sim.py").write_text(source[:at] + extra + source[at:])
+    return plugins
+
+
+def write_config(directory: Path, database: Path, plugins: Path, coins: bool) -> Path:
+    entries = "".join(
+        f'[[coins]]\nexchange = "sim"\nsymbol = "C{i}/USDT"\ninterval = "5m"\ndepth = 100\n'
+        for i in range(COINS if coins else 0)
+    )
+    config = directory / f"config-{database.stem}-{int(coins)}.toml"
+    config.write_text(
+        f"""
+[server]
+port = 0
+[storage]
+path = "{database}"
+[plugins]
+dirs = ["{plugins}"]
+entry_points = false
+[exchanges.sim]
+update_ms = 60000
+{entries}
+"""
+    )
+    return config
+
+
+class Daemon:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self.started = time.perf_counter()
+        with log.open("w") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "obd", "run", "--config", str(config)],
+                stderr=sink,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "OBD_LOG_LEVEL": "info"},
+                cwd=ROOT,
+            )
+        self.url, self.ready_s = self._wait()
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+
+    def _wait(self) -> tuple[str, float]:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                if '"serving"' in line:
+                    event = json.loads(line)
+                    return str(event["url"]), time.perf_counter() - self.started
+            if self.process.poll() is not None:
+                raise RuntimeError(f"obd run exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.005)
+        raise RuntimeError("obd run did not start")
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def evict(database: Path) -> None:
+    for suffix in ("", "-wal"):
+        path = Path(f"{database}{suffix}")
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def timed(fn: Callable[[], Any], repeat: int, before: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        if before:
+            before()
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def measure(
+    directory: Path, database: Path, plugins: Path, repeat: int, end_ms: int
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with_coins = write_config(directory, database, plugins, coins=True)
+    # start-to-ready, warm then cold (file evicted just before spawning)
+    for label, prepare in (("ready_warm", None), ("ready_cold", lambda: evict(database))):
+        runs = []
+        for _ in range(repeat):
+            if prepare:
+                prepare()
+            daemon = Daemon(with_coins, directory / "daemon.log")
+            runs.append(daemon.ready_s)
+            daemon.stop()
+        out[label] = statistics.median(runs)
+    daemon = Daemon(with_coins, directory / "daemon.log")
+    try:
+        http = daemon.http
+        assert len(http.get("/v1/coins").json()["items"]) == COINS
+
+        def coins() -> None:
+            http.get("/v1/coins").raise_for_status()
+
+        last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
+        day = {
+            "exchange": "sim",
+            "symbol": "C3/USDT",
+            "start": last - DAY_MS + INTERVAL_MS,
+            "end": last + 1,
+            "limit": 1000,
+        }
+
+        def books() -> None:
+            items = http.get("/v1/books", params=day).raise_for_status().json()["items"]
+            assert len(items) == DAY_MS // INTERVAL_MS, len(items)
+
+        coins()
+        books()
+        out["coins_warm"] = timed(coins, repeat * 4)
+        out["coins_cold"] = timed(coins, repeat, lambda: evict(database))
+        out["books_warm"] = timed(books, repeat * 4)
+        out["books_cold"] = timed(books, repeat, lambda: evict(database))
+    finally:
+        daemon.stop()
+    return out
+
+
+def ready_without_coins(directory: Path, database: Path, plugins: Path, repeat: int) -> float:
+    config = write_config(directory, database, plugins, coins=False)
+    runs = []
+    for _ in range(repeat):
+        daemon = Daemon(config, directory / "daemon.log")
+        runs.append(daemon.ready_s)
+        daemon.stop()
+    return statistics.median(runs)
+
+
+def growth(args: argparse.Namespace) -> None:
+    directory: Path = args.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    encoded = encode_all(load_books(100, every=30))
+    end_ms = int(time.time() * 1000)
+    small, big = directory / "small.sqlite", directory / "big.sqlite"
+    build(small, SMALL_PER_COIN, encoded, end_ms)
+    marker = directory / "big.rows"
+    if not (args.reuse and big.exists() and marker.exists()):
+        print(f"building {COINS * args.per_coin:,} rows in {big} ...", file=sys.stderr)
+        build(big, args.per_coin, encoded, end_ms)
+        marker.write_text(f"{COINS * args.per_coin} {end_ms}")
+    big_rows, big_end = (int(v) for v in marker.read_text().split())
+    plugins = sim_plugin_dir(directory)
+    print(
+        f"growth: small {COINS * SMALL_PER_COIN:,} rows ({small.stat().st_size / 2**20:,.0f} MiB), "
+        f"big {big_rows:,} rows ({big.stat().st_size / 2**30:,.2f} GiB); 50 coins, depth 100, "
+        f"5 m; medians of {args.repeat} (cold) / {args.repeat * 4} (warm)"
+    )
+    # The small file is rebuilt ending now; the big one ends when it was built: the
+    # daemon records the time since as one daemon_down gap a coin, whatever its length.
+    results = {
+        "small": measure(directory, small, plugins, args.repeat, end_ms),
+        "big": measure(directory, big, plugins, args.repeat, big_end),
+    }
+    empty = ready_without_coins(directory, small, plugins, args.repeat)
+    names = {
+        "coins_warm": "GET /v1/coins, warm",
+        "coins_cold": "GET /v1/coins, cold",
+        "books_warm": "1-day GET /v1/books, warm",
+        "books_cold": "1-day GET /v1/books, cold",
+        "ready_warm": "start-to-ready, warm",
+        "ready_cold": "start-to-ready, cold",
+    }
+    print(f"  {'':28s} {'small':>10s} {'big':>10s} {'big/small':>10s}  (target <= 1.2)")
+    for key, name in names.items():
+        a, b = results["small"][key] * 1000, results["big"][key] * 1000
+        print(f"  {name:28s} {a:8.1f}ms {b:8.1f}ms {b / a:10.2f}")
+    print(f"  {'start-to-ready, no coins':28s} {empty * 1000:8.1f}ms")
+
+
+# -- layout: file size against payload ---------------------------------------------------
+
+_V3_INSERT = (
+    f"INSERT OR IGNORE INTO snapshots ({_ROW_COLUMNS.replace(', seq', ', book, seq')}) "
+    f"VALUES ({', '.join('?' * 18)})"
+)
+
+
+def _v3_insert(conn: apsw.Connection, row: SnapshotIn) -> None:
+    """What obd wrote per book before schema 4: encode, summarize, one row with the blob."""
+    codec_id, blob = codec.encode(row.book.bids, row.book.asks)
+    summary = msgspec.structs.astuple(summarize(row.book.bids, row.book.asks))
+    conn.execute(
+        _V3_INSERT,
+        (
+            row.coin.id,
+            row.ts,
+            row.book.exchange_ts,
+            row.received_ts,
+            row.capture,
+            *summary,
+            codec_id,
+            blob,
+            row.book.seq,
+        ),
+    )
+
+
+def _slots(coins: list[Coin], books: list[Book], per_coin: int) -> Iterator[list[SnapshotIn]]:
+    for k in range(per_coin):
+        ts = 1_700_000_000_000 + k * INTERVAL_MS
+        yield [
+            SnapshotIn(coin, ts, books[(k * COINS + i) % len(books)], ts - 3, "ws")
+            for i, coin in enumerate(coins)
+        ]
+
+
+def _layout_file(
+    path: Path, version: int, books: list[Book], per_coin: int
+) -> tuple[float, float, float]:
+    """(file / payload, write rows/s, 1-day read ms) of one layout."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = open_writer(path)
+    with conn:
+        for step in schema.MIGRATIONS[:version]:
+            conn.execute(step)
+        conn.execute(f"PRAGMA user_version = {version}")
+        for i in range(COINS):
+            conn.execute(
+                "INSERT INTO series (id, exchange, symbol, interval_ms, interval, depth, "
+                "active, synthetic, added_ts) VALUES (?, 'sim', ?, ?, '5m', 1000, 1, 1, 0)",
+                (i + 1, f"C{i}/USDT", INTERVAL_MS),
+            )
+    coins = reader.coins(conn)
+    insert = insert_snapshot if version >= 4 else _v3_insert
+    began = time.perf_counter()
+    for slot in _slots(coins, books, per_coin):
+        with conn:  # one commit a slot, as the daemon's writer does under light load
+            for row in slot:
+                insert(conn, row)
+    write_rate = per_coin * COINS / (time.perf_counter() - began)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("CREATE VIRTUAL TABLE temp.stat USING dbstat")
+    tables = ("snapshot_rows", "books") if version >= 4 else ("snapshots",)
+    payload = sum(
+        conn.execute("SELECT sum(payload) FROM temp.stat WHERE name = ?", (t,)).fetchone()[0]
+        for t in tables
+    )
+    ratio = path.stat().st_size / payload
+    coin = coins[3]
+    start = 1_700_000_000_000 + (per_coin // 4) * INTERVAL_MS
+    read = timed(lambda: reader.books(conn, coin, start, start + DAY_MS, 1000), 5)
+    conn.close()
+    return ratio, write_rate, read * 1000
+
+
+def layout(args: argparse.Namespace) -> None:
+    directory: Path = args.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    print("layout: 50 coins written slot by slot (one commit a slot), real books")
+    print(f"  {'':22s} {'file/payload':>12s} {'write rows/s':>13s} {'1-day read':>11s}")
+    for depth, every, per_coin in ((100, 30, 400), (1000, 15, 120)):
+        books = load_books(depth, every)
+        found: dict[int, tuple[float, float, float]] = {}
+        for version in (3, schema.SCHEMA_VERSION):
+            found[version] = _layout_file(directory / "layout.sqlite", version, books, per_coin)
+            ratio, rate, read_ms = found[version]
+            name = f"depth {depth}, schema {version}"
+            print(f"  {name:22s} {ratio:12.2f} {rate:13,.0f} {read_ms:9.1f}ms")
+        new, old = found[schema.SCHEMA_VERSION], found[3]
+        print(
+            f"  {'':22s} {'':12s} {new[1] / old[1]:12.2f}x {old[2] / new[2]:10.2f}x  "
+            "(schema 4 vs 3: write, read speed)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/obd-growth"))
+    parser.add_argument("--per-coin", type=int, default=210_240)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="keep an existing big file")
+    parser.add_argument("--keep", action="store_true", help="leave the files in --dir")
+    parser.add_argument("--only", choices=("growth", "layout"))
+    args = parser.parse_args()
+    try:
+        if args.only in (None, "layout"):
+            layout(args)
+        if args.only in (None, "growth"):
+            growth(args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
