@@ -2,10 +2,12 @@
 daemon. The new interval is a new series; the old one stays readable with its own
 coverage; research names both; a config at the new interval starts cleanly."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 from obd import research
+from obd.research import export
 from tests.conftest import wait_for, write_config
 
 COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
@@ -68,6 +70,16 @@ def test_re_adding_at_a_new_interval_starts_a_new_series(tmp_path: Path, start_d
         assert len(ts) == series[0].count
         assert all(t % 1000 == 0 for t in ts)
         assert all(s.ts % 2000 == 0 for s in dataset.snapshots("sim", "BTC/USDT"))
+
+    # An export names the interval of each series: the two are never mixed.
+    out = tmp_path / "export"
+    export.run(tmp_path / "obd.sqlite", out, "ndjson")
+    exported = {p.parent.parent.name: p for p in out.rglob("part.ndjson")}
+    assert set(exported) <= {"interval=1s", "interval=2s"}
+    assert "interval=1s" in exported
+    ms = {"interval=1s": 1000, "interval=2s": 2000}
+    for name, path in exported.items():
+        assert all(json.loads(line)["ts"] % ms[name] == 0 for line in path.read_text().splitlines())
 
     # The config names the coin at its new interval: the daemon starts and resumes it.
     again = start_daemon(write_config(tmp_path, coins=TWO_SECOND_COIN))

@@ -125,7 +125,11 @@ class Dataset:
     def series(self) -> list[SeriesInfo]:
         """Every series of any shard, by exchange, symbol and interval, with its
         coverage (O(1) a series: files of schema 4 on keep the counts)."""
-        keys = sorted(
+        return [self._info(*key) for key in self.series_keys()]
+
+    def series_keys(self) -> list[tuple[str, str, int]]:
+        """Every (exchange, symbol, interval_ms) of any shard, sorted; cheaper than `series`."""
+        return sorted(
             {
                 (coin.exchange, coin.symbol, coin.interval_ms)
                 for shard in self._shards
@@ -133,7 +137,6 @@ class Dataset:
                 for coin in coins
             }
         )
-        return [self._info(*key) for key in keys]
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every (exchange, symbol) of any shard, sorted; cheaper than `series`."""

@@ -1,7 +1,10 @@
-"""`obd export`: a range of the database as files, one per coin and UTC day, in a Hive
+"""`obd export`: a range of the database as files, one per series and UTC day, in a Hive
 layout that Parquet readers (pyarrow, polars, DuckDB, Spark) take as one dataset:
 
-    DIR/exchange=<E>/symbol=<S>/date=<YYYY-MM-DD>/part.<parquet|csv|ndjson>
+    DIR/exchange=<E>/symbol=<S>/interval=<I>/date=<YYYY-MM-DD>/part.<parquet|csv|ndjson>
+
+A series is a coin at one interval (`1s`, `5m`): a coin collected at two intervals
+exports as two series, never mixed.
 
 Values are URI-encoded (`BTC/USDT` is `symbol=BTC%2FUSDT`), which is how those readers
 decode Hive segments. The file formats are those of download_history (obd/download.py),
@@ -29,7 +32,7 @@ from obd import research
 from obd.errors import NotFound
 from obd.files import publishing
 from obd.research import sinks as download
-from obd.times import now_ms
+from obd.times import format_interval, now_ms
 
 __all__ = ["DAY_MS", "Partition", "Result", "partitions", "run"]
 
@@ -39,10 +42,11 @@ _EXTENSIONS = {"parquet": "parquet", "csv": "csv", "ndjson": "ndjson"}
 
 
 class Partition(msgspec.Struct, frozen=True):
-    """One coin's snapshots with start <= ts < end, all in one UTC day."""
+    """One series' snapshots with start <= ts < end, all in one UTC day."""
 
     exchange: str
     symbol: str
+    interval: str  # the canonical spelling of the series' interval ("1s", "5m")
     date: str  # YYYY-MM-DD, UTC
     start: int
     end: int
@@ -52,6 +56,7 @@ class Partition(msgspec.Struct, frozen=True):
         parts = (
             f"exchange={quote(self.exchange, safe='')}",
             f"symbol={quote(self.symbol, safe='')}",
+            f"interval={self.interval}",
         )
         return out.joinpath(*parts, f"date={self.date}", f"part.{_EXTENSIONS[form]}")
 
@@ -101,9 +106,11 @@ def partitions(
     end: int | None,
     now: int,
 ) -> list[Partition]:
-    """The coin-days of the range that hold data, by exchange, symbol and date."""
+    """The series-days of the range that hold data, by exchange, symbol, interval, date."""
     keys = [
-        key for key in dataset.pairs() if exchange in (None, key[0]) and symbol in (None, key[1])
+        (key[0], key[1], format_interval(key[2]))
+        for key in dataset.series_keys()
+        if exchange in (None, key[0]) and symbol in (None, key[1])
     ]
     if not keys:
         raise NotFound(f"export: no series matches exchange={exchange} symbol={symbol}")
@@ -120,13 +127,14 @@ def partitions(
 
 
 def _days(
-    key: tuple[str, str], low: int, high: int, start: int | None, end: int | None, today: int
+    key: tuple[str, str, str], low: int, high: int, start: int | None, end: int | None, today: int
 ) -> Iterator[Partition]:
     for day in range(low // DAY_MS * DAY_MS, high, DAY_MS):
         cut = (start is not None and start > day) or (end is not None and end < day + DAY_MS)
         yield Partition(
             exchange=key[0],
             symbol=key[1],
+            interval=key[2],
             date=datetime.fromtimestamp(day / 1000, UTC).strftime("%Y-%m-%d"),
             start=max(day, low),
             end=min(day + DAY_MS, high),
@@ -143,7 +151,9 @@ def _write(
     bar: "_Progress",
 ) -> int:
     """The partition into `partial`, then renamed to `target`; no file if it is empty."""
-    chunks = dataset.chunks(part.exchange, part.symbol, part.start, part.end, CHUNK)
+    chunks = dataset.chunks(
+        part.exchange, part.symbol, part.start, part.end, CHUNK, interval=part.interval
+    )
     first = next(chunks, None)
     if first is None:
         target.unlink(missing_ok=True)
