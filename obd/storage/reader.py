@@ -125,16 +125,6 @@ def coin(
     return _coin(row) if row else None
 
 
-def series_of(conn: apsw.Connection, exchange: str, symbol: str) -> list[Coin]:
-    """Every series of a coin (one per interval it was collected at), newest first."""
-    rows = conn.execute(
-        f"SELECT {_COIN_COLUMNS} FROM series WHERE exchange = ? AND symbol = ? "
-        "ORDER BY active DESC, id DESC",
-        (exchange, symbol),
-    )
-    return [_coin(row) for row in rows]
-
-
 def _coin(row: Any) -> Coin:
     (id_, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts) = row[:9]
     return Coin(
