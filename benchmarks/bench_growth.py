@@ -230,51 +230,71 @@ def timed(fn: Callable[[], Any], repeat: int, before: Callable[[], None] | None 
     return statistics.median(times)
 
 
+def _requests(http: httpx.Client, end_ms: int, coin: int = 3) -> dict[str, Callable[[], None]]:
+    last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
+    day = {
+        "exchange": "sim",
+        "symbol": f"C{coin}/USDT",
+        "start": last - DAY_MS + INTERVAL_MS,
+        "end": last + 1,
+        "limit": 1000,
+    }
+
+    def coins() -> None:
+        assert len(http.get("/v1/coins").raise_for_status().json()["items"]) == COINS
+
+    def books() -> None:
+        items = http.get("/v1/books", params=day).raise_for_status().json()["items"]
+        assert len(items) == DAY_MS // INTERVAL_MS, len(items)
+
+    return {"coins": coins, "books": books}
+
+
 def measure(
-    directory: Path, database: Path, plugins: Path, repeat: int, end_ms: int
-) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with_coins = write_config(directory, database, plugins, coins=True)
-    # start-to-ready, warm then cold (file evicted just before spawning)
-    for label, prepare in (("ready_warm", None), ("ready_cold", lambda: evict(database))):
-        runs = []
-        for _ in range(repeat):
-            if prepare:
-                prepare()
-            daemon = Daemon(with_coins, directory / "daemon.log")
-            runs.append(daemon.ready_s)
-            daemon.stop()
-        out[label] = statistics.median(runs)
-    daemon = Daemon(with_coins, directory / "daemon.log")
+    directory: Path, files: dict[str, tuple[Path, int]], plugins: Path, repeat: int
+) -> dict[str, dict[str, float]]:
+    """Each figure for each file, the files taking turns (the machine's load drifts: a
+    ratio of figures measured minutes apart would measure the drift)."""
+    configs = {
+        name: write_config(directory, path, plugins, coins=True)
+        for name, (path, _) in files.items()
+    }
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in files}
+
+    def add(name: str, key: str, seconds: float) -> None:
+        samples[name].setdefault(key, []).append(seconds)
+
+    for _ in range(repeat):  # start-to-ready: warm, then with the file evicted
+        for name, (path, _) in files.items():
+            for key, cold in (("ready_warm", False), ("ready_cold", True)):
+                if cold:
+                    evict(path)
+                daemon = Daemon(configs[name], directory / f"daemon-{name}.log")
+                add(name, key, daemon.ready_s)
+                daemon.stop()
+    daemons = {name: Daemon(configs[name], directory / f"daemon-{name}.log") for name in files}
     try:
-        http = daemon.http
-        assert len(http.get("/v1/coins").json()["items"]) == COINS
-
-        def coins() -> None:
-            http.get("/v1/coins").raise_for_status()
-
-        last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
-        day = {
-            "exchange": "sim",
-            "symbol": "C3/USDT",
-            "start": last - DAY_MS + INTERVAL_MS,
-            "end": last + 1,
-            "limit": 1000,
-        }
-
-        def books() -> None:
-            items = http.get("/v1/books", params=day).raise_for_status().json()["items"]
-            assert len(items) == DAY_MS // INTERVAL_MS, len(items)
-
-        coins()
-        books()
-        out["coins_warm"] = timed(coins, repeat * 4)
-        out["coins_cold"] = timed(coins, repeat, lambda: evict(database))
-        out["books_warm"] = timed(books, repeat * 4)
-        out["books_cold"] = timed(books, repeat, lambda: evict(database))
+        calls = {name: _requests(d.http, files[name][1]) for name, d in daemons.items()}
+        for name in files:
+            for call in calls[name].values():
+                call()  # first touch
+        for round_ in range(repeat * 4):
+            for name, (path, _) in files.items():
+                for what, call in calls[name].items():
+                    add(name, f"{what}_warm", timed(call, 1))
+                if round_ < repeat:
+                    # Another coin each time: the daemon's SQLite page cache (~2 MB a
+                    # connection, which eviction cannot reach) has not seen its rows.
+                    other = _requests(daemons[name].http, files[name][1], 10 + round_)
+                    for what, call in other.items():
+                        add(name, f"{what}_cold", timed(call, 1, lambda p=path: evict(p)))
     finally:
-        daemon.stop()
-    return out
+        for daemon in daemons.values():
+            daemon.stop()
+    return {
+        name: {key: statistics.median(v) for key, v in found.items()}
+        for name, found in samples.items()
+    }
 
 
 def ready_without_coins(directory: Path, database: Path, plugins: Path, repeat: int) -> float:
@@ -304,14 +324,12 @@ def growth(args: argparse.Namespace) -> None:
     print(
         f"growth: small {COINS * SMALL_PER_COIN:,} rows ({small.stat().st_size / 2**20:,.0f} MiB), "
         f"big {big_rows:,} rows ({big.stat().st_size / 2**30:,.2f} GiB); 50 coins, depth 100, "
-        f"5 m; medians of {args.repeat} (cold) / {args.repeat * 4} (warm)"
+        f"5 m; medians of {args.repeat} (cold, start-to-ready) / {args.repeat * 4} (warm)"
     )
     # The small file is rebuilt ending now; the big one ends when it was built: the
     # daemon records the time since as one daemon_down gap a coin, whatever its length.
-    results = {
-        "small": measure(directory, small, plugins, args.repeat, end_ms),
-        "big": measure(directory, big, plugins, args.repeat, big_end),
-    }
+    files = {"small": (small, end_ms), "big": (big, big_end)}
+    results = measure(directory, files, plugins, args.repeat)
     empty = ready_without_coins(directory, small, plugins, args.repeat)
     names = {
         "coins_warm": "GET /v1/coins, warm",

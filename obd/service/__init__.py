@@ -177,8 +177,8 @@ class Service:
         """The coins collected; with `removed`, every series ever collected too (a coin
         re-added at another interval is one series per interval), status `removed`."""
         every = _flag("removed", removed)
-        coins = await self._reader.run(reader.coins, not every)
-        return [await self._view(coin) for coin in coins]
+        found = await self._reader.run(reader.coins_with_stats, not every)
+        return [self._view_of(coin, stats) for coin, stats in found]
 
     async def availability(self, exchange: object, symbol: object) -> Availability:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
@@ -479,7 +479,9 @@ class Service:
         return coin
 
     async def _view(self, coin: Coin) -> CoinView:
-        stats = await self._reader.run(reader.stats, coin.id)
+        return self._view_of(coin, await self._reader.run(reader.stats, coin.id))
+
+    def _view_of(self, coin: Coin, stats: reader.CoinStats) -> CoinView:
         return CoinView(
             exchange=coin.exchange,
             symbol=coin.symbol,
