@@ -19,7 +19,7 @@ and 1000, 50 coins written slot by slot through obd's real write path
 the same books; write rows/s and a 1-day `reader.books` read of each, same process.
 
     python benchmarks/bench_growth.py [--dir /tmp/obd-growth] [--reuse] [--keep]
-        [--per-coin 210240] [--repeat 5] [--only growth|layout]
+        [--per-coin 210240] [--repeat 5] [--rounds 3] [--only growth|layout]
 
 `--reuse` keeps an existing big file in `--dir` (building 10.5 M rows takes minutes and
 ~6 GB); without `--keep` the directory is deleted at the end.
@@ -410,64 +410,158 @@ def _slots(coins: list[Coin], books: list[Book], per_coin: int) -> Iterator[list
         ]
 
 
-def _layout_file(
-    path: Path, version: int, books: list[Book], per_coin: int
-) -> tuple[float, float, float]:
-    """(file / payload, write rows/s, 1-day read ms) of one layout."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    conn = open_writer(path)
-    with conn:
-        for step in schema.MIGRATIONS[:version]:
-            conn.execute(step)
-        conn.execute(f"PRAGMA user_version = {version}")
-        for i in range(COINS):
-            conn.execute(
-                "INSERT INTO series (id, exchange, symbol, interval_ms, interval, depth, "
-                "active, synthetic, added_ts) VALUES (?, 'sim', ?, ?, '5m', 1000, 1, 1, 0)",
-                (i + 1, f"C{i}/USDT", INTERVAL_MS),
-            )
-    coins = reader.coins(conn)
-    insert = insert_snapshot if version >= 4 else _v3_insert
-    began = time.perf_counter()
-    for slot in _slots(coins, books, per_coin):
-        with conn:  # one commit a slot, as the daemon's writer does under light load
-            for row in slot:
-                insert(conn, row)
-    write_rate = per_coin * COINS / (time.perf_counter() - began)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("CREATE VIRTUAL TABLE temp.stat USING dbstat")
-    tables = ("snapshot_rows", "books") if version >= 4 else ("snapshots",)
-    payload = sum(
-        conn.execute("SELECT sum(payload) FROM temp.stat WHERE name = ?", (t,)).fetchone()[0]
-        for t in tables
+def _raw_insert(version: int) -> Callable[[apsw.Connection, SnapshotIn, tuple[Any, ...]], None]:
+    """SQLite's share of a write: the row of a pre-encoded book, in either layout."""
+    rows_sql = (
+        f"INSERT OR IGNORE INTO snapshot_rows ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 17)})"
     )
-    ratio = path.stat().st_size / payload
-    coin = coins[3]
-    start = 1_700_000_000_000 + (per_coin // 4) * INTERVAL_MS
-    read = timed(lambda: reader.books(conn, coin, start, start + DAY_MS, 1000), 5)
-    conn.close()
-    return ratio, write_rate, read * 1000
+
+    def v3(conn: apsw.Connection, row: SnapshotIn, enc: tuple[Any, ...]) -> None:
+        summary, codec_id, blob = enc
+        conn.execute(
+            _V3_INSERT,
+            (
+                row.coin.id,
+                row.ts,
+                row.book.exchange_ts,
+                row.received_ts,
+                row.capture,
+                *summary,
+                codec_id,
+                blob,
+                row.book.seq,
+            ),
+        )
+
+    def v4(conn: apsw.Connection, row: SnapshotIn, enc: tuple[Any, ...]) -> None:
+        summary, codec_id, blob = enc
+        conn.execute(
+            rows_sql,
+            (
+                row.coin.id,
+                row.ts,
+                row.book.exchange_ts,
+                row.received_ts,
+                row.capture,
+                *summary,
+                codec_id,
+                row.book.seq,
+            ),
+        )
+        if conn.changes() == 1:
+            conn.execute(
+                "INSERT INTO books (id, book) VALUES (?, ?)",
+                (schema.book_key(row.coin.id, row.ts), blob),
+            )
+
+    return v4 if version >= 4 else v3
+
+
+class LayoutFigures(msgspec.Struct):
+    ratio: float  # file size / payload
+    write: float  # rows/s, obd's write path (encode included)
+    raw_write: float  # rows/s, pre-encoded rows: SQLite's share
+    read_ms: float  # a 1-day reader.books (decode included)
+    raw_read_ms: float  # the same rows selected, not decoded: SQLite's share
+
+
+def _layout_file(path: Path, version: int, books: list[Book], per_coin: int) -> LayoutFigures:
+    """One layout's figures; the real write path fills the file, pre-encoded rows a copy."""
+    figures = LayoutFigures(0, 0, 0, 0, 0)
+    encoded = {id(book): enc for book, enc in zip(books, encode_all(books), strict=True)}
+    for raw in (False, True):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        conn = open_writer(path)
+        with conn:
+            for step in schema.MIGRATIONS[:version]:
+                conn.execute(step)
+            conn.execute(f"PRAGMA user_version = {version}")
+            for i in range(COINS):
+                conn.execute(
+                    "INSERT INTO series (id, exchange, symbol, interval_ms, interval, depth, "
+                    "active, synthetic, added_ts) VALUES (?, 'sim', ?, ?, '5m', 1000, 1, 1, 0)",
+                    (i + 1, f"C{i}/USDT", INTERVAL_MS),
+                )
+        coins = reader.coins(conn)
+        insert = insert_snapshot if version >= 4 else _v3_insert
+        raw_insert = _raw_insert(version)
+        began = time.perf_counter()
+        for slot in _slots(coins, books, per_coin):
+            with conn:  # one commit a slot, as the daemon's writer does under light load
+                for row in slot:
+                    if raw:
+                        raw_insert(conn, row, encoded[id(row.book)])
+                    else:
+                        insert(conn, row)
+        rate = per_coin * COINS / (time.perf_counter() - began)
+        if raw:
+            figures.raw_write = rate
+            conn.close()
+            continue
+        figures.write = rate
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("CREATE VIRTUAL TABLE temp.stat USING dbstat")
+        tables = ("snapshot_rows", "books") if version >= 4 else ("snapshots",)
+        payload = sum(
+            conn.execute("SELECT sum(payload) FROM temp.stat WHERE name = ?", (t,)).fetchone()[0]
+            for t in tables
+        )
+        figures.ratio = path.stat().st_size / payload
+        start = 1_700_000_000_000 + (per_coin // 4) * INTERVAL_MS
+        figures.read_ms, figures.raw_read_ms = _read_figures(conn, coins[3], start)
+        conn.close()
+    return figures
+
+
+def _median(figures: list[LayoutFigures]) -> LayoutFigures:
+    return LayoutFigures(
+        *(
+            statistics.median(getattr(f, name) for f in figures)
+            for name in LayoutFigures.__struct_fields__
+        )
+    )
+
+
+def _read_figures(conn: apsw.Connection, coin: Coin, start: int) -> tuple[float, float]:
+    """ms of a 1-day `reader.books`, and of selecting the same rows without decoding."""
+    decoded = timed(lambda: reader.books(conn, coin, start, start + DAY_MS, 1000), 9)
+    select = "SELECT ts, codec, book FROM snapshots WHERE series = ? AND ts >= ? AND ts < ?"
+    raw = timed(lambda: conn.execute(select, (coin.id, start, start + DAY_MS)).fetchall(), 9)
+    return decoded * 1000, raw * 1000
 
 
 def layout(args: argparse.Namespace) -> None:
     directory: Path = args.dir
     directory.mkdir(parents=True, exist_ok=True)
-    print("layout: 50 coins written slot by slot (one commit a slot), real books")
-    print(f"  {'':22s} {'file/payload':>12s} {'write rows/s':>13s} {'1-day read':>11s}")
+    print(
+        f"layout: 50 coins written slot by slot (one commit a slot), real books; rows/s; "
+        f"medians of {args.rounds} rounds"
+    )
+    print("  and 1-day reads with obd's codec (encode/decode) and without it (SQLite alone)")
+    head = ("file/payload", "write", "write raw", "read", "read raw")
+    print(f"  {'':22s} " + " ".join(f"{h:>12s}" for h in head))
     for depth, every, per_coin in ((100, 30, 400), (1000, 15, 120)):
         books = load_books(depth, every)
-        found: dict[int, tuple[float, float, float]] = {}
-        for version in (3, schema.SCHEMA_VERSION):
-            found[version] = _layout_file(directory / "layout.sqlite", version, books, per_coin)
-            ratio, rate, read_ms = found[version]
+        runs: dict[int, list[LayoutFigures]] = {3: [], schema.SCHEMA_VERSION: []}
+        for _ in range(args.rounds):  # the layouts take turns: load drift hits both alike
+            for version, found in runs.items():
+                found.append(_layout_file(directory / "layout.sqlite", version, books, per_coin))
+        found = {version: _median(figures) for version, figures in runs.items()}
+        for version, f in found.items():
             name = f"depth {depth}, schema {version}"
-            print(f"  {name:22s} {ratio:12.2f} {rate:13,.0f} {read_ms:9.1f}ms")
+            print(
+                f"  {name:22s} {f.ratio:12.2f} {f.write:12,.0f} {f.raw_write:12,.0f} "
+                f"{f.read_ms:10.1f}ms {f.raw_read_ms:10.2f}ms"
+            )
         new, old = found[schema.SCHEMA_VERSION], found[3]
-        print(
-            f"  {'':22s} {'':12s} {new[1] / old[1]:12.2f}x {old[2] / new[2]:10.2f}x  "
-            "(schema 4 vs 3: write, read speed)"
+        speed = (
+            new.write / old.write,
+            new.raw_write / old.raw_write,
+            old.read_ms / new.read_ms,
+            old.raw_read_ms / new.raw_read_ms,
         )
+        print(f"  {'  schema 4 / 3 speed':22s} {'':12s} " + " ".join(f"{v:11.2f}x" for v in speed))
 
 
 def main() -> None:
@@ -475,6 +569,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/obd-growth"))
     parser.add_argument("--per-coin", type=int, default=210_240)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="layout: files built per layout")
     parser.add_argument("--reuse", action="store_true", help="keep an existing big file")
     parser.add_argument("--keep", action="store_true", help="leave the files in --dir")
     parser.add_argument("--only", choices=("growth", "layout"))

@@ -104,7 +104,11 @@ def test_v3_file_migrates_with_every_row_and_gap(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     after = conn.execute(f"SELECT {_V3_COLUMNS} FROM snapshots ORDER BY series, ts").fetchall()
     assert after == before  # every column of every row, blobs byte for byte, via the view
-    assert conn.execute("SELECT count(*) FROM books").fetchone()[0] == len(before)
+    long = sum(1 for row in before if len(row[16]) > schema.INLINE_BOOK_BYTES)
+    assert 0 < long < len(before)  # deep books moved to `books`, the others stayed inline
+    assert conn.execute("SELECT count(*) FROM books").fetchone()[0] == long
+    empty = "SELECT count(*) FROM snapshot_rows WHERE length(book) = 0"
+    assert conn.execute(empty).fetchone()[0] == long
     assert conn.execute("SELECT series, start_ts, end_ts, reason FROM gaps").fetchall() == [
         (1, 500_000, 502_000, "disconnected"),
         (2, 600_000, 601_000, "late"),
@@ -131,19 +135,34 @@ def _stats_match_rows(conn: apsw.Connection, coin_id: int) -> None:
         "SELECT count(*) FROM books WHERE id >= ? AND id < ?",
         (schema.book_key(coin_id, 0), schema.book_key(coin_id + 1, 0)),
     ).fetchone()[0]
-    assert books == counted[2]  # no row without its book, no orphaned book
+    outside = conn.execute(
+        "SELECT count(*) FROM snapshot_rows WHERE series = ? AND length(book) = 0", (coin_id,)
+    ).fetchone()[0]
+    assert books == outside  # no row without its book, no orphaned book
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM snapshots WHERE series = ? AND length(book) > 0", (coin_id,)
+        ).fetchone()[0]
+        == counted[2]
+    )  # the view shows every book
 
 
 def test_stats_follow_every_write_path(tmp_path: Path) -> None:
     conn = open_writer(tmp_path / "obd.sqlite")
     schema.migrate(conn, 0)
     book = _books(1)[0]
+    shallow = Book(bids=book.bids[:20], asks=book.asks[:20])  # its blob stays inline
+    assert len(codec.encode(book.bids, book.asks)[1]) > schema.INLINE_BOOK_BYTES
     with conn:
         coin, _ = coins.add_coin(conn, _request(), now=0)
     assert reader.stats(conn, coin.id) == reader.CoinStats(None, None, 0)
     with conn:  # live rows, one repeated (ignored: the first stays)
         for ts in (3000, 1000, 2000, 4000, 5000, 2000):
-            insert_snapshot(conn, SnapshotIn(coin, ts, book, ts - 1, "ws"))
+            stored = (book, shallow)[ts // 1000 % 2]
+            insert_snapshot(conn, SnapshotIn(coin, ts, stored, ts - 1, "ws"))
+    for snapshot in reader.books(conn, coin, 0, 10_000, 10):
+        expected = (book, shallow)[snapshot.ts // 1000 % 2]
+        assert (snapshot.bids, snapshot.asks) == (expected.bids, expected.asks)
     assert reader.stats(conn, coin.id) == reader.CoinStats(1000, 5000, 5)
     _stats_match_rows(conn, coin.id)
     with conn:  # retraction of the newest live rows

@@ -413,8 +413,8 @@ class Service:
         coins = []
         stale = False
         now = now_ms()
-        for coin in await self._reader.run(reader.coins):
-            last = await self._reader.run(reader.last_ts, coin.id)
+        for coin, counts in await self._reader.run(reader.coins_with_stats):
+            last = counts.last_ts
             since = max(last or 0, coin.added_ts)
             fresh = now - since <= 3 * coin.interval_ms + 30_000
             stale = stale or not fresh

@@ -97,6 +97,10 @@ ALTER TABLE snapshots ADD COLUMN seq INTEGER;
 BOOK_KEY_SHIFT = 42
 TS_LIMIT = 1 << BOOK_KEY_SHIFT  # a snapshot's ts is in [0, TS_LIMIT)
 _KEY = "* 4398046511104 +"  # "* 2^42 +", spelled out for SQLite
+# Blobs up to this many bytes stay in their snapshot_rows row; longer ones go to `books`.
+# A WITHOUT ROWID row keeps ~4 KB inline (at 16 KiB pages) and puts the rest of a longer
+# one in an overflow page of its own, mostly empty; at 2 KB a row always fits.
+INLINE_BOOK_BYTES = 2_048
 
 
 def book_key(series: int, ts: int) -> int:
@@ -109,11 +113,11 @@ def book_key(series: int, ts: int) -> int:
 #   a new series and the old one stays readable; at most one active series per coin.
 # - Each series keeps its snapshot count and first and last ts, maintained by triggers
 #   in the transaction that writes the rows, so listing coins never scans rows.
-# - The blob moves out of the summary row into `books`, a rowid table keyed
-#   series * 2^42 + ts: a book of any size fills whole pages (a WITHOUT ROWID row
-#   spills anything over ~4 KB into its own, mostly empty, 16 KiB overflow page), one
-#   series' books stay together for range reads, and summary scans never touch blobs.
-#   The view `snapshots` keeps the schema-3 columns for readers of the old layout.
+# - Blobs over INLINE_BOOK_BYTES (deep books) move to `books`, a rowid table keyed
+#   series * 2^42 + ts, which fills whole pages with books of any size; their row keeps
+#   an empty `book`. Small books stay inline: one B-tree write a row, as before.
+#   The old table is renamed, not copied: upgrading a file moves only its long blobs.
+#   The view `snapshots` keeps the schema-3 columns, blob included, for every reader.
 _V4 = f"""
 CREATE TABLE series_v4 (
     id          INTEGER PRIMARY KEY,
@@ -140,40 +144,16 @@ DROP TABLE series;
 ALTER TABLE series_v4 RENAME TO series;
 CREATE UNIQUE INDEX series_active ON series (exchange, symbol) WHERE active = 1;
 
-CREATE TABLE snapshot_rows (
-    series      INTEGER NOT NULL REFERENCES series (id),
-    ts          INTEGER NOT NULL,
-    exchange_ts INTEGER,
-    received_ts INTEGER NOT NULL,
-    capture     TEXT    NOT NULL,
-    bid_levels  INTEGER NOT NULL,
-    ask_levels  INTEGER NOT NULL,
-    best_bid    REAL,
-    best_ask    REAL,
-    mid         REAL,
-    spread_bps  REAL,
-    bid_size_10 REAL,
-    ask_size_10 REAL,
-    imbalance_10 REAL,
-    crossed     INTEGER NOT NULL,
-    codec       INTEGER NOT NULL,
-    seq         INTEGER,
-    PRIMARY KEY (series, ts)
-) WITHOUT ROWID;
+ALTER TABLE snapshots RENAME TO snapshot_rows;
 
 CREATE TABLE books (
     id   INTEGER PRIMARY KEY,  -- snapshot_rows.series * 2^42 + snapshot_rows.ts
     book BLOB    NOT NULL
 );
-
-INSERT INTO snapshot_rows (series, ts, exchange_ts, received_ts, capture, bid_levels,
-    ask_levels, best_bid, best_ask, mid, spread_bps, bid_size_10, ask_size_10,
-    imbalance_10, crossed, codec, seq)
-SELECT series, ts, exchange_ts, received_ts, capture, bid_levels, ask_levels, best_bid,
-    best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10, crossed, codec, seq
-FROM snapshots ORDER BY series, ts;
-INSERT INTO books (id, book) SELECT series {_KEY} ts, book FROM snapshots ORDER BY series, ts;
-DROP TABLE snapshots;
+INSERT INTO books (id, book)
+SELECT series {_KEY} ts, book FROM snapshot_rows WHERE length(book) > {INLINE_BOOK_BYTES}
+ORDER BY series, ts;
+UPDATE snapshot_rows SET book = x'' WHERE length(book) > {INLINE_BOOK_BYTES};
 
 UPDATE series SET
     snapshots = (SELECT count(*) FROM snapshot_rows WHERE series = series.id),
@@ -183,8 +163,11 @@ UPDATE series SET
 CREATE VIEW snapshots AS
 SELECT r.series, r.ts, r.exchange_ts, r.received_ts, r.capture, r.bid_levels,
     r.ask_levels, r.best_bid, r.best_ask, r.mid, r.spread_bps, r.bid_size_10,
-    r.ask_size_10, r.imbalance_10, r.crossed, r.codec, b.book, r.seq
-FROM snapshot_rows AS r LEFT JOIN books AS b ON b.id = r.series {_KEY} r.ts;
+    r.ask_size_10, r.imbalance_10, r.crossed, r.codec,
+    CASE WHEN length(r.book) > 0 THEN r.book
+        ELSE (SELECT b.book FROM books AS b WHERE b.id = r.series {_KEY} r.ts) END AS book,
+    r.seq
+FROM snapshot_rows AS r;
 
 CREATE TRIGGER snapshot_added AFTER INSERT ON snapshot_rows BEGIN
     UPDATE series SET
@@ -197,7 +180,6 @@ CREATE TRIGGER snapshot_added AFTER INSERT ON snapshot_rows BEGIN
 END;
 
 CREATE TRIGGER snapshot_deleted AFTER DELETE ON snapshot_rows BEGIN
-    DELETE FROM books WHERE id = OLD.series {_KEY} OLD.ts;
     UPDATE series SET
         snapshots = snapshots - 1,
         first_ts = CASE WHEN OLD.ts = first_ts
@@ -209,7 +191,12 @@ CREATE TRIGGER snapshot_deleted AFTER DELETE ON snapshot_rows BEGIN
     WHERE id = OLD.series;
 END;
 
--- The key of a row and of its book must not drift apart: rows are written, never moved.
+CREATE TRIGGER snapshot_book_deleted AFTER DELETE ON snapshot_rows
+WHEN length(OLD.book) = 0 BEGIN
+    DELETE FROM books WHERE id = OLD.series {_KEY} OLD.ts;
+END;
+
+-- A row and its book are found by (series, ts): rows are written, never moved.
 CREATE TRIGGER snapshot_key_fixed BEFORE UPDATE OF series, ts ON snapshot_rows BEGIN
     SELECT RAISE(ABORT, 'snapshot_rows: series and ts are never updated');
 END;

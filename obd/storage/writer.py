@@ -23,7 +23,7 @@ from obd.metrics import METRICS
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
-from obd.storage.schema import TS_LIMIT, book_key, migrate
+from obd.storage.schema import INLINE_BOOK_BYTES, TS_LIMIT, book_key, migrate
 from obd.storage.summary import COLUMNS, summarize
 from obd.times import now_ms
 
@@ -319,6 +319,7 @@ _INSERT_COLUMNS = (
     "capture",
     *COLUMNS,
     "codec",
+    "book",
     "seq",
 )
 _INSERT = (
@@ -331,14 +332,15 @@ _INSERT_BOOK = "INSERT INTO books (id, book) VALUES (?, ?)"
 def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
     """Store one book; False if the slot already holds one (the first one stays).
 
-    The summary row and its blob go to their own tables (docs/FORMAT.md), in the
-    caller's transaction; a trigger keeps the series' count and first/last ts."""
+    A blob over INLINE_BOOK_BYTES goes to `books`, its row keeping an empty `book`
+    (docs/FORMAT.md), in the caller's transaction; a trigger keeps the series' counts."""
     if not 0 <= row.ts < TS_LIMIT:  # outside the book key's range: never stored
         log.error("snapshot_ts_out_of_range", coin_id=row.coin.id, ts=row.ts)
         return False
     bids, asks = row.book.bids, row.book.asks
     codec_id, blob = codec.encode(bids, asks)
     summary = summarize(bids, asks)
+    inline = len(blob) <= INLINE_BOOK_BYTES
     conn.execute(
         _INSERT,
         (
@@ -349,12 +351,14 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             row.capture,
             *msgspec.structs.astuple(summary),
             codec_id,
+            blob if inline else b"",
             row.book.seq,
         ),
     )
     if conn.changes() != 1:
         return False
-    conn.execute(_INSERT_BOOK, (book_key(row.coin.id, row.ts), blob))
+    if not inline:
+        conn.execute(_INSERT_BOOK, (book_key(row.coin.id, row.ts), blob))
     return True
 
 
@@ -389,7 +393,7 @@ def retract(conn: apsw.Connection, row: RetractIn) -> None:
     where = "series = ? AND ts > ? AND ts <= ? AND capture IN ('ws', 'synthetic')"
     bounds = (row.coin_id, row.after, row.until)
     slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshot_rows WHERE {where}", bounds)]
-    conn.execute(f"DELETE FROM snapshot_rows WHERE {where}", bounds)  # a trigger drops the books
+    conn.execute(f"DELETE FROM snapshot_rows WHERE {where}", bounds)  # triggers: books, counts
     for ts in slots:
         record_gap(conn, row.coin_id, ts, ts + row.interval_ms, row.reason)
     if slots:
