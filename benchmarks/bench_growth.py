@@ -60,8 +60,22 @@ DAY_MS = 86_400_000
 SMALL_PER_COIN = 300
 _ROW_COLUMNS = (
     "series, ts, exchange_ts, received_ts, capture, bid_levels, ask_levels, best_bid, "
-    "best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10, crossed, codec, seq"
+    "best_ask, mid, spread_bps, bid_size_10, ask_size_10, imbalance_10, crossed, codec, book, seq"
 )
+
+
+def _store(conn: apsw.Connection, table: str, values: tuple[Any, ...], blob: bytes) -> None:
+    """One row as obd stores it: the blob inline, or (schema 4, over 2 KB) in `books`."""
+    values = (*values[:-1], blob, values[-1])
+    if table == "snapshot_rows" and len(blob) > schema.INLINE_BOOK_BYTES:
+        values = (*values[:-2], b"", values[-1])
+    conn.execute(
+        f"INSERT OR IGNORE INTO {table} ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 18)})", values
+    )
+    if table == "snapshot_rows" and conn.changes() == 1 and not values[-2]:
+        conn.execute(
+            "INSERT INTO books (id, book) VALUES (?, ?)", (schema.book_key(*values[:2]), blob)
+        )
 
 
 def load_books(depth: int, every: int = 1) -> list[Book]:
@@ -101,7 +115,6 @@ def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int
     last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
     first = last - (per_coin - 1) * INTERVAL_MS
     began = time.perf_counter()
-    rows_sql = f"INSERT INTO snapshot_rows ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 17)})"
     with conn:
         for coin in range(COINS):
             conn.execute(
@@ -114,10 +127,8 @@ def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int
             for k in range(per_coin):
                 ts = first + k * INTERVAL_MS
                 summary, codec_id, blob = encoded[(coin * 7 + k) % len(encoded)]
-                conn.execute(rows_sql, (coin, ts, ts - 40, ts - 3, "ws", *summary, codec_id, k))
-                conn.execute(
-                    "INSERT INTO books (id, book) VALUES (?, ?)", (schema.book_key(coin, ts), blob)
-                )
+                row = (coin, ts, ts - 40, ts - 3, "ws", *summary, codec_id, k)
+                _store(conn, "snapshot_rows", row, blob)
         if coin % 10 == 0:
             done = coin * per_coin
             rate = done / (time.perf_counter() - began)
@@ -375,30 +386,13 @@ def growth(args: argparse.Namespace) -> None:
 
 # -- layout: file size against payload ---------------------------------------------------
 
-_V3_INSERT = (
-    f"INSERT OR IGNORE INTO snapshots ({_ROW_COLUMNS.replace(', seq', ', book, seq')}) "
-    f"VALUES ({', '.join('?' * 18)})"
-)
-
 
 def _v3_insert(conn: apsw.Connection, row: SnapshotIn) -> None:
     """What obd wrote per book before schema 4: encode, summarize, one row with the blob."""
     codec_id, blob = codec.encode(row.book.bids, row.book.asks)
     summary = msgspec.structs.astuple(summarize(row.book.bids, row.book.asks))
-    conn.execute(
-        _V3_INSERT,
-        (
-            row.coin.id,
-            row.ts,
-            row.book.exchange_ts,
-            row.received_ts,
-            row.capture,
-            *summary,
-            codec_id,
-            blob,
-            row.book.seq,
-        ),
-    )
+    values = (row.coin.id, row.ts, row.book.exchange_ts, row.received_ts, row.capture)
+    _store(conn, "snapshots", (*values, *summary, codec_id, row.book.seq), blob)
 
 
 def _slots(coins: list[Coin], books: list[Book], per_coin: int) -> Iterator[list[SnapshotIn]]:
@@ -412,49 +406,14 @@ def _slots(coins: list[Coin], books: list[Book], per_coin: int) -> Iterator[list
 
 def _raw_insert(version: int) -> Callable[[apsw.Connection, SnapshotIn, tuple[Any, ...]], None]:
     """SQLite's share of a write: the row of a pre-encoded book, in either layout."""
-    rows_sql = (
-        f"INSERT OR IGNORE INTO snapshot_rows ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 17)})"
-    )
+    table = "snapshot_rows" if version >= 4 else "snapshots"
 
-    def v3(conn: apsw.Connection, row: SnapshotIn, enc: tuple[Any, ...]) -> None:
+    def insert(conn: apsw.Connection, row: SnapshotIn, enc: tuple[Any, ...]) -> None:
         summary, codec_id, blob = enc
-        conn.execute(
-            _V3_INSERT,
-            (
-                row.coin.id,
-                row.ts,
-                row.book.exchange_ts,
-                row.received_ts,
-                row.capture,
-                *summary,
-                codec_id,
-                blob,
-                row.book.seq,
-            ),
-        )
+        values = (row.coin.id, row.ts, row.book.exchange_ts, row.received_ts, row.capture)
+        _store(conn, table, (*values, *summary, codec_id, row.book.seq), blob)
 
-    def v4(conn: apsw.Connection, row: SnapshotIn, enc: tuple[Any, ...]) -> None:
-        summary, codec_id, blob = enc
-        conn.execute(
-            rows_sql,
-            (
-                row.coin.id,
-                row.ts,
-                row.book.exchange_ts,
-                row.received_ts,
-                row.capture,
-                *summary,
-                codec_id,
-                row.book.seq,
-            ),
-        )
-        if conn.changes() == 1:
-            conn.execute(
-                "INSERT INTO books (id, book) VALUES (?, ?)",
-                (schema.book_key(row.coin.id, row.ts), blob),
-            )
-
-    return v4 if version >= 4 else v3
+    return insert
 
 
 class LayoutFigures(msgspec.Struct):
@@ -502,7 +461,7 @@ def _layout_file(path: Path, version: int, books: list[Book], per_coin: int) -> 
         figures.write = rate
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("CREATE VIRTUAL TABLE temp.stat USING dbstat")
-        tables = ("snapshot_rows", "books") if version >= 4 else ("snapshots",)
+        tables = ("snapshot_rows", "books") if version >= 4 else ("snapshots",)  # dbstat
         payload = sum(
             conn.execute("SELECT sum(payload) FROM temp.stat WHERE name = ?", (t,)).fetchone()[0]
             for t in tables

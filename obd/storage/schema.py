@@ -12,9 +12,9 @@ from obd.errors import StoreError
 FORMAT_NAME = "obd-books"
 # The `series` table holds the coins: the code calls a row a coin and its id `coin_id`;
 # the table and column keep their names (files in the wild, docs/FORMAT.md).
-# 16 KiB pages: range scans ran ~2x faster than at 4 KiB; since schema 4 a page holds
-# ~140 summary rows, or ~35 books of 100 levels a side (a 4-6 KB book at depth 1000
-# lives in its leaf, longer ones fill whole overflow pages: bench_growth.py's layout).
+# 16 KiB pages: range scans ran ~2x faster than at 4 KiB; a page holds ~30 rows of
+# 100-level books, or (schema 4, `books`) three 4-6 KB books of depth 1000; longer books
+# fill whole overflow pages (bench_growth.py's layout section measures it).
 PAGE_SIZE = 16_384
 
 _V1 = """
