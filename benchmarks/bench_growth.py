@@ -19,7 +19,7 @@ and 1000, 50 coins written slot by slot through obd's real write path
 the same books; write rows/s and a 1-day `reader.books` read of each, same process.
 
     python benchmarks/bench_growth.py [--dir /tmp/obd-growth] [--reuse] [--keep]
-        [--per-coin 210240] [--repeat 5] [--rounds 3] [--only growth|layout]
+        [--per-coin 210240] [--repeat 5] [--rounds 3] [--only growth|layout|migration]
 
 `--reuse` keeps an existing big file in `--dir` (building 10.5 M rows takes minutes and
 ~6 GB); without `--keep` the directory is deleted at the end.
@@ -103,7 +103,9 @@ def load_books(depth: int, every: int = 1) -> list[Book]:
 # -- building a database by bulk insert ----------------------------------------------
 
 
-def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int) -> None:
+def build(
+    path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int, version: int = 0
+) -> None:
     """50 coins of `per_coin` rows each at 5 minutes, the last slot before `end_ms`."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -111,7 +113,14 @@ def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int
     conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode = OFF")  # a scratch build: WAL is switched on at the end
     conn.execute("PRAGMA synchronous = OFF")
-    schema.migrate(conn, 0)
+    if version:  # an older obd's file: its DDL, its table
+        with conn:
+            for step in schema.MIGRATIONS[:version]:
+                conn.execute(step)
+            conn.execute(f"PRAGMA user_version = {version}")
+    else:
+        schema.migrate(conn, 0)
+    table = "snapshots" if version and version < 4 else "snapshot_rows"
     last = end_ms // INTERVAL_MS * INTERVAL_MS - INTERVAL_MS
     first = last - (per_coin - 1) * INTERVAL_MS
     began = time.perf_counter()
@@ -128,7 +137,7 @@ def build(path: Path, per_coin: int, encoded: list[tuple[Any, ...]], end_ms: int
                 ts = first + k * INTERVAL_MS
                 summary, codec_id, blob = encoded[(coin * 7 + k) % len(encoded)]
                 row = (coin, ts, ts - 40, ts - 3, "ws", *summary, codec_id, k)
-                _store(conn, "snapshot_rows", row, blob)
+                _store(conn, table, row, blob)
         if coin % 10 == 0:
             done = coin * per_coin
             rate = done / (time.perf_counter() - began)
@@ -523,6 +532,30 @@ def layout(args: argparse.Namespace) -> None:
         print(f"  {'  schema 4 / 3 speed':22s} {'':12s} " + " ".join(f"{v:11.2f}x" for v in speed))
 
 
+def migration(args: argparse.Namespace) -> None:
+    """How long obd's first open of a big schema-3 file takes (its upgrade to schema 4)."""
+    directory: Path = args.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "v3.sqlite"
+    print(f"building a schema-3 file of {COINS * args.per_coin:,} rows ...", file=sys.stderr)
+    build(path, args.per_coin, encode_all(load_books(100, every=30)), int(time.time() * 1000), 3)
+    size = path.stat().st_size
+    evict(path)
+    began = time.perf_counter()
+    conn = open_writer(path)
+    schema.migrate(conn, 0)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    took = time.perf_counter() - began
+    rows = conn.execute("SELECT sum(snapshots) FROM series").fetchone()[0]
+    conn.close()
+    print(
+        f"migration: schema 3 -> {schema.SCHEMA_VERSION} of {rows:,} rows at depth 100 "
+        f"({size / 2**30:.2f} GiB, evicted first): {took:.1f} s; file now "
+        f"{path.stat().st_size / 2**30:.2f} GiB"
+    )
+    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/obd-growth"))
@@ -531,13 +564,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="layout: files built per layout")
     parser.add_argument("--reuse", action="store_true", help="keep an existing big file")
     parser.add_argument("--keep", action="store_true", help="leave the files in --dir")
-    parser.add_argument("--only", choices=("growth", "layout"))
+    parser.add_argument("--only", choices=("growth", "layout", "migration"))
     args = parser.parse_args()
     try:
         if args.only in (None, "layout"):
             layout(args)
         if args.only in (None, "growth"):
             growth(args)
+        if args.only == "migration":  # not by default: another big file to build
+            migration(args)
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
