@@ -165,6 +165,13 @@ def test_stats_follow_every_write_path(tmp_path: Path) -> None:
         assert (snapshot.bids, snapshot.asks) == (expected.bids, expected.asks)
     assert reader.stats(conn, coin.id) == reader.CoinStats(1000, 5000, 5)
     _stats_match_rows(conn, coin.id)
+    # A range holding the whole series is answered from the kept count, others counted.
+    assert [reader.count(conn, coin.id, *r) for r in ((0, 10**12), (1000, 5001), (1001, 5001))] == [
+        5,
+        5,
+        4,
+    ]
+    assert reader.count(conn, coin.id, 1000, 5000) == 4
     with conn:  # retraction of the newest live rows
         retract(conn, RetractIn(coin.id, after=3000, until=5000, reason="stale", interval_ms=1000))
     assert reader.stats(conn, coin.id) == reader.CoinStats(1000, 3000, 3)

@@ -357,6 +357,14 @@ def plain_pages(
 
 
 def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:
+    """Snapshots with start <= ts < end: the kept count when the range holds the whole
+    series (coverage and exports of everything stay O(1)), else the rows counted."""
+    if _stats_kept(conn):
+        kept = stats(conn, coin_id)
+        if kept.first_ts is None:
+            return 0
+        if start <= kept.first_ts and kept.last_ts is not None and kept.last_ts < end:
+            return kept.count
     row = conn.execute(
         f"SELECT count(*) FROM {_rows(conn)} WHERE series = ? AND ts >= ? AND ts < ?",
         (coin_id, start, end),
