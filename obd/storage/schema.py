@@ -108,6 +108,22 @@ def book_key(series: int, ts: int) -> int:
     return (series << BOOK_KEY_SHIFT) + ts
 
 
+def snapshots_view(*added: str) -> str:
+    """The `snapshots` view over snapshot_rows and books, with the schema-3 columns and
+    then `added` (columns a later migration adds to snapshot_rows). Such a migration
+    runs `ALTER TABLE snapshot_rows ADD COLUMN x ...; DROP VIEW snapshots;` and this
+    with ("x",): `snapshots` is a view since schema 4, so ALTER TABLE cannot reach it."""
+    extra = "".join(f", r.{name}" for name in added)
+    return f"""CREATE VIEW snapshots AS
+SELECT r.series, r.ts, r.exchange_ts, r.received_ts, r.capture, r.bid_levels,
+    r.ask_levels, r.best_bid, r.best_ask, r.mid, r.spread_bps, r.bid_size_10,
+    r.ask_size_10, r.imbalance_10, r.crossed, r.codec,
+    CASE WHEN length(r.book) > 0 THEN r.book
+        ELSE (SELECT b.book FROM books AS b WHERE b.id = r.series {_KEY} r.ts) END AS book,
+    r.seq{extra}
+FROM snapshot_rows AS r;"""
+
+
 # Schema 4 (issues 14 and 17):
 # - A series is (exchange, symbol, interval): re-adding a coin at another interval starts
 #   a new series and the old one stays readable; at most one active series per coin.
@@ -160,14 +176,7 @@ UPDATE series SET
     first_ts = (SELECT min(ts) FROM snapshot_rows WHERE series = series.id),
     last_ts = (SELECT max(ts) FROM snapshot_rows WHERE series = series.id);
 
-CREATE VIEW snapshots AS
-SELECT r.series, r.ts, r.exchange_ts, r.received_ts, r.capture, r.bid_levels,
-    r.ask_levels, r.best_bid, r.best_ask, r.mid, r.spread_bps, r.bid_size_10,
-    r.ask_size_10, r.imbalance_10, r.crossed, r.codec,
-    CASE WHEN length(r.book) > 0 THEN r.book
-        ELSE (SELECT b.book FROM books AS b WHERE b.id = r.series {_KEY} r.ts) END AS book,
-    r.seq
-FROM snapshot_rows AS r;
+{snapshots_view()}
 
 CREATE TRIGGER snapshot_added AFTER INSERT ON snapshot_rows BEGIN
     UPDATE series SET
