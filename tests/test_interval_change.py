@@ -8,7 +8,7 @@ from typing import Any
 
 from obd import research
 from obd.research import export
-from tests.conftest import wait_for, write_config
+from tests.conftest import obd, wait_for, write_config
 
 COIN = {"exchange": "sim", "symbol": "BTC/USDT"}
 TWO_SECOND_COIN = """
@@ -70,6 +70,11 @@ def test_re_adding_at_a_new_interval_starts_a_new_series(tmp_path: Path, start_d
         assert len(ts) == series[0].count
         assert all(t % 1000 == 0 for t in ts)
         assert all(s.ts % 2000 == 0 for s in dataset.snapshots("sim", "BTC/USDT"))
+
+    listed_cli = obd("coins", "list", "--removed", "--json", config=tmp_path / "config.toml")
+    assert listed_cli.returncode == 0, listed_cli.stderr
+    rows = [json.loads(line) for line in listed_cli.stdout.splitlines()]
+    assert [(r["interval"], r["status"]) for r in rows] == [("2s", "active"), ("1s", "removed")]
 
     # An export names the interval of each series: the two are never mixed.
     out = tmp_path / "export"
