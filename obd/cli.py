@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing = coins.add_parser("list", parents=[common], help="coins in the database")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument(
+        "--removed", action="store_true", help="every series, removed ones too (with STATUS)"
+    )
     add = coins.add_parser("add", parents=[common], help="collect a coin (checks it is listed)")
     add.add_argument("exchange")
     add.add_argument("symbol")
@@ -175,23 +178,35 @@ def _async(config: Config, coro: Callable[[Service], Coroutine[Any, Any, int]]) 
 
 def _coins_list(config: Config, args: argparse.Namespace) -> int:
     async def go(service: Service) -> int:
-        coins = await service.list_coins()
+        coins = await service.list_coins(args.removed)
         if args.json:
             for coin in coins:
                 print(msgspec.json.encode(coin).decode())
         else:
-            _table(coins)
+            _table(coins, args.removed)
         return 0
 
     return _async(config, go)
 
 
-def _table(coins: list[Any]) -> None:
-    rows = [("EXCHANGE", "SYMBOL", "INTERVAL", "DEPTH", "COUNT", "LAST_TS")]
+def _table(coins: list[Any], status: bool = False) -> None:
+    rows: list[tuple[str, ...]] = [
+        ("EXCHANGE", "SYMBOL", "INTERVAL", "DEPTH", "COUNT", "LAST_TS", "STATUS")
+    ]
     rows += [
-        (c.exchange, c.symbol, c.interval, str(c.depth), str(c.count), str(c.last_ts or "-"))
+        (
+            c.exchange,
+            c.symbol,
+            c.interval,
+            str(c.depth),
+            str(c.count),
+            str(c.last_ts or "-"),
+            c.status,
+        )
         for c in coins
     ]
+    if not status:  # the table as it was: the coins collected
+        rows = [row[:-1] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(

@@ -162,7 +162,7 @@ def test_export_database_reads_a_copy_without_a_config(tmp_path: Path) -> None:
     assert [row["bid_price"] for row in rows] == [[lv[0] for lv in b.bids] for b in books]
     assert [row["ask_size"] for row in rows] == [[lv[1] for lv in b.asks] for b in books]
 
-    gaps_file = out / "exchange=sim" / "symbol=BTC%2FUSDT" / "_gaps.parquet"
+    gaps_file = out / "exchange=sim" / "symbol=BTC%2FUSDT" / "interval=1s" / "_gaps.parquet"
     gaps = pq.read_table(gaps_file)
     assert gaps.to_pylist() == [
         {
@@ -221,7 +221,7 @@ def test_csv_and_ndjson_exports_carry_the_gaps_too(tmp_path: Path) -> None:
     for form in ("csv", "ndjson"):
         out = tmp_path / form
         export.run(path, out, form, start=start, end=end)
-        gaps = export.gaps_path(out, *COIN, form)
+        gaps = export.gaps_path(out, *COIN, "1s", form)
         assert gaps.name == f"_gaps.{form}"
         lines = gaps.read_text().splitlines()
         if form == "csv":
@@ -233,5 +233,5 @@ def test_csv_and_ndjson_exports_carry_the_gaps_too(tmp_path: Path) -> None:
     clipped = export.run(path, tmp_path / "clip", "csv", start=T0 + 36 * HOUR_MS, end=end)
     assert clipped.snapshots == 1  # the 2nd day has no file (no data), its gap is listed
     assert len(list((tmp_path / "clip").rglob("part.csv"))) == 1
-    text = export.gaps_path(tmp_path / "clip", *COIN, "csv").read_text()
+    text = export.gaps_path(tmp_path / "clip", *COIN, "1s", "csv").read_text()
     assert text.splitlines()[1] == f"{T0 + 36 * HOUR_MS},{GAP[1]},{GAP[2]}"

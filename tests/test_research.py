@@ -169,7 +169,8 @@ def test_interrupted_parquet_export_resumes_to_identical_files(tmp_path: Path) -
         "date=2025-12-02",
         "date=2025-12-03",
     ]
-    assert files[0].parent.parent.name == "symbol=BTC%2FUSDT"
+    assert files[0].parent.parent.name == "interval=1s"
+    assert files[0].parent.parent.parent.name == "symbol=BTC%2FUSDT"
     before = {f: f.read_bytes() for f in files}
 
     files[1].unlink()  # the partition an interrupted run was writing ...

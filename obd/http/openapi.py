@@ -100,6 +100,13 @@ _PARAMETERS = {  # name: (required, schema, description)
     "bucket": (False, _text(), "the length of a bucket, e.g. `1h` (default), `1d`"),
     "sources": (False, _text(), "`true`: also list where present slots came from (capture runs)"),
     "fillable": (False, _text(), "`true`: also say per gap which history provider could fill it"),
+    "interval": (
+        False,
+        _text(),
+        "which series of a coin re-added at another interval (`1s`, `5m`); "
+        "default: the active one, else the one collected last",
+    ),
+    "removed": (False, _text(), "`true`: list removed series too (status `removed`)"),
 }
 _ERRORS = {
     "400": "bad input, named: a malformed argument or an unknown query parameter",

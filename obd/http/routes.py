@@ -20,6 +20,7 @@ MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
 # 400 naming it (app.py's guard), not silently ignored (`levels=5` is no depth limit).
 _COIN = ("exchange", "symbol")
 _RANGE = (*_COIN, "start", "end")
+_SERIES = (*_COIN, "interval")  # reads may name one series of a coin by its interval
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -54,9 +55,10 @@ def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[b
     return Response(_json.encode(payload), status_code=status, media_type="application/json")
 
 
-@get("/v1/coins", opt={"scope": "read", "query": ()})
+@get("/v1/coins", opt={"scope": "read", "query": ("removed",)})
 async def list_coins(request: AnyRequest) -> Response[bytes]:
-    return _respond(request, {"items": await _service(request).list_coins()})
+    coins = await _service(request).list_coins(_query(request, "removed"))
+    return _respond(request, {"items": coins})
 
 
 @post(
@@ -95,19 +97,29 @@ async def availability(request: AnyRequest) -> Response[bytes]:
     return _respond(request, found)
 
 
-@get(BOOKS_PATH, opt={"scope": "read", "query": (*_RANGE, "format", "limit", "cursor")})
+@get(
+    BOOKS_PATH,
+    opt={"scope": "read", "query": (*_RANGE, "interval", "format", "limit", "cursor")},
+)
 async def books(request: AnyRequest) -> Response[Any]:
     service = _service(request)
     exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
     start, end = _query(request, "start"), _query(request, "end")
+    interval = _query(request, "interval")
     form = _query(request, "format") or "json"
     if form == "ndjson":
-        chunks = await service.stream_books(exchange, symbol, start, end)
+        chunks = await service.stream_books(exchange, symbol, start, end, interval)
         return Stream(_ndjson(chunks), media_type="application/x-ndjson")
     if form != "json":
         raise BadRequest(f"format: expected 'json' or 'ndjson', got {form!r:.40}")
     page = await service.books(
-        exchange, symbol, start, end, _query(request, "limit"), _query(request, "cursor")
+        exchange,
+        symbol,
+        start,
+        end,
+        _query(request, "limit"),
+        _query(request, "cursor"),
+        interval,
     )
     return _respond(request, page)
 
@@ -117,15 +129,15 @@ async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]
         yield ndjson.lines(chunk)
 
 
-@get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _COIN})
+@get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _SERIES})
 async def latest(request: AnyRequest) -> Response[bytes]:
     snapshot = await _service(request).latest(
-        _query(request, "exchange"), _query(request, "symbol")
+        _query(request, "exchange"), _query(request, "symbol"), _query(request, "interval")
     )
     return _respond(request, snapshot)
 
 
-@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "sources", "fillable")})
+@get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "interval", "sources", "fillable")})
 async def coverage(request: AnyRequest) -> Response[bytes]:
     found = await _service(request).coverage(
         _query(request, "exchange"),
@@ -134,6 +146,7 @@ async def coverage(request: AnyRequest) -> Response[bytes]:
         _query(request, "end"),
         _query(request, "sources"),
         _query(request, "fillable"),
+        interval=_query(request, "interval"),
     )
     return _respond(request, found)
 

@@ -266,7 +266,9 @@ class Tools:
         history); `sources` = true also lists where the present slots came from
         (live capture or which back-fill); `fillable` = true says per gap (the first
         20) which provider could fill it, or why none could."""
-        found = await self.service.coverage(exchange, symbol, start, end, sources, fillable)
+        found = await self.service.coverage(
+            exchange, symbol, start, end, sources=sources, fillable=fillable
+        )
         return CoverageResult(
             start=found.start,
             end=found.end,

@@ -2,7 +2,7 @@
 
 `open(path)` opens one file read-only; `open([path, ...])` opens shards (files of the
 same collection, say one per month or per machine) as one dataset: series are merged by
-(exchange, symbol) and their rows by ts, a ts held by several shards taken once (from
+(exchange, symbol, interval) and their rows by ts, a ts held by several shards taken once (from
 the first shard listed). Everything streams: ranges are read `CHUNK` snapshots a query,
 so memory stays flat however long the range. docs/RESEARCH.md has shapes and examples.
 """
@@ -25,6 +25,7 @@ from obd.model import Coin, Gap, Snapshot
 from obd.research.instants import When, to_ms
 from obd.storage import codec, reader, schema
 from obd.storage.connect import open_reader
+from obd.times import format_interval, parse_interval
 
 __all__ = ["CHUNK", "Arrays", "Dataset", "SeriesInfo", "When", "open"]
 
@@ -36,11 +37,14 @@ DataFrameKind = Literal["polars", "pandas"]  # which DataFrame library
 
 
 class SeriesInfo(msgspec.Struct, frozen=True):
-    """One (exchange, symbol) of the dataset and its coverage (over all shards)."""
+    """One series, (exchange, symbol, interval), and its coverage over all shards: a
+    coin re-added at another interval is a series per interval."""
 
     exchange: str
     symbol: str
     interval_ms: int
+    interval: str  # as the user spelled it when adding the coin ("1s")
+    active: bool  # collected when the (newest) shard was copied
     depth: int  # levels a side kept (the largest over the shards)
     synthetic: bool
     first_ts: int | None
@@ -77,7 +81,9 @@ class _Shard:
         except BaseException:
             self.conn.close()
             raise
-        self.coins = {(coin.exchange, coin.symbol): coin for coin in coins}
+        self.coins: dict[tuple[str, str], list[Coin]] = {}
+        for coin in coins:  # the active series first, then the newest
+            self.coins.setdefault((coin.exchange, coin.symbol), []).append(coin)
 
 
 def _frozen(path: Path) -> bool:
@@ -130,18 +136,32 @@ class Dataset:
     # -- what is there ----------------------------------------------------------------
 
     def series(self) -> list[SeriesInfo]:
-        """Every (exchange, symbol) of any shard, sorted, with its coverage."""
-        return [self._info(*key) for key in self.pairs()]
+        """Every series of any shard, by exchange, symbol and interval, with its
+        coverage (O(1) a series: files of schema 4 on keep the counts)."""
+        return [self._info(*key) for key in self.series_keys()]
+
+    def series_keys(self) -> list[tuple[str, str, int]]:
+        """Every (exchange, symbol, interval_ms) of any shard, sorted; cheaper than `series`."""
+        return sorted(
+            {
+                (coin.exchange, coin.symbol, coin.interval_ms)
+                for shard in self._shards
+                for coins in shard.coins.values()
+                for coin in coins
+            }
+        )
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every (exchange, symbol) of any shard, sorted; cheaper than `series`."""
         return sorted({key for shard in self._shards for key in shard.coins})
 
-    def span(self, exchange: str, symbol: str) -> tuple[int, int] | None:
+    def span(
+        self, exchange: str, symbol: str, interval: str | int | None = None
+    ) -> tuple[int, int] | None:
         """(first ts, last ts) over the shards, from the primary key alone; None if empty."""
         ends = [
             row
-            for shard, coin in self._holding(exchange, symbol)
+            for shard, coin in self._holding(exchange, symbol, interval)
             for row in shard.conn.execute(
                 "SELECT min(ts), max(ts) FROM snapshots WHERE series = ?", (coin.id,)
             )
@@ -154,24 +174,33 @@ class Dataset:
         """The file's schema version (`PRAGMA user_version`; the newest of several)."""
         return max(shard.version for shard in self._shards)
 
-    def gaps(self, exchange: str, symbol: str, start: When = None, end: When = None) -> list[Gap]:
+    def gaps(
+        self,
+        exchange: str,
+        symbol: str,
+        start: When = None,
+        end: When = None,
+        *,
+        interval: str | int | None = None,
+    ) -> list[Gap]:
         """Recorded gaps overlapping [start, end), clipped to it, oldest first. With
         several files, each file's gaps (the same one once): a slot one file misses and
         another holds is listed."""
         low, high = _bounds(start, end)
         found = {
             gap
-            for shard, coin in self._holding(exchange, symbol)
+            for shard, coin in self._holding(exchange, symbol, interval)
             for gap in reader.gaps(shard.conn, coin.id, low, high)
         }
         return sorted(found, key=lambda gap: (gap.start, gap.end, gap.reason))
 
-    def info(self, exchange: str, symbol: str) -> SeriesInfo:
+    def info(self, exchange: str, symbol: str, *, interval: str | int | None = None) -> SeriesInfo:
         """One series' `SeriesInfo` (NotFound if no file holds it)."""
-        return self._info(exchange, symbol)
+        _, coin = self._holding(exchange, symbol, interval)[0]
+        return self._info(exchange, symbol, coin.interval_ms)
 
-    def _info(self, exchange: str, symbol: str) -> SeriesInfo:
-        held = self._holding(exchange, symbol)
+    def _info(self, exchange: str, symbol: str, interval_ms: int) -> SeriesInfo:
+        held = self._holding(exchange, symbol, interval_ms)
         stats = [reader.stats(shard.conn, coin.id) for shard, coin in held]
         firsts = [s.first_ts for s in stats if s.first_ts is not None]
         lasts = [s.last_ts for s in stats if s.last_ts is not None]
@@ -179,7 +208,9 @@ class Dataset:
         return SeriesInfo(
             exchange=exchange,
             symbol=symbol,
-            interval_ms=coin.interval_ms,
+            interval_ms=interval_ms,
+            interval=coin.interval,
+            active=held[-1][1].active,
             depth=max(c.depth for _, c in held),
             synthetic=coin.synthetic,
             first_ts=min(firsts, default=None),
@@ -196,13 +227,44 @@ class Dataset:
         keys = [_ts_only(shard.conn, coin.id) for shard, coin in held]
         return sum(1 for _ in _distinct(heapq.merge(*keys), lambda ts: ts))
 
-    def _holding(self, exchange: str, symbol: str) -> list[tuple[_Shard, Coin]]:
-        held = [
+    def _holding(
+        self, exchange: str, symbol: str, interval: str | int | None = None
+    ) -> list[tuple[_Shard, Coin]]:
+        """The shards holding a series and its row in each. Without `interval`: the
+        coin's active series (in the last shard listed that has one), else the one
+        collected last."""
+        found = [
             (s, s.coins[(exchange, symbol)]) for s in self._shards if (exchange, symbol) in s.coins
         ]
-        if not held:
+        if not found:
             raise NotFound(f"no series {symbol} on {exchange} in {self._names()}")
+        interval_ms = (
+            self._default_interval(found) if interval is None else parse_interval(interval)
+        )
+        held = [
+            (shard, coin)
+            for shard, coins in found
+            for coin in coins
+            if coin.interval_ms == interval_ms
+        ]
+        if not held:
+            raise NotFound(
+                f"no series {symbol} on {exchange} every {format_interval(interval_ms)} "
+                f"in {self._names()}"
+            )
         return held
+
+    @staticmethod
+    def _default_interval(found: list[tuple["_Shard", list[Coin]]]) -> int:
+        active = [coins[0] for _, coins in found if coins[0].active]
+        if active:
+            return active[-1].interval_ms
+        latest = [
+            (reader.stats(shard.conn, coin.id).last_ts or coin.added_ts, coin.interval_ms)
+            for shard, coins in found
+            for coin in coins
+        ]
+        return max(latest)[1]
 
     def _names(self) -> str:
         return ", ".join(str(shard.path) for shard in self._shards)
@@ -210,11 +272,17 @@ class Dataset:
     # -- snapshots --------------------------------------------------------------------
 
     def snapshots(
-        self, exchange: str, symbol: str, start: When = None, end: When = None
+        self,
+        exchange: str,
+        symbol: str,
+        start: When = None,
+        end: When = None,
+        *,
+        interval: str | int | None = None,
     ) -> Iterator[Snapshot]:
         """Snapshots with start <= ts < end, oldest first. Times as obd.research.instants
         takes them (ms, ISO 8601, `now`/`-6h`, datetime, date); None: unbounded."""
-        for chunk in self.chunks(exchange, symbol, start, end):
+        for chunk in self.chunks(exchange, symbol, start, end, interval=interval):
             yield from chunk
 
     def chunks(
@@ -224,12 +292,14 @@ class Dataset:
         start: When = None,
         end: When = None,
         size: int = CHUNK,
+        *,
+        interval: str | int | None = None,
     ) -> Iterator[list[Snapshot]]:
         """The same snapshots, `size` at a time (the last list shorter)."""
         low, high = _bounds(start, end)
         streams = [
             reader.book_pages(shard.conn, coin, low, high, size)
-            for shard, coin in self._holding(exchange, symbol)
+            for shard, coin in self._holding(exchange, symbol, interval)
         ]
         if len(streams) == 1:
             yield from streams[0]
@@ -244,10 +314,18 @@ class Dataset:
         if out:
             yield out
 
-    def count(self, exchange: str, symbol: str, start: When = None, end: When = None) -> int:
+    def count(
+        self,
+        exchange: str,
+        symbol: str,
+        start: When = None,
+        end: When = None,
+        *,
+        interval: str | int | None = None,
+    ) -> int:
         """At least as many as `snapshots` yields: ts held by several shards count each time."""
         low, high = _bounds(start, end)
-        held = self._holding(exchange, symbol)
+        held = self._holding(exchange, symbol, interval)
         return sum(reader.count(shard.conn, coin.id, low, high) for shard, coin in held)
 
     # -- arrays and frames ------------------------------------------------------------
@@ -259,16 +337,18 @@ class Dataset:
         start: When = None,
         end: When = None,
         levels: int | None = None,
+        *,
+        interval: str | int | None = None,
     ) -> Arrays:
         """The range as dense `Arrays`; `levels` a side (default: the series' depth)."""
         start, end = to_ms(start, "start"), to_ms(end, "end")  # once: `now` means one time
-        depth = levels if levels is not None else self._depth(exchange, symbol)
-        bound = self.count(exchange, symbol, start, end)  # preallocate: one copy, no growth
+        depth = levels if levels is not None else self._depth(exchange, symbol, interval)
+        bound = self.count(exchange, symbol, start, end, interval=interval)  # preallocate
         ts = np.empty(bound, dtype=np.int64)
         books = np.full((2, bound, depth, 2), np.nan, dtype=np.float64)
         mask = np.zeros((2, bound, depth), dtype=np.bool_)
         n = 0
-        for rows, decoded in self.decoded(exchange, symbol, start, end):
+        for rows, decoded in self.decoded(exchange, symbol, start, end, interval=interval):
             ts[n : n + len(rows)] = [row[0] for row in rows]
             _fill_dense(decoded, books[:, n : n + len(rows)], mask[:, n : n + len(rows)])
             n += len(rows)
@@ -281,6 +361,8 @@ class Dataset:
         start: When = None,
         end: When = None,
         size: int = CHUNK,
+        *,
+        interval: str | int | None = None,
     ) -> Iterator[tuple[list[tuple[Any, ...]], codec.Levels]]:
         """The range `size` snapshots at a time as (rows, levels): the rows
         (ts, exchange_ts, received_ts, capture, seq, codec, book) and their books decoded
@@ -288,14 +370,14 @@ class Dataset:
         low, high = _bounds(start, end)
         streams = [
             reader.book_row_pages(shard.conn, coin.id, low, high, size)
-            for shard, coin in self._holding(exchange, symbol)
+            for shard, coin in self._holding(exchange, symbol, interval)
         ]
         batches = streams[0] if len(streams) == 1 else _batches(_merged(streams), size)
         for rows in batches:
             yield rows, codec.decode_many([(row[5], row[6]) for row in rows])
 
-    def _depth(self, exchange: str, symbol: str) -> int:
-        return max(coin.depth for _, coin in self._holding(exchange, symbol))
+    def _depth(self, exchange: str, symbol: str, interval: str | int | None = None) -> int:
+        return max(coin.depth for _, coin in self._holding(exchange, symbol, interval))
 
     def to_polars(
         self,
@@ -304,11 +386,15 @@ class Dataset:
         start: When = None,
         end: When = None,
         levels: int | None = None,
+        *,
+        interval: str | int | None = None,
     ) -> Any:
         """polars DataFrame, one row per level: ts, side, level, price, size."""
         from obd.research import frames  # polars/pandas only when asked for
 
-        return frames.levels(self.decoded(exchange, symbol, start, end), levels, "polars")
+        return frames.levels(
+            self.decoded(exchange, symbol, start, end, interval=interval), levels, "polars"
+        )
 
     def to_pandas(
         self,
@@ -317,11 +403,15 @@ class Dataset:
         start: When = None,
         end: When = None,
         levels: int | None = None,
+        *,
+        interval: str | int | None = None,
     ) -> Any:
         """pandas DataFrame in the layout of `to_polars`."""
         from obd.research import frames
 
-        return frames.levels(self.decoded(exchange, symbol, start, end), levels, "pandas")
+        return frames.levels(
+            self.decoded(exchange, symbol, start, end, interval=interval), levels, "pandas"
+        )
 
     def summary(
         self,
@@ -330,6 +420,8 @@ class Dataset:
         start: When = None,
         end: When = None,
         frame: DataFrameKind = "polars",
+        *,
+        interval: str | int | None = None,
     ) -> Any:
         """The plain summary columns of the range as a DataFrame; no blob is decoded."""
         from obd.research import frames
@@ -337,7 +429,7 @@ class Dataset:
         low, high = _bounds(start, end)
         streams = [
             _flat(reader.plain_pages(shard.conn, coin.id, low, high, CHUNK))
-            for shard, coin in self._holding(exchange, symbol)
+            for shard, coin in self._holding(exchange, symbol, interval)
         ]
         rows: Iterable[tuple[Any, ...]] = (
             streams[0]

@@ -1,7 +1,10 @@
-"""`obd export`: a range of the database as files, one per coin and UTC day, in a Hive
+"""`obd export`: a range of the database as files, one per series and UTC day, in a Hive
 layout that Parquet readers (pyarrow, polars, DuckDB, Spark) take as one dataset:
 
-    DIR/exchange=<E>/symbol=<S>/date=<YYYY-MM-DD>/part.<parquet|csv|ndjson>
+    DIR/exchange=<E>/symbol=<S>/interval=<I>/date=<YYYY-MM-DD>/part.<parquet|csv|ndjson>
+
+A series is a coin at one interval (`1s`, `5m`): a coin collected at two intervals
+exports as two series, never mixed.
 
 Values are URI-encoded (`BTC/USDT` is `symbol=BTC%2FUSDT`), which is how those readers
 decode Hive segments. The file formats are those of download_history (obd/research/sinks.py),
@@ -34,7 +37,7 @@ from obd.research import sinks as download
 from obd.research.instants import When, to_ms
 from obd.times import format_interval, now_ms
 
-__all__ = ["DAY_MS", "Partition", "Result", "coin_directory", "gaps_path", "partitions", "run"]
+__all__ = ["DAY_MS", "Partition", "Result", "gaps_path", "partitions", "run", "series_directory"]
 
 DAY_MS = 86_400_000
 CHUNK = 1_024  # snapshots a read and a Parquet row group: ~20 MB at 100 levels a side
@@ -42,23 +45,29 @@ _EXTENSIONS = {"parquet": "parquet", "csv": "csv", "ndjson": "ndjson"}
 
 
 class Partition(msgspec.Struct, frozen=True):
-    """One coin's snapshots with start <= ts < end, all in one UTC day."""
+    """One series' snapshots with start <= ts < end, all in one UTC day."""
 
     exchange: str
     symbol: str
+    interval: str  # the canonical spelling of the series' interval ("1s", "5m")
     date: str  # YYYY-MM-DD, UTC
     start: int
     end: int
     final: bool  # a whole day in the past: once written, never rewritten
 
     def path(self, out: Path, form: str) -> Path:
-        directory = coin_directory(out, self.exchange, self.symbol)
+        directory = series_directory(out, self.exchange, self.symbol, self.interval)
         return directory / f"date={self.date}" / f"part.{_EXTENSIONS[form]}"
 
 
-def coin_directory(out: Path, exchange: str, symbol: str) -> Path:
-    """`out/exchange=<E>/symbol=<S>`, the values URI-encoded as Hive readers decode them."""
-    return out / f"exchange={quote(exchange, safe='')}" / f"symbol={quote(symbol, safe='')}"
+def series_directory(out: Path, exchange: str, symbol: str, interval: str) -> Path:
+    """`out/exchange=<E>/symbol=<S>/interval=<I>`, the values URI-encoded as Hive
+    readers decode them."""
+    return out.joinpath(
+        f"exchange={quote(exchange, safe='')}",
+        f"symbol={quote(symbol, safe='')}",
+        f"interval={interval}",
+    )
 
 
 class Result(msgspec.Struct):
@@ -95,7 +104,7 @@ def run(
                 partial.unlink(missing_ok=True)  # a stray from an interrupted run
                 result.skipped += 1
             else:
-                metadata = {**about[(part.exchange, part.symbol)], "date": part.date}
+                metadata = {**about[(part.exchange, part.symbol, part.interval)], "date": part.date}
                 result.snapshots += _write(dataset, part, target, partial, form, metadata, bar)
                 result.written += 1
             bar.partition_done()
@@ -105,15 +114,17 @@ def run(
     return result
 
 
-def gaps_path(out: Path, exchange: str, symbol: str, form: str) -> Path:
-    """Where a coin's gaps go: `_gaps.<ext>` in its `symbol=` directory, beside its
+def gaps_path(out: Path, exchange: str, symbol: str, interval: str, form: str) -> Path:
+    """Where a series' gaps go: `_gaps.<ext>` in its `interval=` directory, beside its
     dates. The leading `_` keeps it out of a Hive dataset (pyarrow skips such files)."""
-    return coin_directory(out, exchange, symbol) / f"_gaps.{_EXTENSIONS[form]}"
+    return series_directory(out, exchange, symbol, interval) / f"_gaps.{_EXTENSIONS[form]}"
 
 
-def _metadata(dataset: research.Dataset, exchange: str, symbol: str) -> dict[str, str]:
-    """What a Parquet file of this coin says of itself (its key-value metadata)."""
-    info = dataset.info(exchange, symbol)
+def _metadata(
+    dataset: research.Dataset, exchange: str, symbol: str, interval: str
+) -> dict[str, str]:
+    """What a Parquet file of this series says of itself (its key-value metadata)."""
+    info = dataset.info(exchange, symbol, interval=interval)
     return {
         "exchange": exchange,
         "symbol": symbol,
@@ -128,16 +139,17 @@ def _metadata(dataset: research.Dataset, exchange: str, symbol: str) -> dict[str
 
 def _write_gaps(
     dataset: research.Dataset,
-    key: tuple[str, str],
+    key: tuple[str, str, str],
     out: Path,
     form: str,
     start: int | None,
     end: int | None,
     metadata: dict[str, str],
 ) -> None:
-    """The coin's recorded gaps in [start, end) (unbounded where None), rewritten on
+    """The series' recorded gaps in [start, end) (unbounded where None), rewritten on
     every run: a day with no snapshot at all has no partition, but its gap is here."""
-    gaps = dataset.gaps(*key, start, end)
+    exchange, symbol, interval = key
+    gaps = dataset.gaps(exchange, symbol, start, end, interval=interval)
     target = gaps_path(out, *key, form)
     target.parent.mkdir(parents=True, exist_ok=True)
     bounds = {
@@ -156,7 +168,7 @@ def partitions(
     end: int | None,
     now: int,
 ) -> list[Partition]:
-    """The coin-days of the range that hold data, by exchange, symbol and date."""
+    """The series-days of the range that hold data, by exchange, symbol, interval, date."""
     keys = _matching(dataset, exchange, symbol)
     today = now // DAY_MS * DAY_MS
     plan: list[Partition] = []
@@ -172,9 +184,13 @@ def partitions(
 
 def _matching(
     dataset: research.Dataset, exchange: str | None, symbol: str | None
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str, str]]:
+    """(exchange, symbol, interval) of each matching series: a coin at two intervals is
+    two series, exported apart."""
     keys = [
-        key for key in dataset.pairs() if exchange in (None, key[0]) and symbol in (None, key[1])
+        (key[0], key[1], format_interval(key[2]))
+        for key in dataset.series_keys()
+        if exchange in (None, key[0]) and symbol in (None, key[1])
     ]
     if not keys:
         raise NotFound(f"export: no series matches exchange={exchange} symbol={symbol}")
@@ -182,13 +198,14 @@ def _matching(
 
 
 def _days(
-    key: tuple[str, str], low: int, high: int, start: int | None, end: int | None, today: int
+    key: tuple[str, str, str], low: int, high: int, start: int | None, end: int | None, today: int
 ) -> Iterator[Partition]:
     for day in range(low // DAY_MS * DAY_MS, high, DAY_MS):
         cut = (start is not None and start > day) or (end is not None and end < day + DAY_MS)
         yield Partition(
             exchange=key[0],
             symbol=key[1],
+            interval=key[2],
             date=datetime.fromtimestamp(day / 1000, UTC).strftime("%Y-%m-%d"),
             start=max(day, low),
             end=min(day + DAY_MS, high),
@@ -207,10 +224,11 @@ def _write(
 ) -> int:
     """The partition into `partial`, then renamed to `target`; no file if it is empty."""
     # Parquet is built from the books decoded as arrays; the text formats need Snapshots.
+    where = (part.exchange, part.symbol, part.start, part.end, CHUNK)
     chunks: Iterator[Any] = (
-        dataset.decoded(part.exchange, part.symbol, part.start, part.end, CHUNK)
+        dataset.decoded(*where, interval=part.interval)
         if form == "parquet"
-        else dataset.chunks(part.exchange, part.symbol, part.start, part.end, CHUNK)
+        else dataset.chunks(*where, interval=part.interval)
     )
     first = next(chunks, None)
     if first is None:

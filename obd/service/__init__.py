@@ -192,9 +192,17 @@ class Service:
 
     # -- coins --
 
-    async def list_coins(self) -> list[CoinView]:
-        coins = await self._reader.run(reader.coins, False)
-        return [await self._view(c) for c in coins if c.active or c.history_only]
+    async def list_coins(self, removed: object = None) -> list[CoinView]:
+        """The coins collected, and series registered for history only; with `removed`,
+        every series ever collected too (a coin re-added at another interval is one
+        series per interval), status `removed`."""
+        every = _flag("removed", removed)
+        found = await self._reader.run(reader.coins_with_stats, False)
+        return [
+            self._view_of(coin, stats)
+            for coin, stats in found
+            if every or coin.active or coin.history_only
+        ]
 
     async def availability(self, exchange: object, symbol: object) -> Availability:
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
@@ -261,8 +269,9 @@ class Service:
         end: object = None,
         limit: object = None,
         cursor: object = None,
+        interval: object = None,
     ) -> Page:
-        coin = await self._coin(exchange, symbol)
+        coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
         size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         if cursor is not None:
@@ -273,10 +282,15 @@ class Service:
         return Page(items=items[:size], next=_encode_cursor(items[size].ts))
 
     async def stream_books(
-        self, exchange: object, symbol: object, start: object = None, end: object = None
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        interval: object = None,
     ) -> AsyncIterator[list[Snapshot]]:
         """The whole range in chunks, oldest first; memory stays flat however long it is."""
-        coin = await self._coin(exchange, symbol)
+        coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
         return self._reader.book_pages(coin, begin, stop, STREAM_CHUNK)
 
@@ -289,10 +303,11 @@ class Service:
         limit: object = None,
         every: object = None,
         levels: object = None,
+        interval: object = None,
     ) -> SummaryPage:
         """Summary columns of a range without decoding blobs (unless `levels` asks for the
         top of each book); `every` keeps the first snapshot of each such bucket."""
-        coin = await self._coin(exchange, symbol)
+        coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
         size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         every_ms = None if every is None else parse_interval(every, "every")
@@ -305,16 +320,21 @@ class Service:
         return SummaryPage(rows=rows[:size], next_start=rows[size].ts)
 
     async def count_books(
-        self, exchange: object, symbol: object, start: object = None, end: object = None
+        self,
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        interval: object = None,
     ) -> BookCount:
         """How many snapshots `books`/`stream_books` would give for the same arguments."""
-        coin = await self._coin(exchange, symbol)
+        coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
         found = await self._reader.run(reader.count, coin.id, begin, stop)
         return BookCount(start=begin, end=stop, count=found)
 
-    async def latest(self, exchange: object, symbol: object) -> Snapshot:
-        coin = await self._coin(exchange, symbol)
+    async def latest(self, exchange: object, symbol: object, interval: object = None) -> Snapshot:
+        coin = await self._coin(exchange, symbol, interval)
         snapshot = await self._reader.run(reader.latest, coin)
         if snapshot is None:
             raise NotFound(f"no snapshot of {coin.symbol} on {coin.exchange} yet")
@@ -328,10 +348,12 @@ class Service:
         end: object = None,
         sources: object = None,
         fillable: object = None,
+        *,
+        interval: object = None,
     ) -> Coverage:
         """Slots present and gaps; with `sources`, where the present ones came from; with
         `fillable`, which provider could fill each gap (asked, not fetched)."""
-        coin = await self._coin(exchange, symbol)
+        coin = await self._coin(exchange, symbol, interval)
         by_capture = _flag("sources", sources)
         probe = _flag("fillable", fillable)
         now = now_ms()
@@ -535,8 +557,8 @@ class Service:
         coins = []
         stale = False
         now = now_ms()
-        for coin in await self._reader.run(reader.coins):
-            last = await self._reader.run(reader.last_ts, coin.id)
+        for coin, counts in await self._reader.run(reader.coins_with_stats):
+            last = counts.last_ts
             since = max(last or 0, coin.added_ts)
             fresh = now - since <= 3 * coin.interval_ms + 30_000
             stale = stale or not fresh
@@ -590,16 +612,26 @@ class Service:
 
     # -- helpers --
 
-    async def _coin(self, exchange: object, symbol: object) -> Coin:
+    async def _coin(self, exchange: object, symbol: object, interval: object = None) -> Coin:
+        """The series a read names: at `interval` if given, else the coin's active series,
+        else the one collected last (a coin re-added at another interval has several)."""
         exchange_id, symbol_name = _exchange(exchange), _symbol(symbol)
-        coin = await self._reader.run(reader.coin, exchange_id, symbol_name)
+        interval_ms = None if interval is None else parse_interval(interval)
+        coin = await self._reader.run(reader.coin, exchange_id, symbol_name, interval_ms)
         if coin is None:
             self._exchanges.plugins.spec_for(exchange_id)  # unknown exchange: say that instead
+            if interval_ms is not None:
+                raise NotFound(
+                    f"{symbol_name} on {exchange_id} was never collected every "
+                    f"{format_interval(interval_ms)}"
+                )
             raise NotFound(f"{symbol_name} on {exchange_id} is not collected (add it first)")
         return coin
 
     async def _view(self, coin: Coin) -> CoinView:
-        stats = await self._reader.run(reader.stats, coin.id)
+        return self._view_of(coin, await self._reader.run(reader.stats, coin.id))
+
+    def _view_of(self, coin: Coin, stats: reader.CoinStats) -> CoinView:
         return CoinView(
             exchange=coin.exchange,
             symbol=coin.symbol,
@@ -705,6 +737,17 @@ def _symbol(value: object) -> str:
     return value
 
 
+def _flag(name: str, value: object) -> bool:
+    """A yes/no argument: a JSON boolean, or `true`/`false`/`1`/`0` in a query."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    raise BadRequest(f"{name}: expected true or false, got {value!r:.60}")
+
+
 def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = None) -> int:
     """An integer argument (or its decimal string) in [lo, hi]; the error names it."""
     if value is None and default is not None:
@@ -714,17 +757,6 @@ def _bounded(name: str, value: object, lo: int, hi: int, default: int | None = N
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadRequest(f"{name}: expected an integer from {lo} to {hi}, got {value!r:.60}")
     return value
-
-
-def _flag(name: str, value: object) -> bool:
-    """A yes/no argument: a JSON boolean, or `true`/`false`/`1`/`0` from a query."""
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        return value.lower() in ("true", "1")
-    raise BadRequest(f"{name}: expected true or false, got {value!r:.60}")
 
 
 def _range(start: object, end: object) -> tuple[int, int]:

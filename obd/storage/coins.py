@@ -26,9 +26,21 @@ class CoinRequest(msgspec.Struct, frozen=True):
 
 
 def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, bool]:
-    """(coin, created). Re-adding a removed coin resumes its series and records the
-    slots it was not collected as a `removed` gap, so every slot stays accounted for."""
-    existing = reader.coin(conn, want.exchange, want.symbol)
+    """(coin, created). A series is (exchange, symbol, interval) and at most one series
+    of a coin is active: re-adding a removed coin at its old interval resumes that
+    series, recording the slots it was not collected as a `removed` gap (every slot stays
+    accounted for); at a new interval it starts a new series, and the old ones stay as
+    they were, readable and listed as removed."""
+    active = reader.coin(conn, want.exchange, want.symbol)
+    if active is not None and active.active:
+        if (active.interval_ms, active.depth) != (want.interval_ms, want.depth):
+            raise Conflict(
+                f"{want.symbol} on {want.exchange} is already collected every "
+                f"{format_interval(active.interval_ms)} at depth {active.depth}; "
+                "remove it first to change that"
+            )
+        return active, False
+    existing = reader.coin(conn, want.exchange, want.symbol, want.interval_ms)
     if existing is None:
         conn.execute(
             "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
@@ -48,45 +60,21 @@ def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, 
     elif existing.history_only:
         # Collected from now on: what came before is history (back-filled or not collected).
         conn.execute(
-            "UPDATE series SET active = 1, history_only = 0, added_ts = ?, interval_ms = ?, "
-            "interval = ?, depth = ?, synthetic = ?, tick_size = coalesce(?, tick_size), "
+            "UPDATE series SET active = 1, history_only = 0, added_ts = ?, depth = ?, "
+            "synthetic = ?, tick_size = coalesce(?, tick_size), "
             "lot_size = coalesce(?, lot_size) WHERE id = ?",
-            (
-                now,
-                want.interval_ms,
-                want.interval,
-                want.depth,
-                want.synthetic,
-                want.tick_size,
-                want.lot_size,
-                existing.id,
-            ),
+            (now, want.depth, want.synthetic, want.tick_size, want.lot_size, existing.id),
         )
-    elif existing.active:
-        if (existing.interval_ms, existing.depth) != (want.interval_ms, want.depth):
-            raise Conflict(
-                f"{want.symbol} on {want.exchange} is already collected every "
-                f"{format_interval(existing.interval_ms)} at depth {existing.depth}; "
-                "remove it first to change that"
-            )
-        return existing, False
     else:
         until = reader.accounted_until(conn, existing)
         if until is not None:
             record_gap(conn, existing.id, until, slot_at_or_after(now, want.interval_ms), "removed")
         conn.execute(
-            "UPDATE series SET active = 1, interval_ms = ?, interval = ?, depth = ?, "
+            "UPDATE series SET active = 1, interval = ?, depth = ?, "
             "tick_size = coalesce(?, tick_size), lot_size = coalesce(?, lot_size) WHERE id = ?",
-            (
-                want.interval_ms,
-                want.interval,
-                want.depth,
-                want.tick_size,
-                want.lot_size,
-                existing.id,
-            ),
+            (want.interval, want.depth, want.tick_size, want.lot_size, existing.id),
         )
-    coin = reader.coin(conn, want.exchange, want.symbol)
+    coin = reader.coin(conn, want.exchange, want.symbol, want.interval_ms)
     assert coin is not None
     return coin, True
 
@@ -119,6 +107,6 @@ def register_history_only(conn: apsw.Connection, want: CoinRequest, now: int) ->
             now,
         ),
     )
-    coin = reader.coin(conn, want.exchange, want.symbol)
+    coin = reader.coin(conn, want.exchange, want.symbol, want.interval_ms)
     assert coin is not None
     return coin

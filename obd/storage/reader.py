@@ -106,16 +106,46 @@ class CoinStats(msgspec.Struct, frozen=True):
 
 
 def coins(conn: apsw.Connection, active_only: bool = True) -> list[Coin]:
+    """Active coins, or every series ever collected (a coin re-added at another interval
+    is a series per interval), by exchange and symbol, the active series first."""
     where = "WHERE active = 1" if active_only else ""
     rows = conn.execute(
-        f"SELECT {_coin_columns(conn)} FROM series {where} ORDER BY exchange, symbol"
+        f"SELECT {_coin_columns(conn)} FROM series {where} "
+        "ORDER BY exchange, symbol, active DESC, id DESC"
     )
     return [_coin(row) for row in rows]
 
 
-def coin(conn: apsw.Connection, exchange: str, symbol: str) -> Coin | None:
+def coins_with_stats(
+    conn: apsw.Connection, active_only: bool = True
+) -> list[tuple[Coin, CoinStats]]:
+    """`coins` with each one's `stats`, in one query where the file keeps them."""
+    if not _stats_kept(conn):
+        return [(coin, stats(conn, coin.id)) for coin in coins(conn, active_only)]
+    where = "WHERE active = 1" if active_only else ""
+    rows = conn.execute(
+        f"SELECT {_coin_columns(conn)}, first_ts, last_ts, snapshots FROM series {where} "
+        "ORDER BY exchange, symbol, active DESC, id DESC"
+    )
+    return [(_coin(row), CoinStats(*row[-3:])) for row in rows]
+
+
+def coin(
+    conn: apsw.Connection, exchange: str, symbol: str, interval_ms: int | None = None
+) -> Coin | None:
+    """The series of a coin at `interval_ms`; without one, the active series, else the
+    one collected last (docs/FORMAT.md: a series is exchange, symbol and interval)."""
+    if interval_ms is not None:
+        row = conn.execute(
+            f"SELECT {_coin_columns(conn)} FROM series "
+            "WHERE exchange = ? AND symbol = ? AND interval_ms = ?",
+            (exchange, symbol, interval_ms),
+        ).fetchone()
+        return _coin(row) if row else None
+    latest = "coalesce(last_ts, added_ts)" if _stats_kept(conn) else "added_ts"
     row = conn.execute(
-        f"SELECT {_coin_columns(conn)} FROM series WHERE exchange = ? AND symbol = ?",
+        f"SELECT {_coin_columns(conn)} FROM series WHERE exchange = ? AND symbol = ? "
+        f"ORDER BY active DESC, {latest} DESC, id DESC LIMIT 1",
         (exchange, symbol),
     ).fetchone()
     return _coin(row) if row else None
@@ -140,17 +170,50 @@ def _coin(row: Any) -> Coin:
 
 
 def stats(conn: apsw.Connection, coin_id: int) -> CoinStats:
-    # min/max come from the primary key; count walks the coin's key range (no blob reads).
-    row = conn.execute(
-        "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (coin_id,)
-    ).fetchone()
+    """Count and first/last ts: kept on the series row since schema 4 (O(1)); a
+    read-only copy of an older file (which cannot be migrated) counts its rows."""
+    if _stats_kept(conn):
+        row = conn.execute(
+            "SELECT first_ts, last_ts, snapshots FROM series WHERE id = ?", (coin_id,)
+        ).fetchone()
+        if row is None:
+            return CoinStats(first_ts=None, last_ts=None, count=0)
+    else:
+        row = conn.execute(
+            "SELECT min(ts), max(ts), count(*) FROM snapshots WHERE series = ?", (coin_id,)
+        ).fetchone()
     assert row is not None
     return CoinStats(first_ts=row[0], last_ts=row[1], count=row[2])
 
 
 def last_ts(conn: apsw.Connection, coin_id: int) -> int | None:
+    return stats(conn, coin_id).last_ts if _stats_kept(conn) else _max_ts(conn, coin_id)
+
+
+def _max_ts(conn: apsw.Connection, coin_id: int) -> int | None:
     row = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (coin_id,)).fetchone()
     return None if row is None else row[0]
+
+
+def _rows(conn: apsw.Connection) -> str:
+    """Where the summary rows are: the table, since schema 4 (counting through the
+    `snapshots` view would look up every row's book), else the old `snapshots` table."""
+    return "snapshot_rows" if _stats_kept(conn) else "snapshots"
+
+
+_STATS_KEPT: "weakref.WeakKeyDictionary[apsw.Connection, bool]" = weakref.WeakKeyDictionary()
+_STATS_SCHEMA = 4  # the schema version from which `series` keeps its stats
+
+
+def _stats_kept(conn: apsw.Connection) -> bool:
+    """Whether the file keeps per-series stats (schema 4 on); remembered once true."""
+    if _STATS_KEPT.get(conn):
+        return True
+    row = conn.execute("PRAGMA user_version").fetchone()
+    kept = row is not None and int(row[0]) >= _STATS_SCHEMA
+    if kept:
+        _STATS_KEPT[conn] = True
+    return kept
 
 
 _SNAPSHOT_COLUMNS: "weakref.WeakKeyDictionary[apsw.Connection, str]" = weakref.WeakKeyDictionary()
@@ -332,8 +395,16 @@ def plain_pages(
 
 
 def count(conn: apsw.Connection, coin_id: int, start: int, end: int) -> int:
+    """Snapshots with start <= ts < end: the kept count when the range holds the whole
+    series (coverage and exports of everything stay O(1)), else the rows counted."""
+    if _stats_kept(conn):
+        kept = stats(conn, coin_id)
+        if kept.first_ts is None:
+            return 0
+        if start <= kept.first_ts and kept.last_ts is not None and kept.last_ts < end:
+            return kept.count
     row = conn.execute(
-        "SELECT count(*) FROM snapshots WHERE series = ? AND ts >= ? AND ts < ?",
+        f"SELECT count(*) FROM {_rows(conn)} WHERE series = ? AND ts >= ? AND ts < ?",
         (coin_id, start, end),
     ).fetchone()
     return int(row[0]) if row else 0
@@ -345,8 +416,8 @@ def runs(
     """[first, last + interval) of each run of consecutive stored slots in [start, end),
     oldest first (rows off the slot grid are not slots)."""
     rows = conn.execute(
-        "SELECT min(ts), max(ts) FROM (SELECT ts, ts - ? * row_number() OVER (ORDER BY ts) "
-        "AS island FROM snapshots WHERE series = ? AND ts >= ? AND ts < ? AND ts % ? = 0) "
+        f"SELECT min(ts), max(ts) FROM (SELECT ts, ts - ? * row_number() OVER (ORDER BY ts) "
+        f"AS island FROM {_rows(conn)} WHERE series = ? AND ts >= ? AND ts < ? AND ts % ? = 0) "
         "GROUP BY island ORDER BY 1",
         (interval_ms, coin_id, start, end, interval_ms),
     ).fetchall()
@@ -369,11 +440,14 @@ def gaps(conn: apsw.Connection, coin_id: int, start: int, end: int) -> list[Gap]
 
 
 def accounted_until(conn: apsw.Connection, coin: Coin) -> int | None:
-    """The end of the last slot that is a snapshot or a recorded gap (None: nothing yet)."""
-    last = conn.execute("SELECT max(ts) FROM snapshots WHERE series = ?", (coin.id,)).fetchone()
-    gap_end = conn.execute("SELECT max(end_ts) FROM gaps WHERE series = ?", (coin.id,)).fetchone()
+    """The end of the last slot that is a snapshot or a recorded gap (None: nothing yet).
+    Two index seeks: gaps never overlap, so the last one by start ends last."""
+    last = last_ts(conn, coin.id)
+    gap_end = conn.execute(
+        "SELECT end_ts FROM gaps WHERE series = ? ORDER BY start_ts DESC LIMIT 1", (coin.id,)
+    ).fetchone()
     ends = [
-        *([last[0] + coin.interval_ms] if last and last[0] is not None else []),
+        *([last + coin.interval_ms] if last is not None else []),
         *([gap_end[0]] if gap_end and gap_end[0] is not None else []),
     ]
     return max(ends) if ends else None

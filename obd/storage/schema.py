@@ -12,7 +12,10 @@ from obd.errors import StoreError
 FORMAT_NAME = "obd-books"
 # The `series` table holds the coins: the code calls a row a coin and its id `coin_id`;
 # the table and column keep their names (files in the wild, docs/FORMAT.md).
-PAGE_SIZE = 16_384  # bytes: ~30 snapshot rows a page; range scans run ~2x faster than at 4 KiB
+# 16 KiB pages: range scans ran ~2x faster than at 4 KiB; a page holds ~30 rows of
+# 100-level books, or (schema 4, `books`) three 4-6 KB books of depth 1000; longer books
+# fill whole overflow pages (bench_growth.py's layout section measures it).
+PAGE_SIZE = 16_384
 
 _V1 = """
 CREATE TABLE meta (
@@ -89,14 +92,132 @@ _V3 = """
 ALTER TABLE snapshots ADD COLUMN seq INTEGER;
 """
 
+# A book's key in `books`: series * 2^42 + ts. ts (ms) stays below 2^42 until 2109, so
+# keys of different series never meet, and one series' books sit together in key order.
+BOOK_KEY_SHIFT = 42
+TS_LIMIT = 1 << BOOK_KEY_SHIFT  # a snapshot's ts is in [0, TS_LIMIT)
+_KEY = "* 4398046511104 +"  # "* 2^42 +", spelled out for SQLite
+# Blobs up to this many bytes stay in their snapshot_rows row; longer ones go to `books`.
+# A WITHOUT ROWID row keeps ~4 KB inline (at 16 KiB pages) and puts the rest of a longer
+# one in an overflow page of its own, mostly empty; at 2 KB a row always fits.
+INLINE_BOOK_BYTES = 2_048
+
+
+def book_key(series: int, ts: int) -> int:
+    """The `books.id` of a snapshot: series * 2^42 + ts."""
+    return (series << BOOK_KEY_SHIFT) + ts
+
+
+def snapshots_view(*added: str) -> str:
+    """The `snapshots` view over snapshot_rows and books, with the schema-3 columns and
+    then `added` (columns a later migration adds to snapshot_rows). Such a migration
+    runs `ALTER TABLE snapshot_rows ADD COLUMN x ...; DROP VIEW snapshots;` and this
+    with ("x",): `snapshots` is a view since schema 4, so ALTER TABLE cannot reach it."""
+    extra = "".join(f", r.{name}" for name in added)
+    return f"""CREATE VIEW snapshots AS
+SELECT r.series, r.ts, r.exchange_ts, r.received_ts, r.capture, r.bid_levels,
+    r.ask_levels, r.best_bid, r.best_ask, r.mid, r.spread_bps, r.bid_size_10,
+    r.ask_size_10, r.imbalance_10, r.crossed, r.codec,
+    CASE WHEN length(r.book) > 0 THEN r.book
+        ELSE (SELECT b.book FROM books AS b WHERE b.id = r.series {_KEY} r.ts) END AS book,
+    r.seq{extra}
+FROM snapshot_rows AS r;"""
+
+
+# Schema 4 (issues 14 and 17):
+# - A series is (exchange, symbol, interval): re-adding a coin at another interval starts
+#   a new series and the old one stays readable; at most one active series per coin.
+# - Each series keeps its snapshot count and first and last ts, maintained by triggers
+#   in the transaction that writes the rows, so listing coins never scans rows.
+# - Blobs over INLINE_BOOK_BYTES (deep books) move to `books`, a rowid table keyed
+#   series * 2^42 + ts, which fills whole pages with books of any size; their row keeps
+#   an empty `book`. Small books stay inline: one B-tree write a row, as before.
+#   The old table is renamed, not copied: upgrading a file moves only its long blobs.
+#   The view `snapshots` keeps the schema-3 columns, blob included, for every reader.
+_V4 = f"""
+CREATE TABLE series_v4 (
+    id          INTEGER PRIMARY KEY,
+    exchange    TEXT    NOT NULL,
+    symbol      TEXT    NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    interval    TEXT    NOT NULL,
+    depth       INTEGER NOT NULL,
+    active      INTEGER NOT NULL,
+    synthetic   INTEGER NOT NULL,
+    added_ts    INTEGER NOT NULL,
+    tick_size   REAL,
+    lot_size    REAL,
+    snapshots   INTEGER NOT NULL DEFAULT 0,
+    first_ts    INTEGER,
+    last_ts     INTEGER,
+    UNIQUE (exchange, symbol, interval_ms)
+);
+INSERT INTO series_v4 (id, exchange, symbol, interval_ms, interval, depth, active,
+    synthetic, added_ts, tick_size, lot_size)
+SELECT id, exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts,
+    tick_size, lot_size FROM series;
+DROP TABLE series;
+ALTER TABLE series_v4 RENAME TO series;
+CREATE UNIQUE INDEX series_active ON series (exchange, symbol) WHERE active = 1;
+
+ALTER TABLE snapshots RENAME TO snapshot_rows;
+
+CREATE TABLE books (
+    id   INTEGER PRIMARY KEY,  -- snapshot_rows.series * 2^42 + snapshot_rows.ts
+    book BLOB    NOT NULL
+);
+INSERT INTO books (id, book)
+SELECT series {_KEY} ts, book FROM snapshot_rows WHERE length(book) > {INLINE_BOOK_BYTES}
+ORDER BY series, ts;
+UPDATE snapshot_rows SET book = x'' WHERE length(book) > {INLINE_BOOK_BYTES};
+
+UPDATE series SET
+    snapshots = (SELECT count(*) FROM snapshot_rows WHERE series = series.id),
+    first_ts = (SELECT min(ts) FROM snapshot_rows WHERE series = series.id),
+    last_ts = (SELECT max(ts) FROM snapshot_rows WHERE series = series.id);
+
+{snapshots_view()}
+
+CREATE TRIGGER snapshot_added AFTER INSERT ON snapshot_rows BEGIN
+    UPDATE series SET
+        snapshots = snapshots + 1,
+        first_ts = CASE WHEN first_ts IS NULL OR NEW.ts < first_ts THEN NEW.ts
+                        ELSE first_ts END,
+        last_ts = CASE WHEN last_ts IS NULL OR NEW.ts > last_ts THEN NEW.ts
+                       ELSE last_ts END
+    WHERE id = NEW.series;
+END;
+
+CREATE TRIGGER snapshot_deleted AFTER DELETE ON snapshot_rows BEGIN
+    UPDATE series SET
+        snapshots = snapshots - 1,
+        first_ts = CASE WHEN OLD.ts = first_ts
+            THEN (SELECT min(ts) FROM snapshot_rows WHERE series = OLD.series)
+            ELSE first_ts END,
+        last_ts = CASE WHEN OLD.ts = last_ts
+            THEN (SELECT max(ts) FROM snapshot_rows WHERE series = OLD.series)
+            ELSE last_ts END
+    WHERE id = OLD.series;
+END;
+
+CREATE TRIGGER snapshot_book_deleted AFTER DELETE ON snapshot_rows
+WHEN length(OLD.book) = 0 BEGIN
+    DELETE FROM books WHERE id = OLD.series {_KEY} OLD.ts;
+END;
+
+-- A row and its book are found by (series, ts): rows are written, never moved.
+CREATE TRIGGER snapshot_key_fixed BEFORE UPDATE OF series, ts ON snapshot_rows BEGIN
+    SELECT RAISE(ABORT, 'snapshot_rows: series and ts are never updated');
+END;
+"""
+
 # A series registered by `obd backfill` for history only: never collected live (its
 # exchange may be one obd cannot reach); `obd coins add` turns it into a collected one.
-# (Named _V5: it follows the storage work's _V4 when both are merged; here it is 4th.)
 _V5 = """
 ALTER TABLE series ADD COLUMN history_only INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V5)  # MIGRATIONS[i] takes user_version i to i + 1
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)  # [i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,7 +23,7 @@ from obd.metrics import Metrics
 from obd.model import Book, Coin, GapReason, Snapshot
 from obd.storage import codec
 from obd.storage.connect import open_writer
-from obd.storage.schema import migrate
+from obd.storage.schema import INLINE_BOOK_BYTES, TS_LIMIT, book_key, migrate
 from obd.storage.summary import COLUMNS, summarize
 from obd.times import now_ms
 
@@ -351,16 +351,24 @@ _INSERT_COLUMNS = (
     "seq",
 )
 _INSERT = (
-    f"INSERT OR IGNORE INTO snapshots ({', '.join(_INSERT_COLUMNS)}) "
+    f"INSERT OR IGNORE INTO snapshot_rows ({', '.join(_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
+_INSERT_BOOK = "INSERT INTO books (id, book) VALUES (?, ?)"
 
 
 def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
-    """Store one book; False if the slot already holds one (the first one stays)."""
+    """Store one book; False if the slot already holds one (the first one stays).
+
+    A blob over INLINE_BOOK_BYTES goes to `books`, its row keeping an empty `book`
+    (docs/FORMAT.md), in the caller's transaction; a trigger keeps the series' counts."""
+    if not 0 <= row.ts < TS_LIMIT:  # outside the book key's range: never stored
+        log.error("snapshot_ts_out_of_range", coin_id=row.coin.id, ts=row.ts)
+        return False
     bids, asks = row.book.bids, row.book.asks
     codec_id, blob = codec.encode(bids, asks)
     summary = summarize(bids, asks)
+    inline = len(blob) <= INLINE_BOOK_BYTES
     conn.execute(
         _INSERT,
         (
@@ -371,11 +379,15 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
             row.capture,
             *msgspec.structs.astuple(summary),
             codec_id,
-            blob,
+            blob if inline else b"",
             row.book.seq,
         ),
     )
-    return conn.changes() == 1
+    if conn.changes() != 1:
+        return False
+    if not inline:
+        conn.execute(_INSERT_BOOK, (book_key(row.coin.id, row.ts), blob))
+    return True
 
 
 def record_gap(
@@ -385,11 +397,19 @@ def record_gap(
     same reason, so a long outage is one row, not one per slot."""
     if end <= start:
         return
-    conn.execute(
-        "UPDATE gaps SET end_ts = ? WHERE series = ? AND end_ts = ? AND reason = ?",
-        (end, coin_id, start, reason),
-    )
-    if conn.changes() == 0:
+    # Gaps never overlap, so only the last one starting before `start` can touch it: one
+    # index seek, where matching on end_ts would walk every gap of the coin.
+    before = conn.execute(
+        "SELECT start_ts, end_ts, reason FROM gaps WHERE series = ? AND start_ts < ? "
+        "ORDER BY start_ts DESC LIMIT 1",
+        (coin_id, start),
+    ).fetchone()
+    if before is not None and before[1] == start and before[2] == reason:
+        conn.execute(
+            "UPDATE gaps SET end_ts = ? WHERE series = ? AND start_ts = ?",
+            (end, coin_id, before[0]),
+        )
+    else:
         conn.execute(
             "INSERT OR IGNORE INTO gaps (series, start_ts, end_ts, reason) VALUES (?, ?, ?, ?)",
             (coin_id, start, end, reason),
@@ -400,8 +420,8 @@ def retract(conn: apsw.Connection, row: RetractIn) -> None:
     """Delete the live snapshots of (after, until] and record their slots as gaps."""
     where = "series = ? AND ts > ? AND ts <= ? AND capture IN ('ws', 'synthetic')"
     bounds = (row.coin_id, row.after, row.until)
-    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshots WHERE {where}", bounds)]
-    conn.execute(f"DELETE FROM snapshots WHERE {where}", bounds)
+    slots = [ts for (ts,) in conn.execute(f"SELECT ts FROM snapshot_rows WHERE {where}", bounds)]
+    conn.execute(f"DELETE FROM snapshot_rows WHERE {where}", bounds)  # triggers: books, counts
     for ts in slots:
         record_gap(conn, row.coin_id, ts, ts + row.interval_ms, row.reason)
     if slots:
