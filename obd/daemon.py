@@ -30,6 +30,7 @@ from obd.context import (
 from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
 from obd.http.ws import route as ws
+from obd.http.ws.protocol import Protocol as WebSocketProtocol
 from obd.http.ws.hub import Hub
 from obd.notify import (
     STATUS_INTERVAL_S,
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from obd.http.oauth import TokenEndpoint
 
 log = structlog.get_logger("obd")
+
+# The WebSocket protocol uvicorn runs (a name uvicorn knows, or a class); a module
+# global so benchmarks/bench_ws.py can measure uvicorn's own against it.
+WS_PROTOCOL: "type[asyncio.Protocol] | str" = WebSocketProtocol
 
 
 class _Server(uvicorn.Server):
@@ -95,9 +100,11 @@ async def run(config: Config) -> None:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
-                # WebSocket: frames are encoded once for all subscribers, so no per-client
-                # compression; larger frames are refused with 1009; dead peers time out.
-                ws="websockets-sansio",
+                # WebSocket: uvicorn's sans-I/O protocol, plus the direct writer the hub
+                # fans frames out with; frames are encoded once for all subscribers, so
+                # no per-client compression; larger frames are refused with 1009; dead
+                # peers time out.
+                ws=WS_PROTOCOL,
                 ws_per_message_deflate=False,
                 ws_max_size=ws.MAX_FRAME_BYTES,
                 ws_ping_interval=ws.PING_INTERVAL_S,

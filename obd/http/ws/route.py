@@ -28,6 +28,7 @@ from obd.errors import (
 )
 from obd.http import errors
 from obd.http.ws import messages as msg
+from obd.http.ws import protocol
 from obd.http.ws.hub import Feed, Hub, Wire, encode
 from obd.service import Service
 
@@ -126,7 +127,8 @@ class Connection:
         principal: Principal,
         wire: Wire,
     ) -> None:
-        self.feed = Feed(wire)
+        direct = (socket.scope.get("extensions") or {}).get(protocol.DIRECT)
+        self.feed = Feed(wire, direct if isinstance(direct, protocol.DirectWriter) else None)
         self._socket = socket
         self._service = service
         self._hub = hub
@@ -166,11 +168,21 @@ class Connection:
         raise _Closing(CLOSE_TOO_SLOW, reason)
 
     async def _send_all(self) -> None:
-        mode: Literal["text", "binary"] = "binary" if self.feed.wire == "msgpack" else "text"
+        """Writes what the feed queued (live frames the socket could not take at once,
+        answers, history), in order."""
+        feed, direct = self.feed, self.feed.direct
+        mode: Literal["text", "binary"] = "binary" if feed.wire == "msgpack" else "text"
         try:
             while True:
-                frame = await self.feed.next()
-                await self._socket.send_data(frame, mode)
+                frame = await feed.next()
+                if direct is None:
+                    await self._socket.send_data(frame, mode)
+                else:
+                    await direct.wait_writable()
+                    text = isinstance(frame, str)
+                    if not direct.write(protocol.frame(frame.encode() if text else frame, text)):
+                        raise _Closing(None)  # closing or gone, as uvicorn's `send` would say
+                feed.sent()
         except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
             raise _Closing(None) from None
 
