@@ -30,8 +30,8 @@ from obd.context import (
 from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
 from obd.http.ws import route as ws
-from obd.http.ws.protocol import Protocol as WebSocketProtocol
 from obd.http.ws.hub import Hub
+from obd.http.ws.protocol import Protocol as WebSocketProtocol
 from obd.notify import (
     STATUS_INTERVAL_S,
     keep_status_current,

@@ -69,4 +69,5 @@ class Protocol(WebSocketsSansIOProtocol):
         # The app's task is created but has not run yet: the extension is there before
         # the handshake reaches it. A refused handshake never made a scope.
         if self.handshake_initiated and not self.close_sent:
-            self.scope["extensions"][DIRECT] = DirectWriter(self)
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[DIRECT] = DirectWriter(self)

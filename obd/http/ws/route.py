@@ -179,8 +179,11 @@ class Connection:
                     await self._socket.send_data(frame, mode)
                 else:
                     await direct.wait_writable()
-                    text = isinstance(frame, str)
-                    if not direct.write(protocol.frame(frame.encode() if text else frame, text)):
+                    if isinstance(frame, str):
+                        framed = protocol.frame(frame.encode(), text=True)
+                    else:
+                        framed = protocol.frame(frame, text=False)
+                    if not direct.write(framed):
                         raise _Closing(None)  # closing or gone, as uvicorn's `send` would say
                 feed.sent()
         except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
@@ -284,8 +287,9 @@ class Connection:
         seq = 0
         async with contextlib.aclosing(history.chunks()) as chunks:
             async for chunk in chunks:
-                frame = encode(msg.HistoryChunk(id=request.id, seq=seq, data=chunk), wire)
-                await self.feed.put_history(frame)
+                # Deep books take as long to encode as to decode: off the loop, bounded.
+                message = msg.HistoryChunk(id=request.id, seq=seq, data=chunk)
+                await self.feed.put_history(await self._service.offload(encode, message, wire))
                 seq += 1
         done = msg.HistoryComplete(
             id=request.id,
