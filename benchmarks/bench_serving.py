@@ -4,6 +4,7 @@ a ccxt coin fed by the Binance emulator) at 1 s and depth 1000, idle and then un
 
     python benchmarks/bench_serving.py [--readers 50] [--seconds 30] [--limit 10]
                                        [--depth 1000] [--no-ccxt]
+    python benchmarks/bench_serving.py --rss [--seconds 60]
 
 Slot age: for every row stored during a phase, its slot `ts` minus its `received_ts`
 (when the book stored at the slot reached obd). Idle, that is the feed's own update
@@ -11,6 +12,10 @@ period plus the loop's reaction time; when readers hold the loop or the GIL the 
 needs, books are taken late and grow older. The ratio loaded / idle of the p99 and the
 maximum is the figure (issue 14 asks for <= 1.2). Slots stored out of those expected
 say whether any were lost.
+
+`--rss`: the shipped config.toml (two sim coins at 1 s) on port 0 in a scratch
+directory: the daemon's RSS after `--seconds`, and which heavy native libraries it has
+mapped (numpy, pydantic-core: the MCP SDK, pyarrow...), from /proc.
 
 Readers: `--readers` keep-alive HTTP/1.1 connections over 2 client processes (a raw
 client, so the clients' own parsing is not what is measured), each asking in a loop
@@ -278,6 +283,30 @@ def report(
         )
 
 
+HEAVY = ("numpy", "pydantic_core", "pyarrow", "polars", "zstandard", "apsw", "msgspec")
+
+
+def shipped_rss(seconds: float) -> None:
+    shipped = (REPO / "config.toml").read_text()
+    config = shipped.replace("port = 8787", "port = 0").replace(
+        'dirs = ["plugins.d"]', f"dirs = [{json.dumps(str(REPO / 'plugins.d'))}]"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.toml"
+        path.write_text(config)
+        daemon = Daemon(path)
+        try:
+            time.sleep(seconds)
+            rss = daemon.rss_mib()
+            maps = Path(f"/proc/{daemon.process.pid}/maps").read_text()
+        finally:
+            daemon.stop()
+    mapped = [name for name in HEAVY if f"/{name}" in maps]
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
+    print(f"## Shipped config, sim only: RSS after {seconds:.0f} s: {rss:.1f} MiB\n")
+    print(f"native libraries mapped: {', '.join(mapped) or 'none of ' + ', '.join(HEAVY)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readers", type=int, default=50)
@@ -287,7 +316,12 @@ def main() -> None:
     parser.add_argument("--ccxt-depth", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=8, help="seconds before measuring")
     parser.add_argument("--no-ccxt", dest="ccxt", action="store_false")
-    run(parser.parse_args())
+    parser.add_argument("--rss", action="store_true", help="the shipped config's RSS only")
+    args = parser.parse_args()
+    if args.rss:
+        shipped_rss(args.seconds)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from obd.metrics import METRICS
 from obd.service import Service
 
 if TYPE_CHECKING:
+    from obd.http.mcp_mount import McpApp
     from obd.http.oauth import TokenEndpoint
-    from obd.mcp.http import McpHttp
 
 log = structlog.get_logger("obd.http")
 
@@ -32,7 +32,7 @@ def create_app(
     service: Service,
     authenticator: Authenticator,
     *,
-    mcp: "McpHttp | None" = None,
+    mcp: "McpApp | None" = None,
     hub: Hub | None = None,
     oauth: "TokenEndpoint | None" = None,
     host: str = "127.0.0.1",
@@ -83,7 +83,7 @@ async def _count_response(message: Message, scope: Scope) -> None:
         )
 
 
-def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:
+def _mcp_mount(mcp: "McpApp") -> ASGIRouteHandler:
     """MCP over streamable HTTP at /mcp, behind the same guard as every route: a token
     needs `read` to connect; add_coin and remove_coin check `write` per call."""
 
