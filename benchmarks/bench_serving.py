@@ -3,7 +3,7 @@ a ccxt coin fed by the Binance emulator) at 1 s and depth 1000, idle and then un
 `--readers` concurrent HTTP clients reading `/v1/books` pages. Prints markdown.
 
     python benchmarks/bench_serving.py [--readers 50] [--seconds 30] [--limit 10]
-                                       [--depth 1000] [--no-ccxt]
+                                       [--depth 1000] [--no-ccxt] [--serve-concurrency N]
     python benchmarks/bench_serving.py --rss [--seconds 60]
 
 Slot age: for every row stored during a phase, its slot `ts` minus its `received_ts`
@@ -53,9 +53,16 @@ PREFILL = 3_600  # 1 s snapshots of sim BTC/USDT stored before the daemon starts
 class Daemon:
     """`obd run` on a config, its log drained in a thread (a full pipe would stall it)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, concurrency: int | None = None) -> None:
+        command = [sys.executable, "-m", "obd", "run", "--config", str(config)]
+        if concurrency is not None:  # another bound on book reads, to compare
+            launch = (
+                f"import obd.service, obd.cli; obd.service.SERVE_CONCURRENCY = {concurrency}; "
+                "raise SystemExit(obd.cli.main())"
+            )
+            command[1:3] = ["-c", launch]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "obd", "run", "--config", str(config)],
+            command,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -223,7 +230,8 @@ def run(args: argparse.Namespace) -> None:
             emulator = Emulator(extra_symbols=1, record=False).__enter__()
             production = {"markets_ttl_s": 3600, "ping_interval_s": 10, "stale_after_s": 30}
             body = binance_table(emulator, rate_limit_ms=5, timeout_s=10, **production)
-        daemon = Daemon(_config(directory, args.depth, body, args.ccxt_depth))
+        config = _config(directory, args.depth, body, args.ccxt_depth)
+        daemon = Daemon(config, args.serve_concurrency)
         try:
             time.sleep(args.settle)
             began = time.time_ns() // 1_000_000
@@ -256,7 +264,9 @@ def report(
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     print(
         f"## Serving vs collection: {args.readers} readers of `/v1/books` "
-        f"(limit {args.limit}, depth {args.depth}), {args.seconds:.0f} s a phase\n"
+        f"(limit {args.limit}, depth {args.depth}), {args.seconds:.0f} s a phase"
+        + (f", SERVE_CONCURRENCY {args.serve_concurrency}" if args.serve_concurrency else "")
+        + "\n"
     )
     if latencies:
         rate = len(latencies) / args.seconds
@@ -317,6 +327,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=8, help="seconds before measuring")
     parser.add_argument("--no-ccxt", dest="ccxt", action="store_false")
     parser.add_argument("--rss", action="store_true", help="the shipped config's RSS only")
+    parser.add_argument(
+        "--serve-concurrency", type=int, help="book reads at once (obd.service.SERVE_CONCURRENCY)"
+    )
     args = parser.parse_args()
     if args.rss:
         shipped_rss(args.seconds)
