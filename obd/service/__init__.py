@@ -294,21 +294,33 @@ class Service:
         return self._stream(coin, begin, stop, encode)
 
     async def _stream(
-        self, coin: Coin, start: int, end: int, encode: Callable[[list[Snapshot]], T]
+        self,
+        coin: Coin,
+        start: int,
+        end: int,
+        encode: Callable[[list[Snapshot]], T],
+        size: int = STREAM_CHUNK,
     ) -> AsyncGenerator[T, None]:
         # The next chunk is read while this one goes out (keyset paging, as `reader.pages`).
-        ahead = asyncio.ensure_future(self._serve(_chunk, coin, start, end, encode))
+        ahead = asyncio.ensure_future(self._serve(_chunk, coin, start, end, size, encode))
         try:
             while True:
                 encoded, last_ts, count = await ahead
-                if count < STREAM_CHUNK or last_ts + 1 >= end:
+                if count < size or last_ts + 1 >= end:
                     if count:
                         yield encoded
                     return
-                ahead = asyncio.ensure_future(self._serve(_chunk, coin, last_ts + 1, end, encode))
+                following = self._serve(_chunk, coin, last_ts + 1, end, size, encode)
+                ahead = asyncio.ensure_future(following)
                 yield encoded
         finally:
             ahead.cancel()
+
+    def _book_pages(
+        self, coin: Coin, start: int, end: int, size: int
+    ) -> AsyncGenerator[list[Snapshot], None]:
+        """`Reader.book_pages`, within the bound on book reads (a history stream's)."""
+        return self._stream(coin, start, end, _same, size)
 
     async def offload(self, work: Callable[..., R], *args: Any) -> R:
         """`work(*args)` (an encode of books) on a worker thread, within the same bound as
@@ -413,6 +425,7 @@ class Service:
             source=self._exchanges.get(coin.exchange),
             plugin=self._exchanges.plugins.spec_for(coin.exchange).name,
             backfill=backfill,
+            pages=self._book_pages,
         )
 
     def backfill_allowance(self) -> Allowance:
@@ -577,10 +590,15 @@ def _page(conn: Any, coin: Coin, start: int, end: int, size: int, encode: Callab
 
 
 def _chunk(
-    conn: Any, coin: Coin, start: int, end: int, encode: Callable[[list[Snapshot]], T]
+    conn: Any,
+    coin: Coin,
+    start: int,
+    end: int,
+    size: int,
+    encode: Callable[[list[Snapshot]], T],
 ) -> tuple[T, int, int]:
-    """(encoded, last ts, rows) of the next STREAM_CHUNK rows from `start`."""
-    rows = reader.books(conn, coin, start, end, STREAM_CHUNK)
+    """(encoded, last ts, rows) of the next `size` rows from `start`."""
+    rows = reader.books(conn, coin, start, end, size)
     return encode(rows), rows[-1].ts if rows else start, len(rows)
 
 
