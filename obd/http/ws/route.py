@@ -2,9 +2,11 @@
 (docs/WEBSOCKET.md has the protocol).
 
 A connection runs named tasks in one TaskGroup: the receiver (reads requests and
-answers them in order), the sender (the only writer to the socket, draining the
-connection's `Feed`), a watch for the feed being dropped, and one task per running
-history request. A client that leaves, or falls behind, takes all of them with it.
+answers them in order), the sender (draining the connection's `Feed`), a watch for
+the feed being dropped, and one task per running history request. A client that
+leaves, or falls behind, takes all of them with it. The hub also writes live frames
+straight to the socket (`protocol.DirectWriter`), but only while the feed is empty
+and the sender holds nothing, so frames never overtake one another.
 """
 
 import asyncio
