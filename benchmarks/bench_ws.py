@@ -1,6 +1,6 @@
 """`/v1/ws` under load, against the real daemon on loopback. Prints markdown.
 
-    python benchmarks/bench_ws.py fanout [--clients 1000] [--seconds 20] [--depth 100]
+    python benchmarks/bench_ws.py fanout [--clients 1000] [--seconds 20] [--depth 100] [--ws NAME]
     python benchmarks/bench_ws.py history [--snapshots 50000] [--depth 100]
 
 fanout: one sim coin at 1 s, `--clients` subscribers spread over client processes,
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
+import uvloop
+from websockets.asyncio.client import connect
 
 from obd.model import Book
 from obd.storage import codec, coins, reader
@@ -47,7 +48,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 class Daemon:
     """`obd run` on port 0 in a subprocess; its log read on a thread."""
 
-    def __init__(self, directory: Path, coins_toml: str = "") -> None:
+    def __init__(self, directory: Path, coins_toml: str = "", ws: str | None = None) -> None:
         config = directory / "config.toml"
         config.write_text(
             f'[server]\nport = 0\n[storage]\npath = "obd.sqlite"\n[plugins]\n'
@@ -55,6 +56,12 @@ class Daemon:
             f"{coins_toml}"
         )
         command = [sys.executable, "-m", "obd", "run", "--config", str(config)]
+        if ws is not None:  # uvicorn's own protocol instead of obd's: what it costs
+            launch = (
+                f"import obd.daemon, obd.cli; obd.daemon.WS_PROTOCOL = {ws!r}; "
+                "raise SystemExit(obd.cli.main())"
+            )
+            command[1:3] = ["-c", launch]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         lines = []
@@ -73,8 +80,12 @@ class Daemon:
             pass
 
     def cpu_s(self) -> float:
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
+        return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S
 
     def stop(self) -> None:
         self.process.terminate()
@@ -88,54 +99,124 @@ def _subscribers(url: str, count: int, wire: str, pipe: Any) -> None:
     """A client process: `count` subscribers; says "ready" once all are subscribed, then
     on "stop" sends back (ts, receive time) per message."""
     gc.disable()  # see _stream_rate
+    uvloop.install()
     pipe.send(asyncio.run(_subscribe_and_listen(url, count, wire, pipe)))
 
 
 async def _subscribe_and_listen(
     url: str, count: int, wire: str, pipe: Any
 ) -> list[tuple[int, float]]:
-    options: dict[str, Any] = {"max_size": None, "compression": None}
-    if wire == "msgpack":
-        options["subprotocols"] = ["obd.msgpack"]
-    clients = [await connect(url, **options) for _ in range(count)]
-    request = json.dumps({"op": "subscribe", "exchange": "sim", "symbol": "BTC/USDT"})
-    for ws in clients:
-        await ws.send(request)
-        await ws.recv()  # subscribed
     received: list[tuple[int, float]] = []
-    listeners = [asyncio.create_task(_listen(ws, received)) for ws in clients]
+    clients = [await _LeanClient.open(url, wire, received) for _ in range(count)]
+    for client in clients:
+        await client.subscribed
     pipe.send("ready")
     await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "stop"
-    for task in listeners:
-        task.cancel()
-    for ws in clients:
-        await ws.close()
+    for client in clients:
+        client.transport.close()
     return received
 
 
-async def _listen(ws: ClientConnection, into: list[tuple[int, float]]) -> None:
-    decode = msgspec.msgpack.decode if ws.subprotocol == "obd.msgpack" else msgspec.json.decode
-    async for frame in ws:
+class _Ts(msgspec.Struct):
+    ts: int
+
+
+class _Message(msgspec.Struct):
+    type: str
+    data: _Ts | None = None
+
+
+class _LeanClient(asyncio.Protocol):
+    """A minimal WebSocket client (RFC 6455 frames parsed by hand, no library loop):
+    the `websockets` client spends ~50 µs a message, and 250 subscribers a process
+    then measure the clients' backlog instead of the daemon's fan-out."""
+
+    def __init__(self, wire: str, into: list[tuple[int, float]]) -> None:
+        loop = asyncio.get_running_loop()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport
+        self._into = into
+        self._buffer = b""
+        self._upgraded = False
+        self._decoder: Any = (msgspec.msgpack if wire == "msgpack" else msgspec.json).Decoder(
+            _Message
+        )
+        self._wire = wire
+
+    @classmethod
+    async def open(cls, url: str, wire: str, into: list[tuple[int, float]]) -> "_LeanClient":
+        host, port = url.removeprefix("ws://").split("/")[0].rsplit(":", 1)
+        loop = asyncio.get_running_loop()
+        _, client = await loop.create_connection(lambda: cls(wire, into), host, int(port))
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        protocol = "Sec-WebSocket-Protocol: obd.msgpack\r\n" if self._wire == "msgpack" else ""
+        transport.write(
+            b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n" + protocol.encode() + b"\r\n"
+        )
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        # Masked with the key 0000, as a client must mask: the payload stays as it is.
+        assert len(payload) < 126
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+
+    def data_received(self, data: bytes) -> None:
         now = time.time()
-        into.append((decode(frame)["data"]["ts"], now))
+        buffer = self._buffer + data
+        if not self._upgraded:
+            head, found, buffer = buffer.partition(b"\r\n\r\n")
+            if not found:
+                self._buffer = head
+                return
+            assert head.startswith(b"HTTP/1.1 101"), head
+            self._upgraded = True
+            request = {"op": "subscribe", "exchange": "sim", "symbol": "BTC/USDT"}
+            self._send(0x1, json.dumps(request).encode())
+        at = 0
+        while len(buffer) - at >= 2:
+            opcode, size = buffer[at] & 0x0F, buffer[at + 1] & 0x7F
+            head = 2
+            if size == 126:
+                size, head = int.from_bytes(buffer[at + 2 : at + 4]), 4
+            elif size == 127:
+                size, head = int.from_bytes(buffer[at + 2 : at + 10]), 10
+            if len(buffer) - at < head + size:
+                break
+            payload = buffer[at + head : at + head + size]
+            at += head + size
+            if opcode == 0x9:  # ping: pong, or uvicorn closes the connection
+                self._send(0xA, payload)
+            elif opcode in (0x1, 0x2):
+                message = self._decoder.decode(payload)
+                if message.data is not None:
+                    self._into.append((message.data.ts, now))
+                elif message.type == "subscribed":
+                    self.subscribed.set_result(None)
+        self._buffer = buffer[at:]
 
 
-def fanout(clients: int, seconds: float, depth: int) -> None:
+def fanout(clients: int, seconds: float, depth: int, ws: str | None) -> None:
     coin = f'[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\ndepth = {depth}\n'
     with tempfile.TemporaryDirectory() as directory:
-        daemon = Daemon(Path(directory), coin)
+        daemon = Daemon(Path(directory), coin, ws)
         try:
             time.sleep(3)
             before = daemon.cpu_s()
             time.sleep(seconds)
             idle_per_s = (daemon.cpu_s() - before) / seconds
+            protocol = ws or "obd's (websockets-sansio + direct writes)"
             print(f"## Fan-out: {clients} subscribers, one coin at 1 s, depth {depth}\n")
+            print(f"WebSocket protocol: {protocol}\n")
             print(f"daemon CPU collecting with no subscriber: {idle_per_s * 100:.1f}% of a core\n")
             print(
                 "| frames | messages | latency from slot p50 / p99 | fan-out spread p50 / p99 "
-                "| daemon CPU per message | above idle |"
+                "| daemon CPU per message | of it in the kernel | above idle |"
             )
-            print("| --- | --- | --- | --- | --- | --- |")
+            print("| --- | --- | --- | --- | --- | --- | --- |")
             for wire in ("json", "msgpack"):
                 _fanout_row(daemon, clients, seconds, wire, idle_per_s)
         finally:
@@ -156,9 +237,11 @@ def _fanout_row(daemon: Daemon, clients: int, seconds: float, wire: str, idle: f
         assert pipe.recv() == "ready"
     time.sleep(1)
     # The window: every client subscribed, none connecting or leaving.
-    cpu_before, began = daemon.cpu_s(), time.time()
+    (user_before, system_before), began = daemon.cpu_split(), time.time()
     time.sleep(seconds)
-    cpu, ended = daemon.cpu_s() - cpu_before, time.time()
+    (user, system), ended = daemon.cpu_split(), time.time()
+    system -= system_before
+    cpu = user - user_before + system
     for pipe in pipes:
         pipe.send("stop")
     received = [item for pipe in pipes for item in pipe.recv()]
@@ -171,11 +254,12 @@ def _fanout_row(daemon: Daemon, clients: int, seconds: float, wire: str, idle: f
         first[ts] = min(first.get(ts, at), at)
     spread = sorted((at - first[ts]) * 1000 for ts, at in window)
     per_message = cpu / len(window) * 1e6
+    kernel = system / len(window) * 1e6
     above = max(cpu - idle * (ended - began), 0) / len(window) * 1e6
     print(
         f"| {wire} | {len(window)} | {_pct(latency, 50):.1f} / {_pct(latency, 99):.1f} ms "
         f"| {_pct(spread, 50):.1f} / {_pct(spread, 99):.1f} ms "
-        f"| {per_message:.1f} µs | {above:.1f} µs |"
+        f"| {per_message:.1f} µs | {kernel:.1f} µs | {above:.1f} µs |"
     )
 
 
@@ -282,13 +366,17 @@ def main() -> None:
     fan.add_argument("--clients", type=int, default=1000)
     fan.add_argument("--seconds", type=float, default=20)
     fan.add_argument("--depth", type=int, default=100)
+    fan.add_argument(
+        "--ws",
+        help="run uvicorn's own WebSocket protocol instead: websockets-sansio, websockets, wsproto",
+    )
     hist = modes.add_parser("history")
     hist.add_argument("--snapshots", type=int, default=50_000)
     hist.add_argument("--depth", type=int, default=100)
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     if args.mode == "fanout":
-        fanout(args.clients, args.seconds, args.depth)
+        fanout(args.clients, args.seconds, args.depth, args.ws)
     else:
         history(args.snapshots, args.depth)
 

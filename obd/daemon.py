@@ -7,6 +7,7 @@ the WAL is checkpointed, and the process exits 0.
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import signal
 import socket
@@ -29,8 +30,10 @@ from obd.context import (
 )
 from obd.errors import ConfigError, ObdError
 from obd.http.app import create_app
+from obd.http.mcp_mount import LazyMcp
 from obd.http.ws import route as ws
 from obd.http.ws.hub import Hub
+from obd.http.ws.protocol import Protocol as WebSocketProtocol
 from obd.notify import (
     STATUS_INTERVAL_S,
     keep_status_current,
@@ -44,8 +47,13 @@ from obd.times import now_ms
 
 if TYPE_CHECKING:
     from obd.http.oauth import TokenEndpoint
+    from obd.mcp.http import McpHttp
 
 log = structlog.get_logger("obd")
+
+# The WebSocket protocol uvicorn runs (a name uvicorn knows, or a class); a module
+# global so benchmarks/bench_ws.py can measure uvicorn's own against it.
+WS_PROTOCOL: "type[asyncio.Protocol] | str" = WebSocketProtocol
 
 
 class _Server(uvicorn.Server):
@@ -74,10 +82,8 @@ async def run(config: Config) -> None:
         service = runtime.service
         await vet_config_coins(runtime.exchanges, config)
         await add_config_coins(service, config)
-        from obd.mcp.http import McpHttp  # the MCP SDK costs ~1.2 s: only `obd run` pays
-
         authenticator, oauth = _auth(config, service)
-        mcp = McpHttp(service, authenticator, config.server.host, config.server.allowed_hosts)
+        mcp = _mcp(config, service, authenticator)
         hub = Hub()
         runtime.on_commit(hub.publish)  # the live feed: only what is committed
         server = _Server(
@@ -97,9 +103,11 @@ async def run(config: Config) -> None:
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
-                # WebSocket: frames are encoded once for all subscribers, so no per-client
-                # compression; larger frames are refused with 1009; dead peers time out.
-                ws="websockets-sansio",
+                # WebSocket: uvicorn's sans-I/O protocol, plus the direct writer the hub
+                # fans frames out with; frames are encoded once for all subscribers, so
+                # no per-client compression; larger frames are refused with 1009; dead
+                # peers time out.
+                ws=WS_PROTOCOL,
                 ws_per_message_deflate=False,
                 ws_max_size=ws.MAX_FRAME_BYTES,
                 ws_ping_interval=ws.PING_INTERVAL_S,
@@ -119,6 +127,10 @@ async def run(config: Config) -> None:
                 port=port,
                 database=str(config.database),
             )
+            # What start-up made lives as long as the process: the collector never needs
+            # to scan it again (fewer, shorter pauses of the loop the feeds run on).
+            gc.collect()
+            gc.freeze()
             notify("READY=1")
             if interval_s := watchdog_interval_s():
                 jobs.append(tasks.create_task(keep_watchdog_fed(interval_s), name="watchdog"))
@@ -150,6 +162,19 @@ async def _until_started(server: uvicorn.Server, serving: asyncio.Task[None]) ->
         if serving.done():
             raise ObdError("the HTTP server did not start; the log above says why")
         await asyncio.sleep(0.01)
+
+
+def _mcp(config: Config, service: Service, authenticator: Authenticator) -> LazyMcp:
+    """/mcp, built on its first request: the MCP SDK costs ~1.2 s and ~35 MiB, which a
+    daemon nobody asks over MCP never pays."""
+
+    def build() -> "McpHttp":
+        from obd.mcp.http import McpHttp
+
+        host, allowed = config.server.host, config.server.allowed_hosts
+        return McpHttp(service, authenticator, host, allowed)
+
+    return LazyMcp(build)
 
 
 def _auth(config: Config, service: Service) -> "tuple[Authenticator, TokenEndpoint | None]":

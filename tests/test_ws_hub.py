@@ -2,11 +2,14 @@
 
 import asyncio
 import json
+from typing import Any
 
 import msgspec
 import pytest
 
+from obd.http.ws import protocol
 from obd.http.ws.hub import BACKLOG_FLOOR, HISTORY_QUEUED, LIVE_PER_COMMIT, Feed, Hub
+from obd.http.ws.protocol import DirectWriter
 from obd.model import Snapshot
 
 KEY = ("sim", "BTC/USDT")
@@ -132,3 +135,83 @@ def test_a_backlog_flushed_after_an_outage_does_not_drop_a_normal_reader() -> No
     assert feed.dropped is None
     times = [json.loads(frame)["data"]["ts"] for frame in _drain(feed)]
     assert times == [1000 * n for n in range(301 - LIVE_PER_COMMIT, 301)]
+
+
+class _Socket(DirectWriter):
+    """A direct writer over a list: takes frames while `open`, refuses them once paused."""
+
+    def __init__(self) -> None:  # no uvicorn protocol behind it
+        self.written: list[bytes] = []
+        self.open = True
+
+    def write(self, data: bytes) -> bool:
+        if self.open:
+            self.written.append(data)
+        return self.open
+
+
+def _payload(framed: bytes) -> Any:
+    """The JSON of one unmasked text frame, its header checked."""
+    assert framed[0] == 0x81
+    assert not framed[1] & 0x80
+    size, head = framed[1], 2
+    if size == 126:
+        size, head = int.from_bytes(framed[2:4]), 4
+    elif size == 127:
+        size, head = int.from_bytes(framed[2:10]), 10
+    assert len(framed) == head + size
+    return json.loads(framed[head:])
+
+
+def test_idle_sockets_get_the_same_framed_bytes_written_at_once() -> None:
+    hub = Hub()
+    sockets = [_Socket() for _ in range(3)]
+    feeds = [Feed("json", socket) for socket in sockets]
+    for feed in feeds:
+        hub.subscribe(feed, KEY)
+    hub.publish([_snapshot(1000)])
+    frames = [socket.written[0] for socket in sockets]
+    assert all(frame is frames[0] for frame in frames)  # framed once, shared
+    assert _payload(frames[0])["data"]["ts"] == 1000
+    assert all(not feed._frames for feed in feeds)  # nothing queued, no task to wake
+    assert hub.delivered == 3
+
+
+def test_a_paused_socket_queues_and_keeps_order_and_is_dropped_when_full() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        socket = _Socket()
+        feed = Feed("json", socket)
+        hub.subscribe(feed, KEY)
+        socket.open = False  # the peer stopped reading: frames queue on the feed
+        hub.publish([_snapshot(1000)])
+        socket.open = True
+        # While that one waits to be sent, newer ones queue behind it: never overtake.
+        hub.publish([_snapshot(2000)])
+        assert socket.written == []
+        first = await feed.next()
+        hub.publish([_snapshot(3000)])  # the sender holds `first`: this one queues too
+        feed.sent()
+        rest = [await feed.next(), await feed.next()]
+        assert [json.loads(f)["data"]["ts"] for f in [first, *rest]] == [1000, 2000, 3000]
+        feed.sent()
+        hub.publish([_snapshot(4000)])  # idle again: straight to the socket
+        assert [_payload(f)["data"]["ts"] for f in socket.written] == [4000]
+
+        socket.open = False
+        for n in range(BACKLOG_FLOOR + 1):
+            hub.publish([_snapshot(5000 + 1000 * n)])
+        assert feed.dropped == f"too slow: {BACKLOG_FLOOR} messages unsent"
+        assert hub.subscribers(KEY) == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_000])
+def test_frames_carry_the_payload_length_as_rfc_6455_says(size: int) -> None:
+    payload = b"x" * size
+    framed = protocol.frame(payload, text=False)
+    assert framed[0] == 0x82
+    assert framed.endswith(payload)
+    header = len(framed) - size
+    assert header == (2 if size < 126 else 4 if size < 65_536 else 10)

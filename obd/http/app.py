@@ -24,8 +24,8 @@ from obd.metrics import Metrics
 from obd.service import Service
 
 if TYPE_CHECKING:
+    from obd.http.mcp_mount import McpApp
     from obd.http.oauth import TokenEndpoint
-    from obd.mcp.http import McpHttp
 
 log = structlog.get_logger("obd.http")
 
@@ -34,7 +34,7 @@ def create_app(
     service: Service,
     authenticator: Authenticator,
     *,
-    mcp: "McpHttp | None" = None,
+    mcp: "McpApp | None" = None,
     hub: Hub | None = None,
     metrics: Metrics | None = None,
     oauth: "TokenEndpoint | None" = None,
@@ -102,7 +102,7 @@ async def _options_allow(message: Message, scope: Scope) -> None:
             message["headers"] = [*headers, (b"allow", allow.encode())]
 
 
-def _mcp_mount(mcp: "McpHttp") -> ASGIRouteHandler:
+def _mcp_mount(mcp: "McpApp") -> ASGIRouteHandler:
     """MCP over streamable HTTP at /mcp, behind the same guard as every route: a token
     needs `read` to connect; add_coin and remove_coin check `write` per call."""
 

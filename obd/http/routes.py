@@ -1,7 +1,6 @@
 """The `/v1` routes, `/healthz` and `/readyz`. Each handler parses its request, calls the
 service layer once, and encodes the answer (JSON, or msgpack on `Accept`)."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -11,7 +10,6 @@ from litestar.response import Stream
 from obd import ndjson
 from obd.errors import BadRequest
 from obd.http import metrics as prometheus
-from obd.model import Snapshot
 from obd.service import BOOKS_PATH, Service
 
 MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
@@ -48,11 +46,22 @@ def _query(request: AnyRequest, name: str) -> str | None:
 
 
 def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[bytes]:
+    media_type = _media_type(request)
+    return _encoded(_ENCODERS[media_type](payload), media_type, status)
+
+
+def _media_type(request: AnyRequest) -> str:
+    """msgpack if `Accept` names it, else JSON."""
     if "application/msgpack" in request.headers.get("accept", ""):
-        return Response(
-            _msgpack.encode(payload), status_code=status, media_type="application/msgpack"
-        )
-    return Response(_json.encode(payload), status_code=status, media_type="application/json")
+        return "application/msgpack"
+    return "application/json"
+
+
+def _encoded(body: bytes, media_type: str, status: int = 200) -> Response[bytes]:
+    return Response(body, status_code=status, media_type=media_type)
+
+
+_ENCODERS = {"application/msgpack": _msgpack.encode, "application/json": _json.encode}
 
 
 @get("/v1/coins", opt={"scope": "read", "query": ("removed",)})
@@ -107,12 +116,16 @@ async def books(request: AnyRequest) -> Response[Any]:
     start, end = _query(request, "start"), _query(request, "end")
     interval = _query(request, "interval")
     form = _query(request, "format") or "json"
+    # Books are read, decoded and encoded on a worker thread (a bounded few at once):
+    # at depth 1000 a page costs tens of ms, which the loop owes to the live feeds.
     if form == "ndjson":
-        chunks = await service.stream_books(exchange, symbol, start, end, interval)
-        return Stream(_ndjson(chunks), media_type="application/x-ndjson")
+        lines = await service.stream_books_as(ndjson.lines, exchange, symbol, start, end, interval)
+        return Stream(lines, media_type="application/x-ndjson")
     if form != "json":
         raise BadRequest(f"format: expected 'json' or 'ndjson', got {form!r:.40}")
-    page = await service.books(
+    media_type = _media_type(request)
+    body = await service.books_as(
+        _ENCODERS[media_type],
         exchange,
         symbol,
         start,
@@ -121,12 +134,7 @@ async def books(request: AnyRequest) -> Response[Any]:
         _query(request, "cursor"),
         interval,
     )
-    return _respond(request, page)
-
-
-async def _ndjson(chunks: AsyncIterator[list[Snapshot]]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield ndjson.lines(chunk)
+    return _encoded(body, media_type)
 
 
 @get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _SERIES})

@@ -5,12 +5,13 @@ checked here once, and errors name the argument. What the service hands out
 (`clients`, a `HistoryStream`) is all a transport gets of the store.
 """
 
+import asyncio
 import base64
 import binascii
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -67,11 +68,19 @@ __all__ = [
     "vet_coin",
 ]
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 MAX_MARKETS = 1_000  # markets in one list_markets page
 MAX_PAGE = 1_000  # snapshots per page: ~3 MB of JSON at 100 levels a side
 DEFAULT_PAGE = 100
 STREAM_CHUNK = 256  # snapshots read per step when streaming a range
 LOW_DISK_BYTES = 1024 * 1024 * 1024  # `[storage] low_disk_mib`'s default
+# Book reads (decode, and the transport's encode) running at once on worker threads;
+# the rest wait their turn without holding a thread. Decoding holds the GIL the event
+# loop needs to take books off the feeds: more at once would not serve faster on a
+# small machine, only make every slot's book older (issue 14).
+SERVE_CONCURRENCY = 2
 
 _EXCHANGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SYMBOL = re.compile(r"[^\s\x00-\x1f]{1,100}")
@@ -184,6 +193,7 @@ class Service:
         self._low_disk_bytes = low_disk_bytes
         self._backfill_meter = BackfillMeter(self._history_limits)
         self.clients = Clients(read, writer)
+        self._serving = asyncio.Semaphore(SERVE_CONCURRENCY)
 
     @property
     def collecting(self) -> bool:
@@ -271,15 +281,27 @@ class Service:
         cursor: object = None,
         interval: object = None,
     ) -> Page:
+        return await self.books_as(_same, exchange, symbol, start, end, limit, cursor, interval)
+
+    async def books_as(
+        self,
+        encode: Callable[[Page], T],
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        limit: object = None,
+        cursor: object = None,
+        interval: object = None,
+    ) -> T:
+        """`books`, passed through `encode` on the worker thread that read it: a page of
+        deep books is as costly to encode as to decode, and neither belongs on the loop."""
         coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
         size = _bounded("limit", limit, 1, MAX_PAGE, DEFAULT_PAGE)
         if cursor is not None:
             begin = _cursor_ts(cursor, begin, stop)
-        items = await self._reader.run(reader.books, coin, begin, stop, size + 1)
-        if len(items) <= size:
-            return Page(items=items, next=None)
-        return Page(items=items[:size], next=_encode_cursor(items[size].ts))
+        return await self._serve(_page, coin, begin, stop, size, encode)
 
     async def stream_books(
         self,
@@ -290,9 +312,61 @@ class Service:
         interval: object = None,
     ) -> AsyncIterator[list[Snapshot]]:
         """The whole range in chunks, oldest first; memory stays flat however long it is."""
+        return await self.stream_books_as(_same, exchange, symbol, start, end, interval)
+
+    async def stream_books_as(
+        self,
+        encode: Callable[[list[Snapshot]], T],
+        exchange: object,
+        symbol: object,
+        start: object = None,
+        end: object = None,
+        interval: object = None,
+    ) -> AsyncIterator[T]:
+        """`stream_books`, each chunk passed through `encode` on the worker thread that
+        read it."""
         coin = await self._coin(exchange, symbol, interval)
         begin, stop = _range(start, end)
-        return self._reader.book_pages(coin, begin, stop, STREAM_CHUNK)
+        return self._stream(coin, begin, stop, encode)
+
+    async def _stream(
+        self,
+        coin: Coin,
+        start: int,
+        end: int,
+        encode: Callable[[list[Snapshot]], T],
+        size: int = STREAM_CHUNK,
+    ) -> AsyncGenerator[T, None]:
+        # The next chunk is read while this one goes out (keyset paging, as `reader.pages`).
+        ahead = asyncio.ensure_future(self._serve(_chunk, coin, start, end, size, encode))
+        try:
+            while True:
+                encoded, last_ts, count = await ahead
+                if count < size or last_ts + 1 >= end:
+                    if count:
+                        yield encoded
+                    return
+                following = self._serve(_chunk, coin, last_ts + 1, end, size, encode)
+                ahead = asyncio.ensure_future(following)
+                yield encoded
+        finally:
+            ahead.cancel()
+
+    def _book_pages(
+        self, coin: Coin, start: int, end: int, size: int
+    ) -> AsyncGenerator[list[Snapshot], None]:
+        """`Reader.book_pages`, within the bound on book reads (a history stream's)."""
+        return self._stream(coin, start, end, _same, size)
+
+    async def offload(self, work: Callable[..., R], *args: Any) -> R:
+        """`work(*args)` (an encode of books) on a worker thread, within the same bound as
+        book reads."""
+        return await self._serve(_call, work, *args)
+
+    async def _serve(self, query: Callable[..., R], *args: Any) -> R:
+        """A book read on a worker thread, at most SERVE_CONCURRENCY at once."""
+        async with self._serving:
+            return await self._reader.run(query, *args)
 
     async def summaries(
         self,
@@ -335,7 +409,7 @@ class Service:
 
     async def latest(self, exchange: object, symbol: object, interval: object = None) -> Snapshot:
         coin = await self._coin(exchange, symbol, interval)
-        snapshot = await self._reader.run(reader.latest, coin)
+        snapshot = await self._serve(reader.latest, coin)
         if snapshot is None:
             raise NotFound(f"no snapshot of {coin.symbol} on {coin.exchange} yet")
         return snapshot
@@ -448,6 +522,7 @@ class Service:
             writer=self._writer,
             providers=self._providers.for_exchange(coin.exchange),
             backfill=backfill,
+            pages=self._book_pages,
         )
 
     async def backfill(
@@ -710,6 +785,34 @@ def _same_series(coin: Coin, interval: object, depth: object) -> None:
             f"depth: {coin.symbol} on {coin.exchange} is stored at depth {coin.depth}; "
             "back-fill it at that depth (or leave --depth out)"
         )
+
+
+def _same(value: T) -> T:
+    return value
+
+
+def _call(_conn: object, work: Callable[..., R], *args: Any) -> R:
+    return work(*args)
+
+
+def _page(conn: Any, coin: Coin, start: int, end: int, size: int, encode: Callable[[Page], T]) -> T:
+    items = reader.books(conn, coin, start, end, size + 1)
+    if len(items) <= size:
+        return encode(Page(items=items, next=None))
+    return encode(Page(items=items[:size], next=_encode_cursor(items[size].ts)))
+
+
+def _chunk(
+    conn: Any,
+    coin: Coin,
+    start: int,
+    end: int,
+    size: int,
+    encode: Callable[[list[Snapshot]], T],
+) -> tuple[T, int, int]:
+    """(encoded, last ts, rows) of the next `size` rows from `start`."""
+    rows = reader.books(conn, coin, start, end, size)
+    return encode(rows), rows[-1].ts if rows else start, len(rows)
 
 
 def _size(path: Path) -> int:

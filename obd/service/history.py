@@ -2,8 +2,9 @@
 back-filled from the history providers where they serve it, oldest first.
 
 Memory stays flat however long the range: storage is read a few hundred rows at a
-time (`Reader.book_pages`: the next read already running while the current rows go
-out), and back-filled books are stored and streamed in batches of the same size.
+time (`pages`, by default `Reader.book_pages`: the next read already running while the
+current rows go out), and back-filled books are stored and streamed in batches of the
+same size.
 Back-filled rows go through the writer with their provenance (`capture =
 "backfill:<plugin>"`), never to live subscribers.
 
@@ -23,7 +24,7 @@ back-filled row there would take the slot from the live snapshot.
 """
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import structlog
 
@@ -38,7 +39,10 @@ from obd.storage.reader import Reader
 from obd.storage.writer import Writer
 from obd.times import slot_at_or_after
 
-__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "Allowance", "HistoryStream"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "Allowance", "HistoryStream", "Pages"]
+
+# (coin, start, end, size) -> the stored snapshots of [start, end), `size` at a time
+Pages = Callable[[Coin, int, int, int], AsyncGenerator[list[Snapshot], None]]
 
 log = structlog.get_logger("obd.service.history")
 
@@ -94,6 +98,7 @@ class HistoryStream:
         writer: Writer,
         providers: list[tuple[str, HistoryProvider]],
         backfill: Allowance | None = None,
+        pages: Pages | None = None,
     ) -> None:
         self.coin = coin
         self.start = slot_at_or_after(start, coin.interval_ms)
@@ -106,6 +111,7 @@ class HistoryStream:
         self.gaps_truncated = False
         self.backfill_error: str | None = None  # why the providers could not fill, if they said
         self._read = read
+        self._pages = pages or read.book_pages
         self._writer = writer
         self._allowance = backfill
         self._fetched = 0  # rows back-filled (fetched and written) by this request
@@ -135,7 +141,7 @@ class HistoryStream:
         """Runs of stored rows, with each hole between them filled (or noted) in place."""
         interval = self.coin.interval_ms
         expected = self.start  # the next slot not yet accounted for
-        ahead = self._read.book_pages(self.coin, self.start, self._stop, READ_ROWS)
+        ahead = self._pages(self.coin, self.start, self._stop, READ_ROWS)
         async with contextlib.aclosing(ahead) as rows_ahead:
             async for rows in rows_ahead:
                 run: list[Snapshot] = []

@@ -2,9 +2,11 @@
 (docs/WEBSOCKET.md has the protocol).
 
 A connection runs named tasks in one TaskGroup: the receiver (reads requests and
-answers them in order), the sender (the only writer to the socket, draining the
-connection's `Feed`), a watch for the feed being dropped, and one task per running
-history request. A client that leaves, or falls behind, takes all of them with it.
+answers them in order), the sender (draining the connection's `Feed`), a watch for
+the feed being dropped, and one task per running history request. A client that
+leaves, or falls behind, takes all of them with it. The hub also writes live frames
+straight to the socket (`protocol.DirectWriter`), but only while the feed is empty
+and the sender holds nothing, so frames never overtake one another.
 """
 
 import asyncio
@@ -29,6 +31,7 @@ from obd.errors import (
 )
 from obd.http import errors
 from obd.http.ws import messages as msg
+from obd.http.ws import protocol
 from obd.http.ws.hub import Feed, Hub, Wire, encode
 from obd.service import Service
 
@@ -127,7 +130,8 @@ class Connection:
         principal: Principal,
         wire: Wire,
     ) -> None:
-        self.feed = Feed(wire)
+        direct = (socket.scope.get("extensions") or {}).get(protocol.DIRECT)
+        self.feed = Feed(wire, direct if isinstance(direct, protocol.DirectWriter) else None)
         self._socket = socket
         self._service = service
         self._hub = hub
@@ -171,11 +175,24 @@ class Connection:
         raise _Closing(CLOSE_TOO_SLOW, reason)
 
     async def _send_all(self) -> None:
-        mode: Literal["text", "binary"] = "binary" if self.feed.wire == "msgpack" else "text"
+        """Writes what the feed queued (live frames the socket could not take at once,
+        answers, history), in order."""
+        feed, direct = self.feed, self.feed.direct
+        mode: Literal["text", "binary"] = "binary" if feed.wire == "msgpack" else "text"
         try:
             while True:
-                frame = await self.feed.next()
-                await self._socket.send_data(frame, mode)
+                frame = await feed.next()
+                if direct is None:
+                    await self._socket.send_data(frame, mode)
+                else:
+                    await direct.wait_writable()
+                    if isinstance(frame, str):
+                        framed = protocol.frame(frame.encode(), text=True)
+                    else:
+                        framed = protocol.frame(frame, text=False)
+                    if not direct.write(framed):
+                        raise _Closing(None)  # closing or gone, as uvicorn's `send` would say
+                feed.sent()
         except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
             raise _Closing(None) from None
 
@@ -280,8 +297,9 @@ class Connection:
         seq = 0
         async with contextlib.aclosing(history.chunks()) as chunks:
             async for chunk in chunks:
-                frame = encode(msg.HistoryChunk(id=request.id, seq=seq, data=chunk), wire)
-                await self.feed.put_history(frame)
+                # Deep books take as long to encode as to decode: off the loop, bounded.
+                message = msg.HistoryChunk(id=request.id, seq=seq, data=chunk)
+                await self.feed.put_history(await self._service.offload(encode, message, wire))
                 seq += 1
         done = msg.HistoryComplete(
             id=request.id,
