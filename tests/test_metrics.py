@@ -174,6 +174,8 @@ def test_metrics_are_promtool_clean_and_count(tmp_path: Path, start_daemon: Any)
     assert time.time() - 60 < last <= time.time()
     assert value("obd_coin_live", symbol="BTC/USDT") == 1
     assert value("obd_database_bytes", file="main") > 0
+    assert value("obd_disk_free_bytes") > 0
+    assert value("obd_disk_low") in (0, 1)  # this machine's free space is what it is
     assert value("obd_process_resident_memory_bytes") > 10_000_000
     assert value("obd_process_cpu_seconds_total") > 0
     present = ("obd_writer_queue_rows", "obd_ws_subscriptions", "obd_ws_dropped")

@@ -76,6 +76,17 @@ class _State:
         size.add_metric(["main"], stats.database_bytes)
         size.add_metric(["wal"], stats.wal_bytes)
         yield size
+        if stats.disk_free_bytes is not None:  # unknown where statvfs fails
+            yield GaugeMetricFamily(
+                "obd_disk_free_bytes",
+                "Free space on the database's filesystem.",
+                stats.disk_free_bytes,
+            )
+        yield GaugeMetricFamily(
+            "obd_disk_low",
+            "1 while free space is under [storage] low_disk_mib.",
+            float(stats.disk_low),
+        )
 
     def _feed(self) -> Iterator["Metric"]:
         hub = self._hub
