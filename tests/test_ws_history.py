@@ -57,6 +57,11 @@ PLUGIN = msgspec.structs.replace(PLUGIN, factory=_create)
 ETH_NOHIST = {"exchange": "nohist", "symbol": "ETH/USDT"}
 
 
+def _latest_ts(daemon: Any) -> int:
+    latest = daemon.http.get("/v1/books/latest", params=SIM)
+    return int(latest.json()["ts"]) if latest.status_code == 200 else 0
+
+
 def test_history_streams_stored_rows_and_backfills_the_hole_in_order(
     tmp_path: Path, start_daemon: Any
 ) -> None:
@@ -82,7 +87,8 @@ def test_history_streams_stored_rows_and_backfills_the_hole_in_order(
     plugins = (PLUGINS, sim_alias(tmp_path, "nohist", NO_HISTORY))
     daemon = start_daemon(config(tmp_path, coins, plugin_dirs=plugins))
     # Once a live snapshot is stored, the sampler has recorded the downtime before it.
-    wait_for(lambda: daemon.http.get("/v1/books/latest", params=SIM).status_code == 200)
+    # (The prefilled rows answer /latest at once: wait for a slot after them.)
+    wait_for(lambda: _latest_ts(daemon) >= t + 300 * S)
 
     end = now_slot() + 30 * S  # the last 30 s cannot be filled yet
     sim, nohist, live = asyncio.run(_two_histories_while_live(daemon, t - 20 * S, end, t))
