@@ -4,13 +4,14 @@ service layer once, and encodes the answer (JSON, or msgpack on `Accept`)."""
 from typing import Any
 
 import msgspec
-from litestar import HttpMethod, Request, Response, delete, get, post, route
+from litestar import HttpMethod, Response, delete, get, post, route
 from litestar.response import Stream
 
 from obd import ndjson
 from obd.errors import BadRequest
 from obd.http import metrics as prometheus
-from obd.service import BOOKS_PATH, Service
+from obd.http.answers import ENCODERS, AnyRequest, answer, encoded, query, service_of, wanted
+from obd.service import BOOKS_PATH
 
 MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
 
@@ -19,10 +20,6 @@ MAX_BODY_BYTES = 64 * 1024  # a coin request is ~100 bytes
 _COIN = ("exchange", "symbol")
 _RANGE = (*_COIN, "start", "end")
 _SERIES = (*_COIN, "interval")  # reads may name one series of a coin by its interval
-
-_json = msgspec.json.Encoder()
-_msgpack = msgspec.msgpack.Encoder()
-AnyRequest = Request[Any, Any, Any]
 
 
 class AddCoinBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -35,39 +32,10 @@ class AddCoinBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _add_coin_body = msgspec.json.Decoder(AddCoinBody)
 
 
-def _service(request: AnyRequest) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def _query(request: AnyRequest, name: str) -> str | None:
-    value = request.query_params.get(name)
-    return None if value is None else str(value)
-
-
-def _respond(request: AnyRequest, payload: Any, status: int = 200) -> Response[bytes]:
-    media_type = _media_type(request)
-    return _encoded(_ENCODERS[media_type](payload), media_type, status)
-
-
-def _media_type(request: AnyRequest) -> str:
-    """msgpack if `Accept` names it, else JSON."""
-    if "application/msgpack" in request.headers.get("accept", ""):
-        return "application/msgpack"
-    return "application/json"
-
-
-def _encoded(body: bytes, media_type: str, status: int = 200) -> Response[bytes]:
-    return Response(body, status_code=status, media_type=media_type)
-
-
-_ENCODERS = {"application/msgpack": _msgpack.encode, "application/json": _json.encode}
-
-
 @get("/v1/coins", opt={"scope": "read", "query": ("removed",)})
 async def list_coins(request: AnyRequest) -> Response[bytes]:
-    coins = await _service(request).list_coins(_query(request, "removed"))
-    return _respond(request, {"items": coins})
+    coins = await service_of(request).list_coins(query(request, "removed"))
+    return answer(request, {"items": coins})
 
 
 @post(
@@ -84,26 +52,26 @@ async def add_coin(request: AnyRequest) -> Response[bytes]:
         raise BadRequest(
             'body: expected a JSON object like {"exchange": "sim", "symbol": "BTC/USDT"}'
         ) from None
-    coin, created = await _service(request).add_coin(
+    coin, created = await service_of(request).add_coin(
         body.exchange, body.symbol, body.interval, body.depth
     )
-    return _respond(request, coin, 201 if created else 200)
+    return answer(request, coin, 201 if created else 200)
 
 
 @delete("/v1/coins", opt={"scope": "write", "query": _COIN}, status_code=200)
 async def remove_coin(request: AnyRequest) -> Response[bytes]:
-    coin = await _service(request).remove_coin(
-        _query(request, "exchange"), _query(request, "symbol")
+    coin = await service_of(request).remove_coin(
+        query(request, "exchange"), query(request, "symbol")
     )
-    return _respond(request, coin)
+    return answer(request, coin)
 
 
 @get("/v1/availability", opt={"scope": "read", "query": _COIN})
 async def availability(request: AnyRequest) -> Response[bytes]:
-    found = await _service(request).availability(
-        _query(request, "exchange"), _query(request, "symbol")
+    found = await service_of(request).availability(
+        query(request, "exchange"), query(request, "symbol")
     )
-    return _respond(request, found)
+    return answer(request, found)
 
 
 @get(
@@ -111,11 +79,11 @@ async def availability(request: AnyRequest) -> Response[bytes]:
     opt={"scope": "read", "query": (*_RANGE, "interval", "format", "limit", "cursor")},
 )
 async def books(request: AnyRequest) -> Response[Any]:
-    service = _service(request)
-    exchange, symbol = _query(request, "exchange"), _query(request, "symbol")
-    start, end = _query(request, "start"), _query(request, "end")
-    interval = _query(request, "interval")
-    form = _query(request, "format") or "json"
+    service = service_of(request)
+    exchange, symbol = query(request, "exchange"), query(request, "symbol")
+    start, end = query(request, "start"), query(request, "end")
+    interval = query(request, "interval")
+    form = query(request, "format") or "json"
     # Books are read, decoded and encoded on a worker thread (a bounded few at once):
     # at depth 1000 a page costs tens of ms, which the loop owes to the live feeds.
     if form == "ndjson":
@@ -123,40 +91,40 @@ async def books(request: AnyRequest) -> Response[Any]:
         return Stream(lines, media_type="application/x-ndjson")
     if form != "json":
         raise BadRequest(f"format: expected 'json' or 'ndjson', got {form!r:.40}")
-    media_type = _media_type(request)
+    media_type = wanted(request)
     body = await service.books_as(
-        _ENCODERS[media_type],
+        ENCODERS[media_type],
         exchange,
         symbol,
         start,
         end,
-        _query(request, "limit"),
-        _query(request, "cursor"),
+        query(request, "limit"),
+        query(request, "cursor"),
         interval,
     )
-    return _encoded(body, media_type)
+    return encoded(body, media_type)
 
 
 @get(f"{BOOKS_PATH}/latest", opt={"scope": "read", "query": _SERIES})
 async def latest(request: AnyRequest) -> Response[bytes]:
-    snapshot = await _service(request).latest(
-        _query(request, "exchange"), _query(request, "symbol"), _query(request, "interval")
+    snapshot = await service_of(request).latest(
+        query(request, "exchange"), query(request, "symbol"), query(request, "interval")
     )
-    return _respond(request, snapshot)
+    return answer(request, snapshot)
 
 
 @get("/v1/coverage", opt={"scope": "read", "query": (*_RANGE, "interval", "sources", "fillable")})
 async def coverage(request: AnyRequest) -> Response[bytes]:
-    found = await _service(request).coverage(
-        _query(request, "exchange"),
-        _query(request, "symbol"),
-        _query(request, "start"),
-        _query(request, "end"),
-        _query(request, "sources"),
-        _query(request, "fillable"),
-        interval=_query(request, "interval"),
+    found = await service_of(request).coverage(
+        query(request, "exchange"),
+        query(request, "symbol"),
+        query(request, "start"),
+        query(request, "end"),
+        query(request, "sources"),
+        query(request, "fillable"),
+        interval=query(request, "interval"),
     )
-    return _respond(request, found)
+    return answer(request, found)
 
 
 _PROBE = [HttpMethod.GET, HttpMethod.HEAD]  # HEAD: the status alone, for a supervisor
@@ -166,21 +134,21 @@ _PROBE = [HttpMethod.GET, HttpMethod.HEAD]  # HEAD: the status alone, for a supe
 async def healthz(request: AnyRequest) -> Response[bytes]:
     """Liveness: the loop answered and the writer commits. A stale exchange is not a
     reason to restart the daemon, so it does not fail this (it fails `/readyz`)."""
-    alive = _service(request).liveness()
-    return _respond(request, alive, 200 if alive.status == "ok" else 503)
+    alive = service_of(request).liveness()
+    return answer(request, alive, 200 if alive.status == "ok" else 503)
 
 
 @route("/readyz", http_method=_PROBE)
 async def readyz(request: AnyRequest) -> Response[bytes]:
     """Readiness: every coin fresh (a snapshot within 3 intervals + 30 s) and the writer ok."""
-    health = await _service(request).health()
-    return _respond(request, health, 200 if health.status == "ok" else 503)
+    health = await service_of(request).health()
+    return answer(request, health, 200 if health.status == "ok" else 503)
 
 
 @get("/metrics", opt={"scope": "read"})
 async def metrics(request: AnyRequest) -> Response[bytes]:
     """prometheus_client's text exposition; its content type names the charset itself."""
-    service = _service(request)
+    service = service_of(request)
     health = await service.health()  # each coin's newest snapshot, read off the loop
     state = request.app.state
     body = prometheus.exposition(state.metrics, service.stats(), health, state.hub)
