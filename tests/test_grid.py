@@ -164,3 +164,13 @@ def test_both_routes_are_in_the_openapi_document(daemon: Daemon) -> None:
         assert [p["name"] for p in operation["parameters"]] == takes
         assert operation["security"] == [{"bearer": ["read"]}, {}]  # auth off: optional
     assert "/" not in paths  # the page is not API
+
+
+def test_the_page_and_its_files_name_their_type_once(daemon: Daemon) -> None:
+    """Litestar adds the charset to text types itself: a second one confused no browser
+    but is wrong (RFC 9110 allows one)."""
+    for path, kind in (("/", "text/html"), ("/ui/app.js", "text/javascript")):
+        got = daemon.http.get(path)
+        assert got.status_code == 200
+        assert got.headers["content-type"] == f"{kind}; charset=utf-8"
+    assert daemon.http.get("/ui/nope.js").status_code == 404

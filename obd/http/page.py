@@ -11,10 +11,10 @@ from litestar.params import FromPath
 
 __all__ = ["HANDLERS"]
 
-_TYPES = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
+_TYPES = {  # Litestar adds `; charset=utf-8` to text types itself
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
 }
 # Only the page's own scripts, styles and calls to this daemon (its WebSocket included).
 _HEADERS = {
