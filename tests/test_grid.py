@@ -115,8 +115,10 @@ def test_grid_over_http(daemon: Daemon) -> None:
     assert set(found) == {
         *("start", "end", "bucket_ms", "interval_ms", "buckets", "gaps", "gaps_truncated"),
         "backfill",
+        "providers",
     }
     assert found["backfill"] is True  # sim serves history
+    assert found["providers"] == ["plugin"]
     assert found["bucket_ms"] == H
     assert len(found["buckets"]) in (3, 4)  # -3h is rarely on an hour boundary
     last = found["buckets"][-1]

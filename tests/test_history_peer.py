@@ -64,6 +64,8 @@ url = "{b.url}"
         ).json()
         assert probed["fillable"] == [[hole_start, hole_end, "peer", ""]]
         assert probed["providers"] == ["peer"]
+        grid = a.http.get("/v1/coverage/grid", params={**COIN, "start": hole_start}).json()
+        assert (grid["providers"], grid["backfill"]) == (["peer"], True)  # the page's note
 
         done = obd(
             "backfill",

@@ -21,7 +21,7 @@ from obd.collect import Collector
 from obd.config import MAX_DEPTH, History
 from obd.errors import BadRequest, ConfigError, Conflict, Forbidden, NotFound, ObdError
 from obd.exchanges import Exchanges
-from obd.history.registry import Providers
+from obd.history.registry import PLUGIN, Providers
 from obd.model import Coin, Snapshot
 from obd.plugin import Availability, FetchesHistory
 from obd.service import markets as discovery
@@ -475,13 +475,24 @@ class Service:
                 f"{MAX_BUCKETS}; ask for a larger bucket or a shorter range"
             )
         found = await self._reader.run(grid, coin, begin, stop, size, now)
-        return msgspec.structs.replace(found, backfill=self._fetches_history(coin.exchange))
+        return msgspec.structs.replace(
+            found,
+            backfill=self._fetches_history(coin.exchange),
+            providers=self._providers.names_for(coin.exchange),
+        )
 
     def _fetches_history(self, exchange: str) -> bool:
-        try:
-            return isinstance(self._exchanges.get(exchange), FetchesHistory)
-        except ObdError:  # its plugin is gone or failed to load: nothing can fetch
-            return False
+        """Whether a back-fill of this exchange has a source to ask: a configured history
+        provider (an archive, a peer), or the `plugin` one where the plugin serves history."""
+        for name in self._providers.names_for(exchange):
+            if name != PLUGIN:
+                return True
+            try:
+                if isinstance(self._exchanges.get(exchange), FetchesHistory):
+                    return True
+            except ObdError:  # its plugin is gone or failed to load: it cannot fetch
+                continue
+        return False
 
     # -- live feed and history (WebSocket, MCP) --
 

@@ -38,9 +38,11 @@ class Grid(msgspec.Struct, frozen=True):
     buckets: list[Bucket]
     gaps: list[Gap]  # the range's gaps, oldest first, as /v1/coverage lists them
     gaps_truncated: bool  # more than MAX_GAPS: the newest are left out
-    # The exchange's plugin fetches history: a WebSocket `history` request may back-fill
-    # these gaps (those collection is done with), where the exchange still has them.
+    # A history provider could be asked to fill these gaps (those collection is done
+    # with): a configured archive or peer, or the exchange plugin where it serves
+    # history; `obd backfill` or a WebSocket `history` request asks them, in this order.
     backfill: bool = False
+    providers: list[str] = msgspec.field(default_factory=list)
 
 
 def grid(conn: Any, coin: Coin, begin: int, stop: int, bucket_ms: int, now: int) -> Grid:

@@ -497,9 +497,10 @@ async function refreshGaps() {
     const note = $("#gaps-fill");
     note.hidden = !fillable;
     note.textContent = !fillable ? ""
-      : found.backfill ? coin.exchange + "'s plugin fetches history: a WebSocket history request "
-        + "back-fills these gaps where the exchange still has them"
-      : coin.exchange + "'s plugin fetches no history: these gaps stay";
+      : found.backfill ? "history providers (" + found.providers.join(", ") + ") may fill these "
+        + "gaps: obd backfill, or a WebSocket history request, asks them in that order"
+      : "no history provider serves " + coin.exchange + " (" + found.providers.join(", ")
+        + "): these gaps stay unless [history] providers names one that does";
     if (found.gaps_truncated) addRow(["…", "", "", "more than " + found.gaps.length + " gaps: click a cell"]);
     if (!found.gaps.length) {
       const expected = found.buckets.reduce((sum, b) => sum + b.expected, 0);
