@@ -144,6 +144,9 @@ def test_metrics_are_promtool_clean_and_count(tmp_path: Path, start_daemon: Any)
     assert daemon.http.get("/no/such/path").status_code == 404
     accept = {"accept": "application/json, text/event-stream"}
     assert daemon.http.post("/mcp/", json=MCP_HELLO, headers=accept).status_code == 200
+    # A response is counted when its handler returns, which for MCP's streamed answer
+    # can be just after the client has read it all.
+    wait_for(lambda: 'route="/mcp"' in daemon.http.get("/metrics").text)
     response = daemon.http.get("/metrics")
     assert response.status_code == 200
     assert response.headers.get_list("content-type") == [CONTENT_TYPE_LATEST]
