@@ -84,7 +84,7 @@ def test_backfill_over_http_fills_holes_labels_them_and_is_metered(
     assert over.meta == {"retry_after_s": 6}  # a tenth of the minute's rows back
     assert message.endswith("(retry_after_s: 6)")
     kept = _books(daemon.url, t + 200 * S, t + 300 * S)
-    assert 0 < len(kept) <= 60 - 30 + 10, len(kept)  # what was left, plus a few seconds' refill
+    assert 60 - 30 <= len(kept) < 100, len(kept)  # what was left, plus the refill meanwhile
     assert f"stopped after {len(kept)} row(s)" in message
     assert daemon.stop() == 0
 
