@@ -383,6 +383,36 @@ def test_mcp_checks_scopes(env: Env) -> None:
     assert "write" in added
 
 
+def test_mcp_backfill_needs_write(env: Env) -> None:
+    """get_history's back-fill stores rows: a `read` token is refused, saying so, and
+    its plain read still works; a token with `write` fills the hole."""
+    admin = _bearer(_issued(env, "admin"))
+    added = env.daemon.http.post("/v1/coins", json={**SIM, "interval": "1s"}, headers=admin)
+    assert added.status_code in (200, 201), added.text
+    end = int(time.time()) * 1000 - 3_600_000  # long before the coin was added
+    span = {**SIM, "start": end - 10_000, "end": end}
+
+    async def go(token: str, arguments: dict[str, Any]) -> Any:
+        async with (
+            httpx2.AsyncClient(timeout=30, headers=_bearer(token)) as http,
+            streamable_http_client(f"{env.daemon.url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return await session.call_tool("get_history", arguments)
+
+    refused = asyncio.run(go(_issued(env, "reader"), {**span, "backfill": True}))
+    assert refused.is_error
+    message = str(refused.content[0].text)  # type: ignore[union-attr]
+    assert message.startswith("backfill: back-filling stores rows"), message
+    assert "needs the 'write' scope (this token has: read)" in message
+    plain = asyncio.run(go(_issued(env, "reader"), span))
+    assert plain.structured_content["rows"] == []  # type: ignore[index]
+    filled = asyncio.run(go(_issued(env, "admin"), {**span, "backfill": True}))
+    assert filled.structured_content["backfilled"] == 10, filled.content  # type: ignore[index]
+    assert len(filled.structured_content["rows"]) == 10  # type: ignore[index]
+
+
 # -- rate limit and logs (a daemon of its own: failures count per address) --
 
 

@@ -37,6 +37,8 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     ("check_availability", {**SIM, "symbol": "ETH/USDT"}),
     ("get_latest", {**COIN, "levels": 3}),
     ("get_history", {**COIN, "start": T0, "end": "2026-01-01T00:00:30Z", "levels": 2}),
+    # Holes before T0 and recorded gaps filled from sim first: the answer lists the rest.
+    ("get_history", {**COIN, "start": T0 - 5_000, "end": T0 + 30_000, "backfill": True}),
     ("coverage", {**COIN, "start": T0, "end": T0 + 60_000}),
 ]
 BAD: list[tuple[str, dict[str, Any], str]] = [
@@ -87,7 +89,14 @@ def _call(version: str, target: list[str], name: str, arguments: dict[str, Any])
     0.x sends arguments as `key=value` text, converted by the input schema's `type` (as
     a form-filling client does); 2.x sends them as typed JSON (as an agent does)."""
     new = not version.startswith("0.")
-    pairs = [arg for key, value in arguments.items() for arg in ("--tool-arg", f"{key}={value}")]
+    pairs = [
+        arg
+        for key, value in arguments.items()
+        for arg in (
+            "--tool-arg",
+            f"{key}={json.dumps(value) if isinstance(value, bool) else value}",
+        )
+    ]
     if new:
         pairs = ["--tool-args-json", json.dumps(arguments)]
     done = _npx(

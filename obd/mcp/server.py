@@ -9,6 +9,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import os
 import typing
 from typing import Any, cast
@@ -124,7 +125,7 @@ def _tool(tools: Tools, name: str) -> Tool:
         try:
             value = await method(**arguments)
         except ObdError as exc:
-            return _error(explain(name, exc))
+            return _error(explain(name, exc), exc.retry_after_s)
         return CallToolResult(
             content=[TextContent(type="text", text=_json.encode(value).decode())],
             structured_content=msgspec.to_builtins(value),
@@ -153,8 +154,18 @@ def _object_schema(kind: Any) -> dict[str, Any]:
     return {**definitions[name], **({"$defs": nested} if nested else {})}
 
 
-def _error(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+def _error(message: str, retry_after_s: float | None = None) -> CallToolResult:
+    """A tool error; one a wait may cure (a meter) says when to ask again, in its text and,
+    for programs, as `_meta.retry_after_s` (whole seconds, as the WebSocket's error)."""
+    if retry_after_s is None:
+        return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+    retry = max(1, math.ceil(retry_after_s))
+    text = f"{message} (retry_after_s: {retry})"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        is_error=True,
+        _meta={"retry_after_s": retry},
+    )
 
 
 def _invalid(error: ValidationError, properties: dict[str, Any]) -> str:

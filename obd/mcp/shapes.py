@@ -120,6 +120,15 @@ PathArg = Annotated[
         "never overwritten."
     ),
 ]
+BackfillArg = Annotated[
+    bool,
+    Field(
+        description="Also fill the range's holes (slots collection is done with) from obd's "
+        "history providers first, storing what they serve (labelled backfill:<provider>) "
+        "within obd's back-fill limits; needs the 'write' scope over HTTP. Default false: "
+        "only what is stored is read."
+    ),
+]
 QueryArg = Annotated[
     str | None,
     Field(
@@ -180,13 +189,18 @@ class RemovedCoin(msgspec.Struct, frozen=True):
     note: str
 
 
-class History(msgspec.Struct, frozen=True):
+class History(msgspec.Struct, frozen=True, omit_defaults=True):
     """Compact rows, oldest first: the summary columns of each stored snapshot."""
 
     rows: list[HistoryRow]
     truncated: bool  # the range holds more rows than these
     next_start: int | None  # pass as `start` to continue where these rows stop
     note: str | None
+    # With backfill=true: what the back-fill did (`Backfilled`'s fields).
+    backfilled: int | None = None
+    gaps: list[Gap] | None = None
+    gaps_truncated: bool | None = None
+    unfilled_why: str | None = None
 
 
 class Download(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -200,6 +214,23 @@ class Download(msgspec.Struct, frozen=True, omit_defaults=True):
     url: str | None = None
     size_bytes: int | None = None
     note: str | None = None
+    # With backfill=true: what the back-fill did (`Backfilled`'s fields).
+    backfilled: int | None = None
+    gaps: list[Gap] | None = None
+    gaps_truncated: bool | None = None
+    unfilled_why: str | None = None
+
+
+class Backfilled(msgspec.Struct, frozen=True):
+    """What back-filling a range did before a tool read it."""
+
+    backfilled: int  # rows fetched from the history providers and stored by this call
+    # What stays missing in [start, end) afterwards, [start, end, reason], the first
+    # MAX_GAPS (`gaps_truncated` when there are more).
+    gaps: list[Gap]
+    gaps_truncated: bool
+    # Why the providers could not fill what stays missing (each one's reason), if they said.
+    unfilled_why: str | None
 
 
 class CoverageResult(msgspec.Struct, frozen=True):

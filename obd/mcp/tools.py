@@ -7,13 +7,14 @@ agent reads. Argument and result shapes live in `obd.mcp.shapes`.
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 from obd.auth import Authenticator, require
-from obd.errors import BadRequest, NotFound, ObdError, Unavailable
+from obd.errors import BadRequest, Forbidden, NotFound, ObdError, TooManyRequests, Unavailable
 from obd.mcp import downloads
 from obd.mcp.shapes import (
     DEFAULT_HISTORY_ROWS,
@@ -23,6 +24,8 @@ from obd.mcp.shapes import (
     MAX_EXCHANGES,
     MAX_GAPS,
     AddedCoin,
+    BackfillArg,
+    Backfilled,
     CoinList,
     CoverageResult,
     DepthArg,
@@ -56,6 +59,9 @@ from obd.service import BookCount, Service, books_link
 from obd.times import iso
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+MAX_WHY = 500  # characters of the providers' reasons in one answer
+STDIO_CLIENT = "mcp-stdio"  # who back-fills over stdio, for the meters: the local user
+A = TypeVar("A", History, Download)
 ANNOTATIONS = {
     "add_coin": ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -66,9 +72,13 @@ ANNOTATIONS = {
     "check_availability": ToolAnnotations(read_only_hint=True, open_world_hint=True),
     "list_coins": _READ,
     "get_latest": _READ,
-    "get_history": _READ,
+    # Reads, unless asked to back-fill: that stores what history providers (an archive,
+    # a peer obd, the exchange) serve, so neither is read-only nor closed-world.
+    "get_history": ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+    ),
     "download_history": ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     ),
     "coverage": _READ,
     "list_markets": ToolAnnotations(read_only_hint=True, open_world_hint=True),
@@ -176,9 +186,11 @@ class Tools:
         symbol: SymbolArg,
         start: TimeArg,
         end: TimeArg,
+        ctx: Context,
         limit: HistoryLimit = None,
         levels: HistoryLevels = None,
         every: EveryArg = None,
+        backfill: BackfillArg = False,
     ) -> History:
         """Compact rows of stored snapshots with start <= ts < end, oldest first: ts
         (ms; ts_iso the same in ISO 8601), best_bid, best_ask, mid, spread_bps (basis
@@ -186,7 +198,10 @@ class Tools:
         units) and imbalance_10 ((bid - ask) / (bid + ask) of those sizes, -1 to 1).
         At most 200 rows a call: pass `every` (e.g. '1h') to sample a long range with
         one row per bucket, continue from `next_start`, or use download_history for
-        complete books."""
+        complete books. With backfill=true, holes in the range are first filled from
+        obd's history providers (the answer says how many rows, and which gaps remain
+        and why)."""
+        filled = await self._backfill(ctx, exchange, symbol, start, end) if backfill else None
         wanted = DEFAULT_HISTORY_ROWS if limit is None else limit
         top = levels or 0
         cap = min(wanted, row_cap(top))
@@ -199,12 +214,13 @@ class Tools:
             )
             if cap < wanted:
                 note += f" (with levels={top} a call returns at most {cap} rows)"
-        return History(
+        answer = History(
             rows=[compact(row) for row in page.rows],
             truncated=page.next_start is not None,
             next_start=page.next_start,
             note=note,
         )
+        return _with(answer, filled)
 
     async def download_history(
         self,
@@ -215,30 +231,35 @@ class Tools:
         format: FormatArg,
         ctx: Context,
         path: PathArg = None,
+        backfill: BackfillArg = False,
     ) -> Download:
         """Complete, lossless snapshots of a range (start <= ts < end) for analysis
         outside this conversation. Over stdio (`obd mcp`): writes a parquet, csv or ndjson
         file under obd's download directory and returns its path (count and size too).
         Over HTTP (/mcp): serves format='ndjson' only, as a url of obd's /v1/books
         endpoint streaming the range (fetch it with the same Authorization header);
-        for parquet or csv files use `obd mcp` or `obd export` on the server."""
+        for parquet or csv files use `obd mcp` or `obd export` on the server.
+        With backfill=true, holes in the range are first filled from obd's history
+        providers (the answer says how many rows, and which gaps remain and why)."""
         if self.over_http:
             _http_only_ndjson(format, path)
+        filled = await self._backfill(ctx, exchange, symbol, start, end) if backfill else None
         counted = await self.service.count_books(exchange, symbol, start, end)
         if counted.count == 0:
+            why = "" if filled is None or not filled.unfilled_why else f" ({filled.unfilled_why})"
             raise NotFound(
                 f"start/end: no snapshots of {symbol} on {exchange} in [{counted.start}, "
-                f"{counted.end}); coverage shows what is stored"
+                f"{counted.end}){why}; coverage shows what is stored"
             )
         if self.over_http:
-            return self._link(ctx, str(exchange), str(symbol), counted)
+            return _with(self._link(ctx, str(exchange), str(symbol), counted), filled)
         download.check_format(format)
         safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{exchange}_{symbol}")
         default_name = f"{safe}_{counted.start}_{counted.end}.{format}"
         target = downloads.target(self.download_dir, path, default_name)
         chunks = await self.service.stream_books(exchange, symbol, counted.start, counted.end)
         written = await download.write(chunks, target, format)
-        return Download(
+        answer = Download(
             format=format,
             count=written,
             start=counted.start,
@@ -248,6 +269,7 @@ class Tools:
             path=str(target),
             size_bytes=target.stat().st_size,
         )
+        return _with(answer, filled)
 
     async def coverage(
         self,
@@ -263,9 +285,10 @@ class Tools:
         with their reason (daemon_down, disconnected, not_synced, removed, pending, ...).
         Shows at most 100 gaps; narrow the range to see the rest. `providers` names the
         history providers a back-fill asks to fill gaps (obd backfill, WebSocket
-        history); `sources` = true also lists where the present slots came from
-        (live capture or which back-fill); `fillable` = true says per gap (the first
-        20) which provider could fill it, or why none could."""
+        history, get_history and download_history with backfill=true); `sources` =
+        true also lists where the present slots came from (live capture or which
+        back-fill); `fillable` = true says per gap (the first 20) which provider could
+        fill it, or why none could."""
         found = await self.service.coverage(
             exchange, symbol, start, end, sources=sources, fillable=fillable
         )
@@ -324,6 +347,49 @@ class Tools:
         headers = ctx.headers or {}
         require(await self._authenticator.authenticate(headers.get("authorization")), scope)
 
+    async def _backfill(
+        self, ctx: Context, exchange: str, symbol: str, start: int | str, end: int | str
+    ) -> Backfilled:
+        """Fill the holes of [start, end) from the history providers as the WebSocket's
+        history does: the same stream, with one allowance a call counted against the
+        caller in the daemon's meters."""
+        client = await self._backfiller(ctx)
+        allowance = self.service.backfill_allowance(client)
+        stream = await self.service.holes(exchange, symbol, start, end, allowance)
+        try:
+            await stream.fill()
+        except TooManyRequests as exc:
+            raise TooManyRequests(
+                f"backfill: stopped after {stream.backfilled} row(s) back-filled and stored; {exc}",
+                exc.retry_after_s,
+            ) from None
+        why = stream.backfill_error
+        return Backfilled(
+            backfilled=stream.backfilled,
+            gaps=stream.gaps[:MAX_GAPS],
+            gaps_truncated=stream.gaps_truncated or len(stream.gaps) > MAX_GAPS,
+            unfilled_why=None if why is None else why[:MAX_WHY],
+        )
+
+    async def _backfiller(self, ctx: Context) -> str:
+        """Who back-fills, as the meters count clients, once it is known they may: over
+        HTTP a token holding `write` (its subject; auth off: the caller's address)."""
+        if self._authenticator is None:
+            return STDIO_CLIENT  # whoever can open the database file may write it
+        headers = ctx.headers or {}
+        principal = await self._authenticator.authenticate(headers.get("authorization"))
+        if "write" not in principal.scopes:
+            held = ", ".join(sorted(principal.scopes)) or "none"
+            raise Forbidden(
+                "backfill: back-filling stores rows fetched from the history providers, "
+                f"so it needs the 'write' scope (this token has: {held}); call without "
+                "backfill to read what is stored"
+            )
+        if principal.subject != "anonymous":
+            return principal.subject
+        client = getattr(ctx.request_context.request, "client", None)
+        return str(client[0]) if client else "?"
+
     def _link(self, ctx: Context, exchange: str, symbol: str, counted: BookCount) -> Download:
         link = books_link(exchange, symbol, counted.start, counted.end)
         # The Host the client reached us by (already checked against the allowed hosts).
@@ -338,6 +404,13 @@ class Tools:
             end_iso=iso(counted.end),
             url=url,
         )
+
+
+def _with(answer: A, filled: Backfilled | None) -> A:
+    """`answer` saying what a back-fill before it did, if one ran."""
+    if filled is None:
+        return answer
+    return msgspec.structs.replace(answer, **msgspec.structs.asdict(filled))
 
 
 def _http_only_ndjson(form: str, path: str | None) -> None:

@@ -536,6 +536,26 @@ class Service:
             pages=self._book_pages,
         )
 
+    async def holes(
+        self, exchange: object, symbol: object, start: object, end: object, backfill: Allowance
+    ) -> HistoryStream:
+        """[start, end) of a stored series (collected or not; never added), for
+        `HistoryStream.fill` to back-fill its holes within `backfill` as `history` would:
+        MCP's get_history and download_history with backfill=true, before they read."""
+        coin = await self._coin(exchange, symbol)
+        begin, stop = _range(start, end)
+        return HistoryStream(
+            coin,
+            begin,
+            stop,
+            DEFAULT_CHUNK,
+            read=self._reader,
+            writer=self._writer,
+            providers=self._providers.for_exchange(coin.exchange),
+            backfill=backfill,
+            pages=self._book_pages,
+        )
+
     async def backfill(
         self,
         exchange: object,

@@ -137,6 +137,22 @@ class HistoryStream:
         if out:
             yield out
 
+    async def fill(self) -> None:
+        """Back-fill the range's holes as `chunks()` would (the same meters, providers and
+        gaps), without reading the stored books: where rows are stored is read from the
+        index alone. `count` is then the rows the range holds. Raises TooManyRequests
+        past the allowance, once what was fetched before it is stored."""
+        self._horizon = await self._read.run(horizon, self.coin)
+        interval = self.coin.interval_ms
+        stored = await self._read.run(reader.runs, self.coin.id, self.start, self._stop, interval)
+        expected = self.start  # the next slot not yet accounted for
+        for run_start, run_end in [*stored, (self.end, self.end)]:
+            async with contextlib.aclosing(self._fill(expected, run_start)) as filled:
+                async for piece in filled:
+                    self.count += len(piece)
+            self.count += (run_end - run_start) // interval
+            expected = max(expected, run_end)
+
     async def _pieces(self) -> AsyncGenerator[list[Snapshot], None]:
         """Runs of stored rows, with each hole between them filled (or noted) in place."""
         interval = self.coin.interval_ms
