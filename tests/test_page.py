@@ -269,7 +269,7 @@ def test_a_click_on_a_cell_lists_its_gaps_with_reasons(
         "() => document.querySelector('#gaps-range').textContent.includes('clicked')"
     )
     page.wait_for_function(
-        "() => document.querySelector('#gaps-fill').textContent.includes('fetches history')"
+        "() => document.querySelector('#gaps-fill').textContent.includes('may fill these gaps')"
     )
     page.wait_for_function(
         "() => [...document.querySelectorAll('#gaps td')]"
