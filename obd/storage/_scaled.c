@@ -830,50 +830,6 @@ static PyObject *side(const double *prices, const double *sizes, Py_ssize_t n) {
     return list;
 }
 
-/* books(prices, sizes, offsets, n_bids) -> [(bids, asks), ...]: each book's levels as
- * lists of (price, size) float tuples; book i is [offsets[i], offsets[i + 1]). */
-static PyObject *books(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "books takes 4 arguments");
-        return NULL;
-    }
-    Py_buffer view[4];
-    int got = 0;
-    PyObject *result = NULL;
-    for (; got < 4; got++)
-        if (PyObject_GetBuffer(args[got], &view[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
-    Py_ssize_t count = view[3].len / 8, levels = view[0].len / 8;
-    if (view[1].len / 8 != levels || view[2].len / 8 != count + 1) {
-        PyErr_SetString(PyExc_ValueError, "books: buffers of mismatched lengths");
-        goto done;
-    }
-    const double *prices = view[0].buf, *sizes = view[1].buf;
-    const int64_t *offsets = view[2].buf, *n_bids = view[3].buf;
-    result = PyList_New(count);
-    if (!result) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        int64_t start = offsets[i], end = offsets[i + 1], split = start + n_bids[i];
-        if (start < 0 || start > split || split > end || end > levels) {
-            PyErr_SetString(PyExc_ValueError, "books: offsets out of range");
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyObject *bids = side(prices + start, sizes + start, split - start);
-        PyObject *asks = bids ? side(prices + split, sizes + split, end - split) : NULL;
-        PyObject *book = asks ? PyTuple_Pack(2, bids, asks) : NULL;
-        Py_XDECREF(bids);
-        Py_XDECREF(asks);
-        if (!book) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyList_SET_ITEM(result, i, book);
-    }
-done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&view[i]);
-    return result;
-}
-
 /* msgpack of one side: an array header, then fixarray(2), float64, float64 a level:
  * the bytes msgspec writes for a list of (price, size) float tuples. */
 static PyObject *packed_side(const double *prices, const double *sizes, Py_ssize_t n) {
@@ -904,10 +860,14 @@ static PyObject *packed_side(const double *prices, const double *sizes, Py_ssize
     return out;
 }
 
-/* msgpack(prices, sizes, offsets, n_bids) -> [(bids, asks), ...] of msgpack bytes. */
-static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+typedef PyObject *(*side_maker)(const double *prices, const double *sizes, Py_ssize_t n);
+
+/* [(bids, asks), ...] of a batch (prices, sizes, offsets, n_bids), each side made by
+ * `make`; book i is [offsets[i], offsets[i + 1]), its first n_bids[i] levels bids. */
+static PyObject *each_book(const char *name, PyObject *const *args, Py_ssize_t nargs,
+                           side_maker make) {
     if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "msgpack takes 4 arguments");
+        PyErr_Format(PyExc_TypeError, "%s takes 4 arguments", name);
         return NULL;
     }
     Py_buffer view[4];
@@ -917,7 +877,7 @@ static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if (PyObject_GetBuffer(args[got], &view[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
     Py_ssize_t count = view[3].len / 8, levels = view[0].len / 8;
     if (view[1].len / 8 != levels || view[2].len / 8 != count + 1) {
-        PyErr_SetString(PyExc_ValueError, "msgpack: buffers of mismatched lengths");
+        PyErr_Format(PyExc_ValueError, "%s: buffers of mismatched lengths", name);
         goto done;
     }
     const double *prices = view[0].buf, *sizes = view[1].buf;
@@ -927,12 +887,12 @@ static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     for (Py_ssize_t i = 0; i < count; i++) {
         int64_t start = offsets[i], end = offsets[i + 1], split = start + n_bids[i];
         if (start < 0 || start > split || split > end || end > levels) {
-            PyErr_SetString(PyExc_ValueError, "msgpack: offsets out of range");
+            PyErr_Format(PyExc_ValueError, "%s: offsets out of range", name);
             Py_CLEAR(result);
             goto done;
         }
-        PyObject *bids = packed_side(prices + start, sizes + start, split - start);
-        PyObject *asks = bids ? packed_side(prices + split, sizes + split, end - split) : NULL;
+        PyObject *bids = make(prices + start, sizes + start, split - start);
+        PyObject *asks = bids ? make(prices + split, sizes + split, end - split) : NULL;
         PyObject *book = asks ? PyTuple_Pack(2, bids, asks) : NULL;
         Py_XDECREF(bids);
         Py_XDECREF(asks);
@@ -945,6 +905,17 @@ static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 done:
     for (int i = 0; i < got; i++) PyBuffer_Release(&view[i]);
     return result;
+}
+
+/* books(prices, sizes, offsets, n_bids) -> [(bids, asks), ...]: each book's levels as
+ * lists of (price, size) float tuples. */
+static PyObject *books(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return each_book("books", args, nargs, side);
+}
+
+/* msgpack(prices, sizes, offsets, n_bids) -> [(bids, asks), ...] of msgpack bytes. */
+static PyObject *msgpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return each_book("msgpack", args, nargs, packed_side);
 }
 
 static PyMethodDef methods[] = {
