@@ -524,17 +524,7 @@ class Service:
         begin, stop = _range(start, end)
         size = _bounded("chunk", chunk, 1, MAX_CHUNK, DEFAULT_CHUNK)
         coin = await self._ensure_collected(exchange_id, symbol_name, may_add)
-        return HistoryStream(
-            coin,
-            begin,
-            stop,
-            size,
-            read=self._reader,
-            writer=self._writer,
-            providers=self._providers.for_exchange(coin.exchange),
-            backfill=backfill,
-            pages=self._book_pages,
-        )
+        return self._history_stream(coin, begin, stop, size, backfill)
 
     async def holes(
         self, exchange: object, symbol: object, start: object, end: object, backfill: Allowance
@@ -544,11 +534,18 @@ class Service:
         MCP's get_history and download_history with backfill=true, before they read."""
         coin = await self._coin(exchange, symbol)
         begin, stop = _range(start, end)
+        return self._history_stream(coin, begin, stop, DEFAULT_CHUNK, backfill)
+
+    def _history_stream(
+        self, coin: Coin, begin: int, stop: int, size: int, backfill: Allowance | None
+    ) -> HistoryStream:
+        """[begin, stop) of `coin`, its holes offered to the exchange's history providers
+        within `backfill`, stored rows read within the bound on book reads."""
         return HistoryStream(
             coin,
             begin,
             stop,
-            DEFAULT_CHUNK,
+            size,
             read=self._reader,
             writer=self._writer,
             providers=self._providers.for_exchange(coin.exchange),
