@@ -42,21 +42,7 @@ def add_coin(conn: apsw.Connection, want: CoinRequest, now: int) -> tuple[Coin, 
         return active, False
     existing = reader.coin(conn, want.exchange, want.symbol, want.interval_ms)
     if existing is None:
-        conn.execute(
-            "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
-            "synthetic, added_ts, tick_size, lot_size) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-            (
-                want.exchange,
-                want.symbol,
-                want.interval_ms,
-                want.interval,
-                want.depth,
-                want.synthetic,
-                now,
-                want.tick_size,
-                want.lot_size,
-            ),
-        )
+        _insert(conn, want, now, collected=True)
     elif existing.history_only:
         # Collected from now on: what came before is history (back-filled or not collected).
         conn.execute(
@@ -94,19 +80,30 @@ def register_history_only(conn: apsw.Connection, want: CoinRequest, now: int) ->
     existing = reader.coin(conn, want.exchange, want.symbol)
     if existing is not None:
         return existing
-    conn.execute(
-        "INSERT INTO series (exchange, symbol, interval_ms, interval, depth, active, "
-        "synthetic, added_ts, history_only) VALUES (?, ?, ?, ?, ?, 0, ?, ?, 1)",
-        (
-            want.exchange,
-            want.symbol,
-            want.interval_ms,
-            want.interval,
-            want.depth,
-            want.synthetic,
-            now,
-        ),
-    )
+    _insert(conn, want, now, collected=False)
     coin = reader.coin(conn, want.exchange, want.symbol, want.interval_ms)
     assert coin is not None
     return coin
+
+
+def _insert(conn: apsw.Connection, want: CoinRequest, now: int, *, collected: bool) -> None:
+    """A new series: collected (active) from now on, or registered for history only.
+    `history_only` is named only when set: it defaults to 0, and files from before it
+    (schema 4) still take a collected series."""
+    columns = "exchange, symbol, interval_ms, interval, depth, active, synthetic, added_ts, "
+    columns += "tick_size, lot_size" + ("" if collected else ", history_only")
+    values = (
+        want.exchange,
+        want.symbol,
+        want.interval_ms,
+        want.interval,
+        want.depth,
+        collected,
+        want.synthetic,
+        now,
+        want.tick_size,
+        want.lot_size,
+        *(() if collected else (True,)),
+    )
+    marks = ", ".join("?" * len(values))
+    conn.execute(f"INSERT INTO series ({columns}) VALUES ({marks})", values)
