@@ -151,7 +151,9 @@ def prefill(
     books = [_book(i, depth) for i in range(distinct)]
     encoded = {id(book.bids): codec.encode(book.bids, book.asks) for book in books}
     real_encode = codec.encode
-    codec.encode = lambda bids, asks: encoded.get(id(bids)) or real_encode(bids, asks)
+    codec.encode = lambda bids, asks, model=None: encoded.get(id(bids)) or real_encode(
+        bids, asks, model
+    )
     conn = open_writer(path)
     try:
         migrate(conn, added_ts)

@@ -368,13 +368,15 @@ class Dataset:
         (ts, exchange_ts, received_ts, capture, seq, codec, book) and their books decoded
         as arrays (`codec.Levels`), with no Python object per level."""
         low, high = _bounds(start, end)
+        # A book's size model is a row of its own file: each batch comes from one shard.
         streams = [
-            reader.book_row_pages(shard.conn, coin.id, low, high, size)
+            _tagged(shard.conn, reader.book_row_pages(shard.conn, coin.id, low, high, size))
             for shard, coin in self._holding(exchange, symbol, interval)
         ]
-        batches = streams[0] if len(streams) == 1 else _batches(_merged(streams), size)
-        for rows in batches:
-            yield rows, codec.decode_many([(row[5], row[6]) for row in rows])
+        batches = streams[0] if len(streams) == 1 else _runs(_merged(streams), size)
+        for tagged in batches:
+            conn, rows = tagged[0][1], [row for _, _, row in tagged]
+            yield rows, reader.decode_rows(conn, [(row[5], row[6]) for row in rows])
 
     def _depth(self, exchange: str, symbol: str, interval: str | int | None = None) -> int:
         return max(coin.depth for _, coin in self._holding(exchange, symbol, interval))
@@ -478,6 +480,20 @@ def _merged(streams: list[Iterator[list[tuple[Any, ...]]]]) -> Iterator[tuple[An
     """Rows of several shards by ts, each ts once (the first shard listed wins)."""
     merged = heapq.merge(*(_flat(stream) for stream in streams), key=lambda row: row[0])
     return _distinct(merged, lambda row: row[0])
+
+
+def _tagged(
+    conn: apsw.Connection, pages: Iterator[list[tuple[Any, ...]]]
+) -> Iterator[list[tuple[int, apsw.Connection, tuple[Any, ...]]]]:
+    """Each page's rows as (ts, the shard's connection, row)."""
+    for rows in pages:
+        yield [(row[0], conn, row) for row in rows]
+
+
+def _runs(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """`_tagged` rows in batches of at most `size`, each from one connection."""
+    for _, run in itertools.groupby(items, key=lambda item: id(item[1])):
+        yield from _batches(run, size)
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

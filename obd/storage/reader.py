@@ -12,7 +12,7 @@ import apsw
 import msgspec
 
 from obd.model import Coin, Gap, Level, Snapshot
-from obd.storage import codec
+from obd.storage import codec, dicts
 from obd.storage.connect import open_reader
 from obd.storage.summary import COLUMNS
 
@@ -234,7 +234,7 @@ def _snapshot_columns(conn: apsw.Connection) -> str:
 
 def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -> list[Snapshot]:
     """Snapshots of `coin` with start <= ts < end, oldest first, at most `limit`."""
-    return _snapshots(coin, book_rows(conn, coin.id, start, end, limit))
+    return _snapshots(conn, coin, book_rows(conn, coin.id, start, end, limit))
 
 
 def book_rows(
@@ -262,9 +262,9 @@ def book_row_pages(
     )
 
 
-def _snapshots(coin: Coin, rows: list[Any]) -> list[Snapshot]:
+def _snapshots(conn: apsw.Connection, coin: Coin, rows: list[Any]) -> list[Snapshot]:
     """`book_rows` as Snapshots, their blobs decoded as one batch."""
-    books = codec.decode_many([(row[5], row[6]) for row in rows]).books()
+    books = decode_rows(conn, [(row[5], row[6]) for row in rows]).books()
     exchange, symbol = coin.exchange, coin.symbol
     return [
         Snapshot(exchange, symbol, row[0], row[1], row[2], bids, asks, row[3], row[4])
@@ -305,11 +305,12 @@ def latest(conn: apsw.Connection, coin: Coin) -> Snapshot | None:
         "WHERE series = ? ORDER BY ts DESC LIMIT 1",
         (coin.id,),
     ).fetchone()
-    return _snapshot(coin, row) if row else None
+    return _snapshots(conn, coin, [row])[0] if row else None
 
 
-def _snapshot(coin: Coin, row: Any) -> Snapshot:
-    return _snapshots(coin, [row])[0]
+def decode_rows(conn: apsw.Connection, rows: list[tuple[int, bytes]]) -> codec.Levels:
+    """(codec, blob) pairs read from `conn` decoded as one batch, with the file's models."""
+    return codec.decode_many(rows, dicts.resolver(conn))
 
 
 class SummaryRow(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -356,22 +357,22 @@ def summaries(
         table: list[Any] = conn.execute(query, (coin_id, start, end, limit)).fetchall()
         if not levels:
             return [SummaryRow(*row) for row in table]
-        books = codec.decode_many([(row[-2], row[-1]) for row in table]).books()
+        books = decode_rows(conn, [(row[-2], row[-1]) for row in table]).books()
         return [_with_levels(row, book, levels) for row, book in zip(table, books, strict=True)]
     rows: list[SummaryRow] = []
     while len(rows) < limit and start < end:
         found = conn.execute(query, (coin_id, start, end, 1)).fetchone()
         if found is None:
             break
-        rows.append(_summary(found, levels))
+        rows.append(_summary(conn, found, levels))
         start = (found[0] // every_ms + 1) * every_ms
     return rows
 
 
-def _summary(row: Any, levels: int) -> SummaryRow:
+def _summary(conn: apsw.Connection, row: Any, levels: int) -> SummaryRow:
     if not levels:
         return SummaryRow(*row)
-    return _with_levels(row, codec.decode(row[-2], row[-1]), levels)
+    return _with_levels(row, decode_rows(conn, [(row[-2], row[-1])]).books()[0], levels)
 
 
 def _with_levels(row: Any, book: tuple[list[Level], list[Level]], levels: int) -> SummaryRow:

@@ -217,7 +217,15 @@ _V5 = """
 ALTER TABLE series ADD COLUMN history_only INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)  # [i] takes user_version i to i + 1
+# Per-series size models (codec 2) in `dicts`: the series a model belongs to and the
+# slot of the last book it learned from, so a writer finds a series' latest model by index.
+_V6 = """
+ALTER TABLE dicts ADD COLUMN series INTEGER REFERENCES series (id);
+ALTER TABLE dicts ADD COLUMN ts INTEGER;
+CREATE INDEX dicts_series ON dicts (series, id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)  # [i] takes user_version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

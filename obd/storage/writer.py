@@ -21,7 +21,7 @@ import structlog
 from obd.errors import StorageUnavailable
 from obd.metrics import Metrics
 from obd.model import Book, Coin, GapReason, Snapshot
-from obd.storage import codec
+from obd.storage import codec, dicts
 from obd.storage.connect import open_writer
 from obd.storage.schema import INLINE_BOOK_BYTES, TS_LIMIT, book_key, migrate
 from obd.storage.summary import COLUMNS, summarize
@@ -314,6 +314,7 @@ def _atomic(conn: apsw.Connection) -> Iterator[None]:
     try:
         yield
         conn.execute("COMMIT")
+        dicts.writing(conn).committed()
     except BaseException:
         if not conn.getautocommit():
             conn.execute("ROLLBACK")
@@ -366,7 +367,8 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
         log.error("snapshot_ts_out_of_range", coin_id=row.coin.id, ts=row.ts)
         return False
     bids, asks = row.book.bids, row.book.asks
-    codec_id, blob = codec.encode(bids, asks)
+    models = dicts.writing(conn)
+    codec_id, blob = codec.encode(bids, asks, models.model_for(row.coin.id, row.ts))
     summary = summarize(bids, asks)
     inline = len(blob) <= INLINE_BOOK_BYTES
     conn.execute(
@@ -387,6 +389,7 @@ def insert_snapshot(conn: apsw.Connection, row: SnapshotIn) -> bool:
         return False
     if not inline:
         conn.execute(_INSERT_BOOK, (book_key(row.coin.id, row.ts), blob))
+    models.stored(row.coin.id, row.ts, codec_id, blob)
     return True
 
 
