@@ -156,7 +156,12 @@ def resolver(conn: apsw.Connection) -> Callable[[int], SizeModel]:
 
 
 def _model(model_id: int, data: bytes) -> SizeModel:
-    return SizeModel(model_id, bytes(data))
+    """The row's model; a row that is not a valid code makes its books corrupt (KeyError
+    is what `codec.decode_many` reports them by)."""
+    try:
+        return SizeModel.load(model_id, data)
+    except ValueError as exc:
+        raise KeyError(f"{exc}") from None
 
 
 def _zeros() -> npt.NDArray[np.int64]:
