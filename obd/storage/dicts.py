@@ -105,8 +105,12 @@ class Models:
         state = self._series.get(series)
         if state is None:
             row = self._conn.execute(_LATEST, (series, _CODEC)).fetchone()
-            state = _Series() if row is None else _Series(_model(row[0], row[1]), row[2] or 0)
-            self._series[series] = state
+            state = self._series[series] = _Series()
+            if row is not None:
+                try:  # a damaged row: learn a new model rather than stop writing
+                    state = self._series[series] = _Series(_model(row[0], row[1]), row[2] or 0)
+                except KeyError:
+                    pass
         return state
 
     def _exists(self, model_id: int) -> bool:
