@@ -13,6 +13,7 @@ bytes, never a book. Models are rows that are never updated or deleted, so reade
 them by id for a connection's life.
 """
 
+import contextlib
 import weakref
 from collections.abc import Callable
 
@@ -105,12 +106,11 @@ class Models:
         state = self._series.get(series)
         if state is None:
             row = self._conn.execute(_LATEST, (series, _CODEC)).fetchone()
-            state = self._series[series] = _Series()
-            if row is not None:
-                try:  # a damaged row: learn a new model rather than stop writing
-                    state = self._series[series] = _Series(_model(row[0], row[1]), row[2] or 0)
-                except KeyError:
-                    pass
+            state = _Series()
+            if row is not None:  # a damaged row: learn a new model rather than stop writing
+                with contextlib.suppress(KeyError):
+                    state = _Series(_model(row[0], row[1]), row[2] or 0)
+            self._series[series] = state
         return state
 
     def _exists(self, model_id: int) -> bool:
