@@ -278,8 +278,8 @@ def _prefill(path: Path, count: int, depth: int) -> tuple[int, int]:
     books = [_book(n, depth) for n in range(500)]
     encoded = {id(book.bids): codec.encode(book.bids, book.asks) for book in books}
     real_encode = codec.encode
-    codec.encode = lambda bids, asks, model=None: encoded.get(id(bids)) or real_encode(
-        bids, asks, model
+    codec.encode = lambda bids, asks, model=None: (
+        encoded.get(id(bids)) or real_encode(bids, asks, model)
     )
     conn = open_writer(path)
     try:

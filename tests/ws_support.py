@@ -151,8 +151,8 @@ def prefill(
     books = [_book(i, depth) for i in range(distinct)]
     encoded = {id(book.bids): codec.encode(book.bids, book.asks) for book in books}
     real_encode = codec.encode
-    codec.encode = lambda bids, asks, model=None: encoded.get(id(bids)) or real_encode(
-        bids, asks, model
+    codec.encode = lambda bids, asks, model=None: (
+        encoded.get(id(bids)) or real_encode(bids, asks, model)
     )
     conn = open_writer(path)
     try:
