@@ -113,6 +113,18 @@ def test_threads_share_the_codec() -> None:
     assert [bits(b) + bits(a) for b, a in decoded] == [bits(b) + bits(a) for b, a in books * 3]
 
 
+def test_threads_share_the_models_tables() -> None:
+    books = [(b["bids"], b["asks"], MODELS[series_of(b)]) for b in BOOKS_100]
+    expected = [codec.encode(*book) for book in books]
+    with ThreadPoolExecutor(4) as pool:
+        encoded = list(pool.map(lambda book: codec.encode(*book), books * 3))
+        batches = [encoded[i : i + 7] for i in range(0, len(encoded), 7)]
+        decoded = list(pool.map(lambda rows: codec.decode_many(rows, RESOLVE).books(), batches))
+    assert encoded == expected * 3
+    flat = [book for batch in decoded for book in batch]
+    assert [bits(b) + bits(a) for b, a in flat] == [bits(b) + bits(a) for b, a, _ in books * 3]
+
+
 # --- edge cases --------------------------------------------------------------------------
 
 NASTY = [
@@ -258,6 +270,37 @@ def test_the_documented_decoder_reads_what_obd_writes() -> None:
         got_bids, got_asks = decode_book(*codec.encode(bids, asks))
         assert bits(got_bids) == bits(bids)
         assert bits(got_asks) == bits(asks)
+
+
+def test_the_documented_decoder_reads_modeled_books_with_their_dicts_row() -> None:
+    decode_book = reference_decoder()
+    dicts = {model.id: model.lengths for model in MODELS.values()}
+    odd = sizecode.SizeModel(99, sizecode.train([5000] + [0] * 234 + [3]))  # 15-bit codes
+    dicts[odd.id] = odd.lengths
+    books = [(b["bids"], b["asks"], MODELS[series_of(b)]) for b in BOOKS_100[8::6]]
+    books += [
+        ([[100.0 - i, float(64 + i % 5)] for i in range(2000)], [[101.0, 64.0]], odd),
+        ([[99.0, 1.0], [101.0, -1.0]], [[98.0, 1.0], [97.0, 1.0], [97.0, 5.0]] * 9, odd),
+        ([[1.0, 1.0]], [[2.0, 2.0**52 + 1]] * 30, odd),
+    ]
+    for bids, asks, model in books:
+        codec_id, blob = modeled(bids, asks, model)
+        got_bids, got_asks = decode_book(codec_id, blob, dicts.__getitem__)
+        assert bits(got_bids) == bits(bids)
+        assert bits(got_asks) == bits(asks)
+
+
+def modeled(bids: Any, asks: Any, model: sizecode.SizeModel) -> tuple[int, bytes]:
+    """The MODELED blob of a book, even where `encode` finds SCALED smaller."""
+    import msgspec
+
+    from obd.storage import scaled
+
+    packed = msgspec.msgpack.encode((bids, asks))
+    fields = scaled.encode(packed, len(bids), len(asks), True, model.lengths)
+    assert isinstance(fields, tuple)
+    header = (fields[0], len(bids), len(asks), *fields[1:8])
+    return codec.MODELED, msgspec.msgpack.encode((*header, fields[11], model.id))
 
 
 def test_the_documented_example() -> None:

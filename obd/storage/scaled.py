@@ -51,7 +51,7 @@ _Bool = npt.NDArray[np.bool_]
 Buffer = bytes | bytearray | memoryview | npt.NDArray[Any]
 Fields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes]
 ModeledFields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes, bytes | None]
-Table = tuple[_U8, _U64]  # a size code's symbol and length for each MAX_BITS-bit peek
+Table = tuple[_U8, _I64]  # a size code's symbol and length for each MAX_BITS-bit peek
 
 _MAX_EXP = 22  # 10.0**22 is the largest power of ten a float64 holds exactly
 _LIMIT = 2.0**53  # integers below it are exact in a float64
@@ -466,7 +466,7 @@ def size_table(lengths: bytes) -> Table:
     order = np.lexsort((np.arange(sizecode.SYMBOLS), code_lengths))
     spans = np.left_shift(1, sizecode.MAX_BITS - code_lengths.astype(np.int64))
     symbol_of = np.repeat(order.astype(np.uint8), spans[order])
-    length_of = code_lengths[symbol_of].astype(np.uint64)
+    length_of = code_lengths[symbol_of].astype(np.int64)
     symbol_of.flags.writeable = length_of.flags.writeable = False
     return symbol_of, length_of
 
@@ -525,20 +525,34 @@ def _from_unary(packed: bytes, n: int) -> _I64:
 
 def _read_codes(packed: bytes, n: int, table: Table) -> tuple[_U8, int]:
     """(symbols, the bit after them) of n size codes from the stream's first bit: the
-    code at every bit position at once, then a short walk from code to code."""
-    symbol_of, length_of = table
+    code at every bit position at once, then a short walk from code to code. Positions
+    up to ~10 bits a code first (real books take ~6), all of them if the walk needs."""
     limit = 8 * len(packed)
-    words = _words(packed)
-    at = np.arange(limit + 1, dtype=np.uint64)
-    peeks = (words[at >> np.uint64(3)] << (at & np.uint64(7))) >> np.uint64(64 - sizecode.MAX_BITS)
+    words = _words(packed).astype(np.uint64)
+    found = _walk(words, n, table, min(limit, 10 * n + 64), limit)
+    if found is None:
+        found = _walk(words, n, table, limit, limit)
+    assert found is not None
+    return found
+
+
+def _walk(words: _U64, n: int, table: Table, end: int, limit: int) -> tuple[_U8, int] | None:
+    """_read_codes with the codes at positions 0..end; None if the walk goes past end."""
+    symbol_of, length_of = table
+    at = np.arange(end + 1)
+    peeks = (words[at >> 3] << (at & 7).astype(np.uint64)) >> np.uint64(64 - sizecode.MAX_BITS)
+    peeks = peeks.view(np.int64)  # < 2**MAX_BITS: an index NumPy need not convert
     following = (at + length_of[peeks]).tolist()
     starts = [0] * n
     position = 0
     for i in range(n):
         starts[i] = position
         position = following[position]
-        if position > limit:
-            raise ValueError("size code stream too short")
+        if position > end:
+            if position > limit:
+                raise ValueError("size code stream too short")
+            if i + 1 < n:
+                return None
     return symbol_of[peeks[starts]], position
 
 
