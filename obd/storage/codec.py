@@ -382,9 +382,10 @@ def _model(models: Models | None, model_id: int) -> SizeModel:
     return model
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def _table(core: ModuleType, model: SizeModel) -> Any:
-    """A model's decode table for a core: built once (~0.1 ms), kept for the next batches."""
+    """A model's decode table for a core (66 KiB), built once (~0.1 ms) and kept for the
+    next batches: keyed by the model's value, so a resolver may return new objects."""
     return core.size_table(model.lengths)
 
 

@@ -51,7 +51,7 @@ _Bool = npt.NDArray[np.bool_]
 Buffer = bytes | bytearray | memoryview | npt.NDArray[Any]
 Fields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes]
 ModeledFields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes, bytes | None]
-Table = tuple[_U8, _I64]  # a size code's symbol and length for each MAX_BITS-bit peek
+Table = tuple[_U8, _U8]  # a size code's symbol and length for each MAX_BITS-bit peek
 
 _MAX_EXP = 22  # 10.0**22 is the largest power of ten a float64 holds exactly
 _LIMIT = 2.0**53  # integers below it are exact in a float64
@@ -466,7 +466,7 @@ def size_table(lengths: bytes) -> Table:
     order = np.lexsort((np.arange(sizecode.SYMBOLS), code_lengths))
     spans = np.left_shift(1, sizecode.MAX_BITS - code_lengths.astype(np.int64))
     symbol_of = np.repeat(order.astype(np.uint8), spans[order])
-    length_of = code_lengths[symbol_of].astype(np.int64)
+    length_of = code_lengths[symbol_of]
     symbol_of.flags.writeable = length_of.flags.writeable = False
     return symbol_of, length_of
 
