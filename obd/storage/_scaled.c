@@ -709,6 +709,19 @@ static inline void flush_bits(bitwriter_t *w) {
     w->pending = 0;
 }
 
+/* The first `count` bits of a packed stream, 32 at a time. */
+static void append_bits(bitwriter_t *w, const uint8_t *src, uint64_t count) {
+    uint64_t at = 0;
+    for (; at + 32 <= count; at += 32) {
+        const uint8_t *p = src + at / 8;
+        put_bits(w, (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3], 32);
+    }
+    int rest = (int)(count - at), bytes = (rest + 7) / 8;
+    uint64_t v = 0;
+    for (int j = 0; j < bytes; j++) v = v << 8 | src[at / 8 + (uint64_t)j];
+    put_bits(w, v >> (8 * bytes - rest), rest);
+}
+
 /* Open addressing: size -> value-coded sizes before its first occurrence. */
 typedef struct {
     int64_t *keys, *before;
@@ -913,8 +926,7 @@ static int encode_core(const double *prices_f, const double *sizes_f, int64_t n_
             for (; q >= 32; q -= 32) put_bits(&m, 0, 32);
             put_bits(&m, 1, (int)q + 1);
         }
-        for (int64_t i = 0; i < n_steps; i++) put_bits(&m, (uint64_t)steps[i], rice);
-        for (int64_t i = 0; i < n; i++) put_bits(&m, (uint64_t)low[i], size_widths[i]);
+        append_bits(&m, e->bits, total_bits); /* SCALED's low bits, as they are */
         flush_bits(&m);
     }
 
