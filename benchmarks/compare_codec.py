@@ -4,7 +4,10 @@
 
 DATA_DIR holds binance_1s_depth100.num.ndjson.gz (default: ../shared/data/binance from
 the repository root). Prints markdown: bytes per 100-level-a-side snapshot (every 30th
-snapshot of each series, so rows are not near-copies), overall and by series. Speed
+snapshot of each series, so rows are not near-copies), overall and by series, then
+MODELED (codec 2) as the writer stores a series: its first TRAIN books SCALED, then a
+size model trained on their size symbols and every later book encoded with it; and
+the decode and encode rates of codec 2 against codec 1 (compiled core, same run). Speed
 against the limits is benchmarks/bench_paths.py.
 """
 
@@ -12,18 +15,22 @@ import argparse
 import gc
 import gzip
 import json
+import statistics
 import tempfile
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import zstandard
 
-from obd.storage import codec
+from obd.storage import codec, scaled, sizecode
 
 REPO = Path(__file__).resolve().parent.parent
 DEPTH_100 = "binance_1s_depth100.num.ndjson.gz"
+TRAIN = 16  # books a series stores SCALED before its size model is trained on them
 BATCH = 1000  # rows per transaction
 TABLE = (
     "CREATE TABLE snapshots(series INTEGER, ts INTEGER, codec INTEGER, book BLOB, "
@@ -43,6 +50,7 @@ def main() -> None:
     sample = every_nth(books, 30)
     print(f"# Book codec on {len(sample)} of {len(books)} snapshots ({args.data / DEPTH_100})\n")
     print_sizes(sample, books)
+    print_modeled(books)
 
 
 def load(path: Path) -> list[Book]:
@@ -98,6 +106,97 @@ def print_sizes(books: list[Book], everything: list[Book]) -> None:
         by_series[f"{book['exchange']} {book['symbol']}"].append(len(blob))
     for series, sizes in sorted(by_series.items()):
         print(f"| {series} | {mean(sizes):,.0f} |")
+    print()
+
+
+# --- codec 2 ------------------------------------------------------------------------------
+
+
+def print_modeled(books: list[Book]) -> None:
+    """Codec 2 as the writer stores each series, against codec 1 alone, every 30th row."""
+    series: dict[str, list[Book]] = defaultdict(list)
+    for book in books:
+        series[f"{book['exchange']} {book['symbol']}"].append(book)
+    print(f"## MODELED (codec 2): the first {TRAIN} books of a series SCALED, the rest")
+    print("with a size model trained on those\n")
+    print("| series | rows | every 30th: stored bytes | SCALED alone | MODELED rows |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    stored, alone, rows, models = [], [], [], []
+    for name, items in sorted(series.items()):
+        blobs, model = writer_order(items, len(models) + 1)
+        models.append(model)
+        sample = blobs[::30]
+        scaled = [codec.encode(b["bids"], b["asks"])[1] for b in items[::30]]
+        stored += [len(blob) for _, blob in sample]
+        alone += [len(blob) for blob in scaled]
+        rows += blobs
+        modeled = sum(codec_id == codec.MODELED for codec_id, _ in sample)
+        print(
+            f"| {name} | {len(items)} | {mean(len(b) for _, b in sample):.1f} "
+            f"| {mean(map(len, scaled)):.1f} | {modeled} of {len(sample)} |"
+        )
+    model_bytes = len(models) * sizecode.SYMBOLS
+    amortised = model_bytes / len(rows)
+    print(f"| **all** | {len(rows)} | **{mean(stored):.1f}** | {mean(alone):.1f} | |\n")
+    print(
+        f"Models: {len(models)} x {sizecode.SYMBOLS} B in `dicts`, {amortised:.2f} B a stored"
+        f" row amortised over the {len(rows)} rows ({mean(stored) + amortised:.1f} B a row"
+        " with it).\n"
+    )
+    print_rates(books, models)
+
+
+def writer_order(items: list[Book], model_id: int) -> tuple[list[tuple[int, bytes]], Any]:
+    """The series' rows as the writer stores them, and the model it trains."""
+    blobs = [codec.encode(b["bids"], b["asks"]) for b in items[:TRAIN]]
+    counts = sum(sizecode.count(codec.size_symbols(*blob) or b"") for blob in blobs)
+    model = sizecode.SizeModel(model_id, sizecode.train(counts))
+    blobs += [codec.encode(b["bids"], b["asks"], model) for b in items[TRAIN:]]
+    return blobs, model
+
+
+def print_rates(books: list[Book], models: list[Any]) -> None:
+    """Decode (one batch) and encode rates, codec 2 over codec 1, median of 5 rounds."""
+    by_id = {model.id: model for model in models}
+    series = sorted({(b["exchange"], b["symbol"]) for b in books})
+    model_of = {key: models[i] for i, key in enumerate(series)}
+    sample = books[::7]
+    pairs = [(b["bids"], b["asks"], model_of[b["exchange"], b["symbol"]]) for b in sample]
+    scaled_rows = [codec.encode(bids, asks) for bids, asks, _ in pairs]
+    modeled = [codec.encode(bids, asks, model) for bids, asks, model in pairs]
+    share = sum(c == codec.MODELED for c, _ in modeled) / len(modeled)
+
+    def timed(run: Callable[[], object], rounds: int = 7) -> float:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return len(pairs) / statistics.median(times)
+
+    rates = {
+        "decode_many (arrays)": (
+            timed(lambda: codec.decode_many(scaled_rows)),
+            timed(lambda: codec.decode_many(modeled, by_id.__getitem__)),
+        ),
+        "decode one by one (+books)": (
+            timed(lambda: [codec.decode(c, b) for c, b in scaled_rows]),
+            timed(lambda: [codec.decode(c, b, by_id.__getitem__) for c, b in modeled]),
+        ),
+        "encode": (
+            timed(lambda: [codec.encode(bids, asks) for bids, asks, _ in pairs]),
+            timed(lambda: [codec.encode(bids, asks, m) for bids, asks, m in pairs]),
+        ),
+        "python core: decode_many (arrays)": (
+            timed(lambda: codec.decode_with(scaled, scaled_rows), 3),
+            timed(lambda: codec.decode_with(scaled, modeled, by_id.__getitem__), 3),
+        ),
+    }
+    print(f"## Speed, codec 2 vs codec 1 ({codec.CORE} core; {len(pairs)} books, {share:.0%}")
+    print("of them MODELED; snapshots/s, median of 7, the python core's of 3)\n")
+    print("| path | codec 1 | codec 2 | ratio |\n| --- | ---: | ---: | ---: |")
+    for name, (one, two) in rates.items():
+        print(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
     print()
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from obd.model import Level
-from obd.storage import codec
+from obd.storage import codec, sizecode
 
 DATA = Path(__file__).parent / "data"
 
@@ -40,6 +40,28 @@ def load(name: str) -> list[dict[str, Any]]:
 
 BOOKS_100 = load("binance_depth100_every15.ndjson.gz")
 BOOKS_1000 = load("binance_depth1000_five.ndjson.gz")
+
+
+def series_of(book: dict[str, Any]) -> tuple[str, str]:
+    return book["exchange"], book["symbol"]
+
+
+def train_models(books: list[dict[str, Any]], first: int = 8) -> dict[tuple[str, str], Any]:
+    """A size model per series, trained on its first `first` books (ids from 1)."""
+    counts: dict[tuple[str, str], list[bytes]] = {}
+    for book in books:
+        symbols = counts.setdefault(series_of(book), [])
+        if len(symbols) < first:
+            blob = codec.encode(book["bids"], book["asks"])
+            symbols.append(codec.size_symbols(*blob) or b"")
+    return {
+        key: sizecode.SizeModel(i, sizecode.train(sum(map(sizecode.count, symbols))))
+        for i, (key, symbols) in enumerate(sorted(counts.items()), start=1)
+    }
+
+
+MODELS = train_models(BOOKS_100)
+RESOLVE = {model.id: model for model in MODELS.values()}.__getitem__
 
 
 def bits(levels: Sequence[Sequence[float]]) -> list[bytes]:
@@ -89,6 +111,18 @@ def test_threads_share_the_codec() -> None:
         decoded = list(pool.map(lambda blob: codec.decode(*blob), encoded))
     assert encoded == expected * 3
     assert [bits(b) + bits(a) for b, a in decoded] == [bits(b) + bits(a) for b, a in books * 3]
+
+
+def test_threads_share_the_models_tables() -> None:
+    books = [(b["bids"], b["asks"], MODELS[series_of(b)]) for b in BOOKS_100]
+    expected = [codec.encode(*book) for book in books]
+    with ThreadPoolExecutor(4) as pool:
+        encoded = list(pool.map(lambda book: codec.encode(*book), books * 3))
+        batches = [encoded[i : i + 7] for i in range(0, len(encoded), 7)]
+        decoded = list(pool.map(lambda rows: codec.decode_many(rows, RESOLVE).books(), batches))
+    assert encoded == expected * 3
+    flat = [book for batch in decoded for book in batch]
+    assert [bits(b) + bits(a) for b, a in flat] == [bits(b) + bits(a) for b, a, _ in books * 3]
 
 
 # --- edge cases --------------------------------------------------------------------------
@@ -238,6 +272,37 @@ def test_the_documented_decoder_reads_what_obd_writes() -> None:
         assert bits(got_asks) == bits(asks)
 
 
+def test_the_documented_decoder_reads_modeled_books_with_their_dicts_row() -> None:
+    decode_book = reference_decoder()
+    dicts = {model.id: model.lengths for model in MODELS.values()}
+    odd = sizecode.SizeModel(99, sizecode.train([5000] + [0] * 234 + [3]))  # 15-bit codes
+    dicts[odd.id] = odd.lengths
+    books = [(b["bids"], b["asks"], MODELS[series_of(b)]) for b in BOOKS_100[8::6]]
+    books += [
+        ([[100.0 - i, float(64 + i % 5)] for i in range(2000)], [[101.0, 64.0]], odd),
+        ([[99.0, 1.0], [101.0, -1.0]], [[98.0, 1.0], [97.0, 1.0], [97.0, 5.0]] * 9, odd),
+        ([[1.0, 1.0]], [[2.0, 2.0**52 + 1]] * 30, odd),
+    ]
+    for bids, asks, model in books:
+        codec_id, blob = modeled(bids, asks, model)
+        got_bids, got_asks = decode_book(codec_id, blob, dicts.__getitem__)
+        assert bits(got_bids) == bits(bids)
+        assert bits(got_asks) == bits(asks)
+
+
+def modeled(bids: Any, asks: Any, model: sizecode.SizeModel) -> tuple[int, bytes]:
+    """The MODELED blob of a book, even where `encode` finds SCALED smaller."""
+    import msgspec
+
+    from obd.storage import scaled
+
+    packed = msgspec.msgpack.encode((bids, asks))
+    fields = scaled.encode(packed, len(bids), len(asks), True, model.lengths)
+    assert isinstance(fields, tuple)
+    header = (fields[0], len(bids), len(asks), *fields[1:8])
+    return codec.MODELED, msgspec.msgpack.encode((*header, fields[11], model.id))
+
+
 def test_the_documented_example() -> None:
     bids, asks = [[100.5, 0.25], [100.25, 1.5], [99.0, 0.25]], [[101.0, 2.0], [101.75, 0.125]]
     example = "9d 00 03 02 02 03 19 7d cd 27 42 32 01 c4 01 94 c4 05 1e 26 1e 28 1c c4 01 14"
@@ -247,7 +312,7 @@ def test_the_documented_example() -> None:
 # --- corrupt input -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("codec_id", [-1, 2, 3, 255])
+@pytest.mark.parametrize("codec_id", [-1, 3, 255])
 def test_unknown_codec_id(codec_id: int) -> None:
     blob = codec.encode([(1.0, 1.0)], [])[1]
     with pytest.raises(ValueError, match="unknown"):
@@ -328,3 +393,131 @@ def test_the_documented_sqlite_example_reads_a_file_obd_wrote(tmp_path: Path) ->
     assert ts == 5000
     assert bits(bids) == bits(book["bids"])
     assert bits(asks) == bits(book["asks"])
+
+
+# --- codec 2: MODELED --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("book", BOOKS_100[8::3], ids=lambda b: f"{b['symbol']}-{b['ts']}")
+def test_real_books_with_their_series_model_are_modeled_smaller_and_exact(
+    book: dict[str, Any],
+) -> None:
+    model = MODELS[series_of(book)]
+    codec_id, blob = codec.encode(book["bids"], book["asks"], model)
+    assert codec_id == codec.MODELED
+    assert len(blob) < len(codec.encode(book["bids"], book["asks"])[1])
+    bids, asks = codec.decode(codec_id, blob, RESOLVE)
+    assert bits(bids) == bits(book["bids"])
+    assert bits(asks) == bits(book["asks"])
+    assert codec.size_symbols(codec_id, blob, RESOLVE) == codec.size_symbols(
+        *codec.encode(book["bids"], book["asks"])
+    )
+
+
+def test_a_batch_mixes_every_codec_and_asks_for_each_model_once() -> None:
+    books = [*BOOKS_100[::5], {"bids": [(math.nan, 1.0)], "asks": []}]
+    rows = [
+        codec.encode(
+            b["bids"], b["asks"], MODELS[series_of(b)] if i % 2 and "symbol" in b else None
+        )
+        for i, b in enumerate(books)
+    ]
+    assert {codec_id for codec_id, _ in rows} == {codec.RAW, codec.SCALED, codec.MODELED}
+    asked: list[int] = []
+
+    def resolve(model_id: int) -> sizecode.SizeModel:
+        asked.append(model_id)
+        return RESOLVE(model_id)
+
+    decoded = codec.decode_many(rows, resolve).books()
+    assert sorted(asked) == sorted(set(asked))
+    for (bids, asks), book in zip(decoded, books, strict=True):
+        assert bits(bids) + bits(asks) == bits(book["bids"]) + bits(book["asks"])
+
+
+def test_a_modeled_blob_without_its_model_is_a_clear_value_error() -> None:
+    book = BOOKS_100[-1]
+    model = MODELS[series_of(book)]
+    codec_id, blob = codec.encode(book["bids"], book["asks"], model)
+    with pytest.raises(ValueError, match=f"needs its series' size model \\(dicts id {model.id}\\)"):
+        codec.decode(codec_id, blob)
+    with pytest.raises(ValueError, match=f"needs size model {model.id}, which is not known"):
+        codec.decode_many([(codec_id, blob)], {}.__getitem__)
+    other = next(m for m in MODELS.values() if m.id != model.id)
+    with pytest.raises(ValueError, match=f"size model {other.id} given for a blob of model"):
+        codec.decode(codec_id, blob, lambda _: other)
+    with pytest.raises(ValueError, match="size model"):
+        codec.size_symbols(codec_id, blob)
+
+
+def test_a_book_whose_steps_need_symbols_stays_scaled_with_a_model() -> None:
+    bids = [[1000 - i * 0.01, 1.0 + i] for i in range(300)] + [[0.01, 1.0]]  # rice -1
+    model = next(iter(MODELS.values()))
+    assert codec.encode(bids, [], model) == codec.encode(bids, [])
+    assert codec.encode([(math.nan, 1.0)], [], model)[0] == codec.RAW
+    assert codec.size_symbols(*codec.encode([(math.nan, 1.0)], [])) is None
+
+
+def test_any_model_round_trips_any_book() -> None:
+    """Every symbol has a code: a model trained on other books, or on nothing, still codes
+    every size exactly (it only costs bytes)."""
+    untrained = sizecode.SizeModel(9, sizecode.train([0] * sizecode.SYMBOLS))
+    odd = sizecode.SizeModel(10, sizecode.train([1000] + [0] * 234 + [7]))
+    for model in (untrained, odd):
+        for bids, asks in [(b["bids"], b["asks"]) for b in BOOKS_100[::40] + BOOKS_1000[:1]] + [
+            ([[100.0 - i, float(2**40 + i % 3)] for i in range(50)], []),
+            ([[1.0, 1.0]], [[2.0, 2.0**52 + 1]]),
+            ([], []),
+        ]:
+            codec_id, blob = codec.encode(bids, asks, model)
+            got_bids, got_asks = codec.decode(codec_id, blob, {model.id: model}.__getitem__)
+            assert bits(got_bids) + bits(got_asks) == bits(bids) + bits(asks)
+
+
+def test_training_is_deterministic_and_gives_a_complete_code() -> None:
+    counts = sum(
+        sizecode.count(codec.size_symbols(*codec.encode(b["bids"], b["asks"])) or b"")
+        for b in BOOKS_100[:16]
+    )
+    lengths = sizecode.train(counts)
+    assert lengths == sizecode.train(list(counts))
+    assert len(lengths) == sizecode.SYMBOLS
+    assert min(lengths) >= 1
+    assert max(lengths) <= sizecode.MAX_BITS
+    assert sum(2.0**-length for length in lengths) == 1.0
+    assert lengths[int(counts.argmax())] == min(lengths)
+    with pytest.raises(ValueError, match="counts"):
+        sizecode.train([1, 2, 3])
+
+
+def test_canonical_codes_are_prefix_free_and_in_symbol_order() -> None:
+    lengths = MODELS[series_of(BOOKS_100[0])].lengths
+    codes = sizecode.codes(lengths).tolist()
+    words = [format(code, f"0{length}b") for code, length in zip(codes, lengths, strict=True)]
+    assert len(set(words)) == sizecode.SYMBOLS
+    assert not any(a != b and b.startswith(a) for a in words for b in words)
+    ordered = sorted(range(sizecode.SYMBOLS), key=lambda s: (lengths[s], s))
+    assert [words[s] for s in ordered] == sorted(
+        words, key=lambda w: w.ljust(sizecode.MAX_BITS, "0")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (bytes([8] * 235), "235 code lengths"),
+        (bytes([0] + [8] * 235), "outside"),
+        (bytes([16] + [8] * 235), "outside"),
+        (bytes([8] * 236), "not a complete"),  # Kraft sum < 1: gaps in the code
+        (bytes([1, 1, 1] + [15] * 233), "not a complete"),  # > 1: not a prefix code
+        ("text", "not a blob"),
+    ],
+)
+def test_a_bad_dicts_row_is_a_value_error(data: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"size model 3: .*{message}"):
+        sizecode.SizeModel.load(3, data)
+
+
+def test_a_dicts_row_loads_as_the_model_it_was() -> None:
+    model = next(iter(MODELS.values()))
+    assert sizecode.SizeModel.load(model.id, memoryview(model.lengths)) == model

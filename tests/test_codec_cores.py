@@ -3,8 +3,9 @@
 `obd.storage._scaled` (C, built by `pip install` where a compiler is present) and
 `obd.storage.scaled` (NumPy) are driven through the same codec functions
 (`codec.encode_with`, `codec.decode_with`): identical blobs, identical float64 bits
-(-0.0 and NaN payloads included, through RAW), identical RAW/SCALED choices, and on
-corrupt input the same outcome: both raise ValueError, or both decode the same book.
+(-0.0 and NaN payloads included, through RAW), identical RAW/SCALED/MODELED choices,
+and on corrupt input the same outcome: both raise ValueError, or both decode the same
+book.
 """
 
 import gzip
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obd.model import Level
-from obd.storage import codec, scaled
+from obd.storage import codec, scaled, sizecode
 
 compiled: ModuleType = pytest.importorskip("obd.storage._scaled")  # type: ignore[assignment]
 
@@ -44,26 +45,49 @@ def bits(levels: list[Level]) -> bytes:
     return b"".join(struct.pack("<dd", price, size) for price, size in levels)
 
 
-def outcome(core: ModuleType, rows: list[tuple[int, bytes]]) -> object:
+def outcome(
+    core: ModuleType, rows: list[tuple[int, bytes]], models: codec.Models | None = None
+) -> object:
     """What decoding `rows` through `core` gives: the books' bits, or the error class."""
     try:
-        books = codec.decode_with(core, rows).books()
+        books = codec.decode_with(core, rows, models).books()
     except Exception as exc:  # the class is what is compared
         return type(exc)
     return [(bits(bids), bits(asks)) for bids, asks in books]
 
 
-def same_everywhere(bids: Any, asks: Any) -> tuple[int, bytes]:
+def same_everywhere(
+    bids: Any, asks: Any, model: sizecode.SizeModel | None = None
+) -> tuple[int, bytes]:
     """Both cores encode to the same blob, and both decode it to the input's bits."""
-    blobs = [codec.encode_with(core, bids, asks) for core in CORES]
+    blobs = [codec.encode_with(core, bids, asks, model) for core in CORES]
     assert blobs[0] == blobs[1]
     want = (
         bits([(float(p), float(s)) for p, s in bids]),
         bits([(float(p), float(s)) for p, s in asks]),
     )
+    models = None if model is None else {model.id: model}.__getitem__
     for core in CORES:
-        assert outcome(core, [blobs[0]]) == [want]
+        assert outcome(core, [blobs[0]], models) == [want]
     return blobs[0]
+
+
+def trained(books: list[tuple[Any, Any]], model_id: int = 1) -> sizecode.SizeModel:
+    """A size model trained on the size symbols of `books`."""
+    counts = sizecode.count(b"")
+    for bids, asks in books:
+        counts += sizecode.count(codec.size_symbols(*codec.encode(bids, asks)) or b"")
+    return sizecode.SizeModel(model_id, sizecode.train(counts))
+
+
+SERIES: dict[str, list[dict[str, Any]]] = {}
+for _book in BOOKS:
+    SERIES.setdefault(f"{_book['exchange']} {_book['symbol']}", []).append(_book)
+MODELS = {
+    name: trained([(b["bids"], b["asks"]) for b in books[:8]], i)
+    for i, (name, books) in enumerate(sorted(SERIES.items()), start=1)
+}
+RESOLVE = {model.id: model for model in MODELS.values()}.__getitem__
 
 
 # --- identical bytes and floats -------------------------------------------------------------
@@ -73,6 +97,22 @@ def test_the_shared_data_slices_are_identical_in_both_cores() -> None:
     blobs = [same_everywhere(book["bids"], book["asks"]) for book in BOOKS]
     assert {codec_id for codec_id, _ in blobs} == {codec.SCALED}
     assert outcome(compiled, blobs) == outcome(scaled, blobs)  # as one batch too
+
+
+def test_the_shared_data_slices_are_identical_in_both_cores_with_models() -> None:
+    blobs, books = [], []
+    for name, series in SERIES.items():
+        books += series
+        blobs += [same_everywhere(b["bids"], b["asks"], MODELS[name]) for b in series]
+    modeled = [codec_id == codec.MODELED for codec_id, _ in blobs]
+    assert sum(modeled) == len(books) - 5  # all but the 1000-level books
+    assert outcome(compiled, blobs, RESOLVE) == outcome(scaled, blobs, RESOLVE)
+    for (codec_id, blob), book in zip(blobs, books, strict=True):  # what the writer trains on
+        if codec_id == codec.MODELED:
+            header = codec._modeled_decoder.decode(blob)
+            want = codec.size_symbols(*codec.encode(book["bids"], book["asks"]))
+            for core in CORES:
+                assert core.size_symbols(header, codec._table(core, RESOLVE(header[11]))) == want
 
 
 EDGES: list[tuple[list[Any], list[Any]]] = [
@@ -150,6 +190,31 @@ def test_random_books_are_identical_in_both_cores(book: tuple[list[Level], list[
     same_everywhere(*book)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book=books(), training=st.lists(books(), max_size=3))
+def test_random_books_with_models_of_other_books_are_identical_in_both_cores(
+    book: tuple[list[Level], list[Level]], training: list[tuple[list[Level], list[Level]]]
+) -> None:
+    same_everywhere(*book, trained(training))
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        bytes([8] * 236),  # incomplete
+        bytes([1, 1, 1] + [15] * 233),  # over-full
+        bytes([0] + [8] * 235),
+        bytes([16] * 236),
+        bytes([8] * 235),
+        bytes(range(1, 16)) + bytes([15] * 221),
+    ],
+)
+def test_both_cores_refuse_the_same_size_codes(lengths: bytes) -> None:
+    for core in CORES:
+        with pytest.raises(ValueError, match="code length"):
+            core.size_table(lengths)
+
+
 # --- corrupt input: the same outcome, never a crash -----------------------------------------
 
 
@@ -164,10 +229,50 @@ def _blobs() -> list[tuple[int, bytes]]:
 BLOBS = _blobs()
 
 
-def same_outcome(codec_id: int, blob: bytes) -> None:
-    got = [outcome(core, [(codec_id, blob)]) for core in CORES]
+def forced(bids: Any, asks: Any, model: sizecode.SizeModel) -> tuple[int, bytes]:
+    """The MODELED blob of a book even where SCALED is smaller (tiny books)."""
+    import msgspec
+
+    fields = scaled.encode(
+        msgspec.msgpack.encode((bids, asks)), len(bids), len(asks), True, model.lengths
+    )
+    assert isinstance(fields, tuple)
+    header = (fields[0], len(bids), len(asks), *fields[1:8])
+    return codec.MODELED, msgspec.msgpack.encode((*header, fields[11], model.id))
+
+
+def _modeled_blobs() -> list[tuple[int, bytes]]:
+    model = MODELS["binance-futures BTCUSDT"]
+    book = SERIES["binance-futures BTCUSDT"][30]
+    first = codec.encode(book["bids"], book["asks"], model)
+    assert first[0] == codec.MODELED
+    deep = SERIES["binance-futures BTCUSDT"][-1]  # 1000 levels
+    return (
+        [first]
+        + [forced(*edge, model) for edge in (EDGES[1], EDGES[0], EDGES[13], EDGES[14], EDGES[18])]
+        + [forced(deep["bids"], deep["asks"], model)]
+    )
+
+
+MODELED_BLOBS = _modeled_blobs()
+MODEL_1 = MODELS["binance-futures BTCUSDT"]
+
+
+def same_outcome(codec_id: int, blob: bytes, model: sizecode.SizeModel = MODEL_1) -> None:
+    """Both cores decode alike, and give the same size symbols (or both fail)."""
+    resolve = {model.id: model}.__getitem__
+    got = [outcome(core, [(codec_id, blob)], resolve) for core in CORES]
     assert got[0] == got[1]
     assert got[0] is ValueError or isinstance(got[0], list)
+    if codec_id == codec.MODELED:
+        symbols = []
+        for core in CORES:
+            try:
+                header = codec._parse(core, codec._modeled_decoder, codec.MODELED, blob)[0]
+                symbols.append(core.size_symbols(header, codec._table(core, model)))
+            except ValueError as exc:
+                symbols.append(type(exc))
+        assert symbols[0] == symbols[1]
 
 
 @pytest.mark.parametrize(("codec_id", "blob"), BLOBS, ids=range(len(BLOBS)))
@@ -186,6 +291,67 @@ def test_every_bit_flip_fails_or_decodes_alike(codec_id: int, blob: bytes) -> No
             flipped = bytearray(blob)
             flipped[at] ^= 1 << bit
             same_outcome(codec_id, bytes(flipped))
+
+
+@pytest.mark.parametrize(("codec_id", "blob"), MODELED_BLOBS, ids=range(len(MODELED_BLOBS)))
+def test_truncated_modeled_blobs_fail_alike(codec_id: int, blob: bytes) -> None:
+    for end in range(len(blob)):
+        same_outcome(codec_id, blob[:end])
+        same_outcome(codec_id, blob[end:])
+
+
+@pytest.mark.parametrize(
+    ("codec_id", "blob"), MODELED_BLOBS[:5], ids=range(5)
+)  # not thousands of levels
+def test_every_bit_flip_of_a_modeled_blob_fails_or_decodes_alike(
+    codec_id: int, blob: bytes
+) -> None:
+    for at in range(len(blob)):
+        for bit in range(8):
+            flipped = bytearray(blob)
+            flipped[at] ^= 1 << bit
+            same_outcome(codec_id, bytes(flipped))
+
+
+def test_a_modeled_blob_under_another_model_of_the_same_id_fails_or_decodes_alike() -> None:
+    for other in MODELS.values():
+        impostor = sizecode.SizeModel(MODEL_1.id, other.lengths)
+        for codec_id, blob in MODELED_BLOBS:
+            same_outcome(codec_id, blob, impostor)
+
+
+def _modeled_header(bits: bytes, n_bids: int = 2, n_asks: int = 1, rice: int = 0) -> bytes:
+    import msgspec
+
+    return msgspec.msgpack.encode((0, n_bids, n_asks, 0, 0, 1, 1, 5, 1, rice, bits, MODEL_1.id))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        _modeled_header(b""),  # no codes at all
+        _modeled_header(b"\xff" * 3),  # codes, but no unary one bits after them
+        _modeled_header(b"\x00" * 40),  # a long run of the all-zero code
+        _modeled_header(b"\xff" * 40),  # long codes, too many bytes
+        _modeled_header(b"\x5a" * 6, 3, 3, rice=52),  # Rice low bits past the end
+        _modeled_header(b"\x12\x34", rice=-1),  # MODELED never has step symbols
+        _modeled_header(b"\x12\x34", 2**23 + 1, 0),
+        _modeled_header(bytes(range(256)), 20, 20, rice=3),
+    ],
+)
+def test_corrupt_size_code_streams_fail_or_decode_alike(blob: bytes) -> None:
+    same_outcome(codec.MODELED, blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_damaged_modeled_blobs_fail_or_decode_alike(data: st.DataObject) -> None:
+    codec_id, blob = data.draw(st.sampled_from(MODELED_BLOBS))
+    damaged = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 4))):
+        damaged[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    same_outcome(codec_id, bytes(damaged))
+    same_outcome(codec.SCALED, bytes(damaged))
 
 
 @settings(max_examples=300, deadline=None)

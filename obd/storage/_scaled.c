@@ -1,8 +1,8 @@
-/* The compiled core of the SCALED book codec (docs/FORMAT.md, codec 1).
+/* The compiled core of the SCALED and MODELED book codecs (docs/FORMAT.md, codecs 1, 2).
  *
  * The same bit-level work as obd/storage/scaled.py (the NumPy reference), in C:
- * the decimal grid, price steps, Rice and unary codes, size symbols, back-references
- * and the low bits, both ways. zstd frames and the msgpack container stay in Python
+ * the decimal grid, price steps, Rice and unary codes, size symbols, back-references,
+ * the low bits and (codec 2) the size symbols' canonical Huffman codes, both ways. zstd frames and the msgpack container stay in Python
  * (obd/storage/codec.py), so nothing links libzstd and no NumPy headers are needed:
  * floats come in and go out through the buffer protocol.
  *
@@ -31,6 +31,10 @@
 #define ASK_ZIGZAG 2
 #define SIZE_ZIGZAG 4
 #define NOGIL_LEVELS 512 /* levels of work above which the GIL is released */
+#define SYMBOLS 236      /* size symbols: obd/storage/sizecode.py */
+#define MAX_BITS 15      /* longest size code; a decode table has 2**MAX_BITS entries */
+#define FAST_BITS 10     /* ... after one of 2**FAST_BITS (2 KiB, in L1) for codes this short */
+#define TABLE_ENTRIES ((1 << FAST_BITS) + (1 << MAX_BITS))
 
 typedef __int128 i128;
 
@@ -90,12 +94,13 @@ typedef struct {
     i128 best_bid, spread;         /* msgpack ints: -2**63 .. 2**64 - 1 */
     const uint8_t *steps, *syms, *bits;
     Py_ssize_t steps_len, syms_len, bits_len;
+    const uint16_t *table; /* MODELED: the size code's decode table; NULL: SCALED */
     int64_t offset;
 } item_t;
 
 typedef struct {
     int64_t *values, *coded;
-    uint8_t *pad;
+    uint8_t *pad, *syms;
     size_t levels, pad_len;
 } scratch_t;
 
@@ -107,6 +112,9 @@ static int scratch_fit(scratch_t *s, size_t levels, size_t bits_len) {
         v = realloc(s->coded, (levels ? levels : 1) * sizeof(int64_t));
         if (!v) return -1;
         s->coded = v;
+        uint8_t *b = realloc(s->syms, levels ? levels : 1);
+        if (!b) return -1;
+        s->syms = b;
         s->levels = levels;
     }
     if (bits_len + 8 > s->pad_len) {
@@ -122,6 +130,7 @@ static void scratch_free(scratch_t *s) {
     free(s->values);
     free(s->coded);
     free(s->pad);
+    free(s->syms);
 }
 
 typedef struct {
@@ -137,24 +146,83 @@ static inline int64_t read_bits(bitreader_t *r, int w) {
     return (int64_t)((word >> (63 - w)) >> 1);
 }
 
+/* MODELED: n size symbols, each a canonical Huffman code looked up in the table
+ * (symbol | length << 8: first by the next FAST_BITS bits, 0 there for a longer code,
+ * then by the next MAX_BITS), from bit 0 of the stream; then the n_steps unary
+ * quotients. The reader stops past `limit` bits (the padded copy holds 8 zero bytes
+ * more, so every read is in bounds). An error message or NULL. */
+static const char *read_codes(bitreader_t *r, uint64_t limit, const uint16_t *table, int64_t n,
+                              uint8_t *syms, int64_t n_steps, int64_t *quotients) {
+    const uint16_t *full = table + (1 << FAST_BITS);
+    uint64_t pos = r->pos, word = 0;
+    int left = 0; /* bits of `word` still unread, from its top; refilled below MAX_BITS */
+    for (int64_t i = 0; i < n; i++) {
+        if (left < MAX_BITS) {
+            word = load_be64(r->data + (pos >> 3)) << (pos & 7);
+            left = 64 - (int)(pos & 7);
+        }
+        uint16_t entry = table[word >> (64 - FAST_BITS)];
+        if (!entry) entry = full[word >> (64 - MAX_BITS)];
+        int length = entry >> 8;
+        syms[i] = (uint8_t)entry;
+        word <<= length;
+        left -= length;
+        pos += (uint64_t)length;
+        if (pos > limit) return "size code stream too short";
+    }
+    /* `word` has `left` stream bits from its top and zeros below them: a one bit in
+     * it is the end of a quotient; none, and the next bits are loaded. */
+    for (int64_t i = 0; i < n_steps; i++) {
+        int64_t q = 0;
+        while (!word) {
+            q += left;
+            pos += (uint64_t)left;
+            if (pos > limit) return "unary stream too short";
+            word = load_be64(r->data + (pos >> 3)) << (pos & 7);
+            left = 64 - (int)(pos & 7);
+        }
+        int used = __builtin_clzll(word) + 1;
+        q += used - 1;
+        pos += (uint64_t)used;
+        word = used < 64 ? word << used : 0;
+        left -= used;
+        quotients[i] = q;
+    }
+    r->pos = pos;
+    return NULL;
+}
+
 /* Decodes one SCALED item into prices[0..n) and sizes[0..n); an error message or NULL. */
 static const char *decode_item(const item_t *it, scratch_t *s, double *prices, double *sizes) {
     int64_t n_bids = it->n_bids, n_asks = it->n_asks, n = n_bids + n_asks;
     int64_t n_bid_steps = n_bids > 0 ? n_bids - 1 : 0;
     int64_t n_steps = n_bid_steps + (n_asks > 0 ? n_asks - 1 : 0);
     int rice = it->rice;
-    if (it->syms_len != n) return "symbol stream of the wrong length";
-    if (rice < 0 && it->steps_len != n_steps) return "symbol stream of the wrong length";
-    uint64_t total = 0;
-    for (int64_t i = 0; i < n_steps; i++) total += (uint64_t)(rice >= 0 ? rice : WIDTH[it->steps[i]]);
-    for (int64_t i = 0; i < n; i++) total += (uint64_t)WIDTH[SIZE_SYMBOLS + it->syms[i]];
-    if ((uint64_t)it->bits_len != (total + 7) / 8) return "bit stream of the wrong length";
+    int64_t *values = s->values; /* steps, then sizes */
+    const uint8_t *syms = it->syms;
     memcpy(s->pad, it->bits, (size_t)it->bits_len);
     memset(s->pad + it->bits_len, 0, 8);
     bitreader_t bits = {s->pad, 0};
-    int64_t *values = s->values; /* steps, then sizes */
+    if (it->table) { /* codes, then quotients, then the low bits as in SCALED */
+        const char *error = read_codes(&bits, 8 * (uint64_t)it->bits_len, it->table, n, s->syms,
+                                       n_steps, values);
+        if (error) return error;
+        syms = s->syms;
+    } else {
+        if (it->syms_len != n) return "symbol stream of the wrong length";
+        if (rice < 0 && it->steps_len != n_steps) return "symbol stream of the wrong length";
+    }
+    uint64_t total = bits.pos;
+    for (int64_t i = 0; i < n_steps; i++) total += (uint64_t)(rice >= 0 ? rice : WIDTH[it->steps[i]]);
+    for (int64_t i = 0; i < n; i++) total += (uint64_t)WIDTH[SIZE_SYMBOLS + syms[i]];
+    if ((uint64_t)it->bits_len != (total + 7) / 8) return "bit stream of the wrong length";
 
-    if (rice >= 0) {
+    if (it->table) {
+        for (int64_t i = 0; i < n_steps; i++) {
+            int64_t low = read_bits(&bits, rice);
+            values[i] = wrap_add(low, (int64_t)((uint64_t)values[i] << rice));
+        }
+    } else if (rice >= 0) {
         /* Unary quotients: exactly n_steps one bits, the last in the last byte. */
         int64_t count = 0, last = -1;
         for (Py_ssize_t j = 0; j < it->steps_len; j++) {
@@ -184,7 +252,7 @@ static const char *decode_item(const item_t *it, scratch_t *s, double *prices, d
     /* Sizes: values, or references to the value-coded size D places back. */
     int64_t *sizes_int = values + n_steps, *coded = s->coded, n_coded = 0;
     for (int64_t i = 0; i < n; i++) {
-        unsigned sym = it->syms[i];
+        unsigned sym = syms[i];
         int64_t v = read_bits(&bits, WIDTH[SIZE_SYMBOLS + sym]) + BASE[SIZE_SYMBOLS + sym];
         if (sym < REFS) {
             int64_t source = n_coded - v;
@@ -286,10 +354,12 @@ static PyObject *header_error(PyObject *header) {
     return NULL;
 }
 
-/* The header's ten integers, checked as docs/FORMAT.md bounds them. */
-static int read_header(PyObject *header, item_t *it) {
-    if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 13) {
-        PyErr_SetString(PyExc_ValueError, "corrupt SCALED header: not 13 fields");
+/* The header's ten integers, checked as docs/FORMAT.md bounds them: a SCALED
+ * container has 13 fields, a MODELED one 12 and Rice-coded steps. */
+static int read_header(PyObject *header, item_t *it, int modeled) {
+    if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != (modeled ? 12 : 13)) {
+        PyErr_SetString(PyExc_ValueError, modeled ? "corrupt MODELED header: not 12 fields"
+                                                  : "corrupt SCALED header: not 13 fields");
         return -1;
     }
     i128 f[10];
@@ -297,7 +367,7 @@ static int read_header(PyObject *header, item_t *it) {
         if (as_i128(PyTuple_GET_ITEM(header, i), &f[i]) < 0) return -1;
     if (!(0 <= f[0] && f[0] < 8 && 0 <= f[1] && f[1] <= MAX_LEVELS && 0 <= f[2] &&
           f[2] <= MAX_LEVELS && 0 <= f[3] && f[3] <= MAX_EXP && 0 <= f[4] && f[4] <= MAX_EXP &&
-          f[5] >= 1 && f[6] >= 1 && -1 <= f[9] && f[9] <= MAX_RICE)) {
+          f[5] >= 1 && f[6] >= 1 && (modeled ? 0 : -1) <= f[9] && f[9] <= MAX_RICE)) {
         header_error(header);
         return -1;
     }
@@ -318,7 +388,8 @@ static int read_header(PyObject *header, item_t *it) {
 
 static PyObject *check(PyObject *self, PyObject *header) {
     item_t it;
-    if (read_header(header, &it) < 0) return NULL;
+    if (read_header(header, &it, PyTuple_Check(header) && PyTuple_GET_SIZE(header) == 12) < 0)
+        return NULL;
     int64_t n_steps = (it.n_bids > 0 ? it.n_bids - 1 : 0) + (it.n_asks > 0 ? it.n_asks - 1 : 0);
     return Py_BuildValue("(LL)", (long long)(it.n_bids + it.n_asks), (long long)n_steps);
 }
@@ -333,37 +404,51 @@ static int writable(PyObject *o, Py_buffer *view, Py_ssize_t need) {
     return 0;
 }
 
-/* decode(headers, symbols, steps, offsets, prices, sizes): every SCALED item of the
- * batch into the float64 buffers; item i at offsets[i]. headers[i] is the container's
- * 13-tuple (None: not SCALED, skipped), symbols[i] its decompressed size symbols,
- * steps[i] its decompressed step symbols when rice = -1 (else None: the unary field). */
+/* A size code's decode table: `table` (bytes from size_table) checked for its length. */
+static int as_table(PyObject *o, const uint16_t **table) {
+    if (!PyBytes_Check(o) || PyBytes_GET_SIZE(o) != 2 * TABLE_ENTRIES) {
+        PyErr_SetString(PyExc_ValueError, "not a size code table");
+        return -1;
+    }
+    *table = (const uint16_t *)PyBytes_AS_STRING(o);
+    return 0;
+}
+
+/* decode(headers, symbols, steps, tables, offsets, prices, sizes): every SCALED and
+ * MODELED item of the batch into the float64 buffers; item i at offsets[i]. headers[i]
+ * is the container's tuple (None: neither, skipped). SCALED (tables[i] None): symbols[i]
+ * its decompressed size symbols, steps[i] its decompressed step symbols when rice = -1
+ * (else None: the unary field). MODELED: tables[i] its size code's size_table,
+ * symbols[i] and steps[i] None. */
 static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "decode takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "decode takes 7 arguments");
         return NULL;
     }
-    PyObject *headers = args[0], *symbols = args[1], *steps = args[2];
-    if (!PyList_Check(headers) || !PyList_Check(symbols) || !PyList_Check(steps)) {
-        PyErr_SetString(PyExc_TypeError, "headers, symbols and steps must be lists");
+    PyObject *headers = args[0], *symbols = args[1], *steps = args[2], *tables = args[3];
+    if (!PyList_Check(headers) || !PyList_Check(symbols) || !PyList_Check(steps) ||
+        !PyList_Check(tables)) {
+        PyErr_SetString(PyExc_TypeError, "headers, symbols, steps and tables must be lists");
         return NULL;
     }
     Py_ssize_t count = PyList_GET_SIZE(headers);
-    if (PyList_GET_SIZE(symbols) != count || PyList_GET_SIZE(steps) != count) {
-        PyErr_SetString(PyExc_ValueError, "headers, symbols and steps differ in length");
+    if (PyList_GET_SIZE(symbols) != count || PyList_GET_SIZE(steps) != count ||
+        PyList_GET_SIZE(tables) != count) {
+        PyErr_SetString(PyExc_ValueError, "headers, symbols, steps and tables differ in length");
         return NULL;
     }
     Py_buffer offsets = {0}, prices = {0}, sizes = {0};
-    if (PyObject_GetBuffer(args[3], &offsets, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(args[4], &offsets, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (offsets.len < count * 8) {
         PyBuffer_Release(&offsets);
         PyErr_SetString(PyExc_ValueError, "offsets buffer too small");
         return NULL;
     }
-    if (writable(args[4], &prices, 0) < 0) {
+    if (writable(args[5], &prices, 0) < 0) {
         PyBuffer_Release(&offsets);
         return NULL;
     }
-    if (writable(args[5], &sizes, 0) < 0) {
+    if (writable(args[6], &sizes, 0) < 0) {
         PyBuffer_Release(&offsets);
         PyBuffer_Release(&prices);
         return NULL;
@@ -381,16 +466,23 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *header = PyList_GET_ITEM(headers, i);
         if (header == Py_None) continue;
         item_t *it = &items[used];
-        if (read_header(header, it) < 0) goto done;
-        if (as_bytes(PyTuple_GET_ITEM(header, 12), &it->bits, &it->bits_len) < 0) goto done;
-        if (as_bytes(PyList_GET_ITEM(symbols, i), &it->syms, &it->syms_len) < 0) goto done;
-        PyObject *step = PyList_GET_ITEM(steps, i);
-        if (as_bytes(step == Py_None ? PyTuple_GET_ITEM(header, 10) : step, &it->steps,
-                     &it->steps_len) < 0)
-            goto done;
-        if ((it->rice < 0) != (step != Py_None)) {
-            PyErr_SetString(PyExc_ValueError, "step symbols given for a Rice-coded book");
-            goto done;
+        PyObject *table = PyList_GET_ITEM(tables, i), *step = PyList_GET_ITEM(steps, i);
+        PyObject *symbol = PyList_GET_ITEM(symbols, i);
+        if (table != Py_None) {
+            if (read_header(header, it, 1) < 0 || as_table(table, &it->table) < 0) goto done;
+            if (as_bytes(PyTuple_GET_ITEM(header, 10), &it->bits, &it->bits_len) < 0) goto done;
+            if (PyList_Append(kept, table) < 0) goto done;
+        } else {
+            if (read_header(header, it, 0) < 0) goto done;
+            if (as_bytes(PyTuple_GET_ITEM(header, 12), &it->bits, &it->bits_len) < 0) goto done;
+            if (as_bytes(symbol, &it->syms, &it->syms_len) < 0) goto done;
+            if (as_bytes(step == Py_None ? PyTuple_GET_ITEM(header, 10) : step, &it->steps,
+                         &it->steps_len) < 0)
+                goto done;
+            if ((it->rice < 0) != (step != Py_None)) {
+                PyErr_SetString(PyExc_ValueError, "step symbols given for a Rice-coded book");
+                goto done;
+            }
         }
         int64_t n = it->n_bids + it->n_asks;
         it->offset = offset[i];
@@ -398,7 +490,7 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "output buffer too small");
             goto done;
         }
-        if (PyList_Append(kept, header) < 0 || PyList_Append(kept, PyList_GET_ITEM(symbols, i)) < 0 ||
+        if (PyList_Append(kept, header) < 0 || PyList_Append(kept, symbol) < 0 ||
             PyList_Append(kept, step) < 0)
             goto done;
         if ((size_t)n > max_levels) max_levels = (size_t)n;
@@ -435,6 +527,100 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- size codes ------ */
+
+/* The SYMBOLS code lengths of a size model, each 1..MAX_BITS; with `complete`, also a
+ * complete prefix code (Kraft sum exactly 1), as obd/storage/sizecode.py checks. */
+static int as_lengths(PyObject *o, const uint8_t **lengths, int complete) {
+    Py_ssize_t len;
+    if (!PyBytes_Check(o) || as_bytes(o, lengths, &len) < 0 || len != SYMBOLS) {
+        PyErr_Format(PyExc_ValueError, "size code lengths must be %d bytes", SYMBOLS);
+        return -1;
+    }
+    uint64_t kraft = 0;
+    for (int s = 0; s < SYMBOLS; s++) {
+        if ((*lengths)[s] < 1 || (*lengths)[s] > MAX_BITS) {
+            PyErr_Format(PyExc_ValueError, "a code length outside 1..%d", MAX_BITS);
+            return -1;
+        }
+        kraft += (uint64_t)1 << (MAX_BITS - (*lengths)[s]);
+    }
+    if (complete && kraft != (uint64_t)1 << MAX_BITS) {
+        PyErr_SetString(PyExc_ValueError, "code lengths that are not a complete prefix code");
+        return -1;
+    }
+    return 0;
+}
+
+/* Canonical codes (DEFLATE's): same-length codes consecutive in symbol order. */
+static void canonical_codes(const uint8_t *lengths, uint32_t *codes) {
+    uint32_t per_length[MAX_BITS + 1] = {0}, next[MAX_BITS + 1];
+    for (int s = 0; s < SYMBOLS; s++) per_length[lengths[s]]++;
+    uint32_t code = 0;
+    per_length[0] = 0;
+    for (int len = 1; len <= MAX_BITS; len++) {
+        code = (code + per_length[len - 1]) << 1;
+        next[len] = code;
+    }
+    for (int s = 0; s < SYMBOLS; s++) codes[s] = next[lengths[s]]++;
+}
+
+/* size_table(lengths) -> bytes: the decode table of a size code, native uint16 entries
+ * (symbol | length << 8): 2**FAST_BITS indexed by the next FAST_BITS bits (0 where the
+ * code is longer), then 2**MAX_BITS indexed by the next MAX_BITS bits. */
+static PyObject *size_table(PyObject *self, PyObject *arg) {
+    const uint8_t *lengths;
+    if (as_lengths(arg, &lengths, 1) < 0) return NULL;
+    uint32_t codes[SYMBOLS];
+    canonical_codes(lengths, codes);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 2 * TABLE_ENTRIES);
+    if (!out) return NULL;
+    uint16_t *fast = (uint16_t *)PyBytes_AS_STRING(out), *full = fast + (1 << FAST_BITS);
+    for (int s = 0; s < SYMBOLS; s++) {
+        int shift = MAX_BITS - lengths[s];
+        uint32_t first = codes[s] << shift, end = (codes[s] + 1) << shift;
+        for (uint32_t k = first; k < end; k++) full[k] = (uint16_t)(s | lengths[s] << 8);
+    }
+    /* complete: every entry of `full` was written exactly once */
+    for (int k = 0; k < 1 << FAST_BITS; k++) {
+        uint16_t entry = full[k << (MAX_BITS - FAST_BITS)];
+        fast[k] = (entry >> 8) <= FAST_BITS ? entry : 0;
+    }
+    return out;
+}
+
+/* size_symbols(header, table) -> bytes: the n size symbols of a MODELED container. */
+static PyObject *size_symbols(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "size_symbols takes 2 arguments");
+        return NULL;
+    }
+    item_t it;
+    const uint16_t *table;
+    if (read_header(args[0], &it, 1) < 0 || as_table(args[1], &table) < 0) return NULL;
+    if (as_bytes(PyTuple_GET_ITEM(args[0], 10), &it.bits, &it.bits_len) < 0) return NULL;
+    int64_t n = it.n_bids + it.n_asks;
+    uint8_t *pad = PyMem_Malloc((size_t)it.bits_len + 8);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (!pad || !out) {
+        PyMem_Free(pad);
+        Py_XDECREF(out);
+        return PyErr_NoMemory();
+    }
+    memcpy(pad, it.bits, (size_t)it.bits_len);
+    memset(pad + it.bits_len, 0, 8);
+    bitreader_t reader = {pad, 0};
+    const char *error = read_codes(&reader, 8 * (uint64_t)it.bits_len, table, n,
+                                   (uint8_t *)PyBytes_AS_STRING(out), 0, NULL);
+    PyMem_Free(pad);
+    if (error) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    return out;
+}
+
 /* ---------------------------------------------------------------- encode ---------- */
 
 /* Smallest exponent >= least putting every value on n / 10**k; -1 if none. */
@@ -469,14 +655,15 @@ static int64_t fit(const double *values, int64_t n, int k, int64_t *ints, int64_
 typedef struct {
     int flags, price_exp, size_exp, rice;
     int64_t tick, lot, best_bid, spread;
-    uint8_t *steps, *syms, *bits;
-    size_t steps_len, syms_len, bits_len;
+    uint8_t *steps, *syms, *bits, *modeled; /* modeled: codec 2's bit stream, or NULL */
+    size_t steps_len, syms_len, bits_len, modeled_len;
 } encoded_t;
 
 static void encoded_free(encoded_t *e) {
     free(e->steps);
     free(e->syms);
     free(e->bits);
+    free(e->modeled);
 }
 
 /* The value symbol of u = v + 1 (v >= 0) and its low-bit count; -1 if u >= 2**53. */
@@ -522,6 +709,19 @@ static inline void flush_bits(bitwriter_t *w) {
     w->pending = 0;
 }
 
+/* The first `count` bits of a packed stream, 32 at a time. */
+static void append_bits(bitwriter_t *w, const uint8_t *src, uint64_t count) {
+    uint64_t at = 0;
+    for (; at + 32 <= count; at += 32) {
+        const uint8_t *p = src + at / 8;
+        put_bits(w, (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3], 32);
+    }
+    int rest = (int)(count - at), bytes = (rest + 7) / 8;
+    uint64_t v = 0;
+    for (int j = 0; j < bytes; j++) v = v << 8 | src[at / 8 + (uint64_t)j];
+    put_bits(w, v >> (8 * bytes - rest), rest);
+}
+
 /* Open addressing: size -> value-coded sizes before its first occurrence. */
 typedef struct {
     int64_t *keys, *before;
@@ -529,9 +729,10 @@ typedef struct {
     size_t mask;
 } table_t;
 
-/* 0: encoded; 1: no SCALED form (RAW then); -1: out of memory. */
+/* 0: encoded; 1: no SCALED form (RAW then); -1: out of memory. With `lengths` (a size
+ * code), also codec 2's bit stream when the steps are Rice-coded. */
 static int encode_core(const double *prices_f, const double *sizes_f, int64_t n_bids, int64_t n_asks,
-                       encoded_t *e) {
+                       const uint8_t *lengths, encoded_t *e) {
     int64_t n = n_bids + n_asks;
     int result = -1;
     int64_t *buffer = malloc((size_t)(4 * (n ? n : 1)) * sizeof(int64_t));
@@ -669,9 +870,8 @@ static int encode_core(const double *prices_f, const double *sizes_f, int64_t n_
     }
 
     /* Price steps: unary quotients, or symbols when a step is far off. */
-    uint64_t total_bits = 0;
+    uint64_t total_bits = 0, unary_bits = 0;
     if (rice >= 0) {
-        uint64_t unary_bits = 0;
         for (int64_t i = 0; i < n_steps; i++) unary_bits += (uint64_t)(steps[i] >> rice) + 1;
         e->steps_len = (size_t)((unary_bits + 7) / 8);
         e->steps = calloc(e->steps_len ? e->steps_len : 1, 1);
@@ -710,6 +910,26 @@ static int encode_core(const double *prices_f, const double *sizes_f, int64_t n_
     for (int64_t i = 0; i < n; i++) put_bits(&w, (uint64_t)low[i], size_widths[i]);
     flush_bits(&w);
 
+    /* MODELED: the size codes, the unary quotients, then the same low bits. */
+    if (lengths && rice >= 0) {
+        uint32_t codes[SYMBOLS];
+        canonical_codes(lengths, codes);
+        uint64_t modeled_bits = unary_bits + total_bits;
+        for (int64_t i = 0; i < n; i++) modeled_bits += lengths[syms[i]];
+        e->modeled_len = (size_t)((modeled_bits + 7) / 8);
+        e->modeled = malloc(e->modeled_len ? e->modeled_len : 1);
+        if (!e->modeled) goto out;
+        bitwriter_t m = {e->modeled, 0, 0, 0};
+        for (int64_t i = 0; i < n; i++) put_bits(&m, codes[syms[i]], lengths[syms[i]]);
+        for (int64_t i = 0; i < n_steps; i++) {
+            int64_t q = steps[i] >> rice; /* <= MAX_UNARY */
+            for (; q >= 32; q -= 32) put_bits(&m, 0, 32);
+            put_bits(&m, 1, (int)q + 1);
+        }
+        append_bits(&m, e->bits, total_bits); /* SCALED's low bits, as they are */
+        flush_bits(&m);
+    }
+
     e->best_bid = n_bids ? prices[0] : 0;
     e->spread = n_asks ? prices[n_bids] - e->best_bid : 0;
     result = 0;
@@ -728,15 +948,19 @@ out:
 
 static Py_ssize_t array_header(Py_ssize_t n) { return n < 16 ? 1 : n < 65536 ? 3 : 5; }
 
-/* encode(source, n_bids, n_asks, is_msgpack) -> (flags, price_exp, size_exp, tick, lot,
- * best_bid, spread, rice, steps, symbols, bits) | None (no SCALED form) | False (source
- * is msgpack but not all float pairs: the caller builds a float64 grid and asks again).
- * source: msgspec's encoding of (bids, asks), or float64 [prices..., sizes...]. */
+/* encode(source, n_bids, n_asks, is_msgpack[, lengths]) -> (flags, price_exp, size_exp,
+ * tick, lot, best_bid, spread, rice, steps, symbols, bits[, modeled]) | None (no SCALED
+ * form) | False (source is msgpack but not all float pairs: the caller builds a float64
+ * grid and asks again). source: msgspec's encoding of (bids, asks), or float64
+ * [prices..., sizes...]. With a size code's lengths (not None), `modeled` is codec 2's
+ * bit stream, None when the steps are not Rice-coded. */
 static PyObject *encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "encode takes 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "encode takes 4 or 5 arguments");
         return NULL;
     }
+    const uint8_t *lengths = NULL;
+    if (nargs == 5 && args[4] != Py_None && as_lengths(args[4], &lengths, 0) < 0) return NULL;
     Py_ssize_t n_bids = PyLong_AsSsize_t(args[1]), n_asks = PyLong_AsSsize_t(args[2]);
     if ((n_bids == -1 || n_asks == -1) && PyErr_Occurred()) return NULL;
     if (n_bids < 0 || n_asks < 0 || n_bids > MAX_LEVELS || n_asks > MAX_LEVELS) {
@@ -784,10 +1008,10 @@ static PyObject *encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int status;
     if (n >= NOGIL_LEVELS) {
         Py_BEGIN_ALLOW_THREADS
-        status = encode_core(grid, grid + n, n_bids, n_asks, &e);
+        status = encode_core(grid, grid + n, n_bids, n_asks, lengths, &e);
         Py_END_ALLOW_THREADS
     } else {
-        status = encode_core(grid, grid + n, n_bids, n_asks, &e);
+        status = encode_core(grid, grid + n, n_bids, n_asks, lengths, &e);
     }
     if (status < 0) {
         PyErr_NoMemory();
@@ -801,6 +1025,19 @@ static PyObject *encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                            (long long)e.lot, (long long)e.best_bid, (long long)e.spread, e.rice,
                            (const char *)e.steps, (Py_ssize_t)e.steps_len, (const char *)e.syms,
                            (Py_ssize_t)e.syms_len, (const char *)e.bits, (Py_ssize_t)e.bits_len);
+    if (result && lengths) {
+        PyObject *modeled = e.modeled ? PyBytes_FromStringAndSize((const char *)e.modeled,
+                                                                  (Py_ssize_t)e.modeled_len)
+                                      : Py_NewRef(Py_None);
+        PyObject *longer = modeled ? PyTuple_New(12) : NULL;
+        if (longer) {
+            for (int i = 0; i < 11; i++) PyTuple_SET_ITEM(longer, i, Py_NewRef(PyTuple_GET_ITEM(result, i)));
+            PyTuple_SET_ITEM(longer, 11, modeled);
+        } else {
+            Py_XDECREF(modeled);
+        }
+        Py_SETREF(result, longer);
+    }
     encoded_free(&e);
 done:
     PyMem_Free(grid);
@@ -926,14 +1163,18 @@ static PyMethodDef methods[] = {
     {"check", (PyCFunction)check, METH_O,
      "check(header) -> (n, n_steps): ValueError unless the 13-tuple's header is in bounds."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
-     "decode(headers, symbols, steps, offsets, prices, sizes): a batch into float64 buffers."},
+     "decode(headers, symbols, steps, tables, offsets, prices, sizes): a batch into float64."},
     {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL,
-     "encode(source, n_bids, n_asks, is_msgpack): the SCALED fields of one book."},
+     "encode(source, n_bids, n_asks, is_msgpack[, lengths]): the SCALED fields of one book."},
+    {"size_table", (PyCFunction)size_table, METH_O,
+     "size_table(lengths) -> bytes: the decode table of a size code."},
+    {"size_symbols", (PyCFunction)(void (*)(void))size_symbols, METH_FASTCALL,
+     "size_symbols(header, table) -> bytes: the size symbols of a MODELED container."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scaled",
-                                    "Compiled core of the SCALED book codec.", -1, methods};
+                                    "Compiled core of the SCALED and MODELED book codecs.", -1, methods};
 
 PyMODINIT_FUNC PyInit__scaled(void) {
     init_tables();

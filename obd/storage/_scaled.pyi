@@ -9,11 +9,19 @@ def decode(
     headers: list[tuple[Any, ...] | None],
     symbols: list[bytes | None],
     steps: list[bytes | None],
+    tables: list[bytes | None],
     offsets: Any,
     prices: Any,
     sizes: Any,
 ) -> None: ...
 def encode(
-    source: Any, n_bids: int, n_asks: int, is_msgpack: bool
-) -> tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes] | Literal[False] | None: ...
+    source: Any, n_bids: int, n_asks: int, is_msgpack: bool, lengths: bytes | None = None
+) -> (
+    tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes]
+    | tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes, bytes | None]
+    | Literal[False]
+    | None
+): ...
 def msgpack(prices: Any, sizes: Any, offsets: Any, n_bids: Any) -> list[tuple[bytes, bytes]]: ...
+def size_symbols(header: tuple[Any, ...], table: bytes) -> bytes: ...
+def size_table(lengths: bytes) -> bytes: ...

@@ -1,7 +1,8 @@
 """Lossless codecs for one stored book: `encode` picks one, `decode` gives back the same bits.
 
-Every blob decodes on its own (no dictionary, no state shared between rows), from any
-language with zstd and msgpack; docs/FORMAT.md gives the byte layout of each codec id.
+Every blob decodes on its own (no other row), from any language with zstd and msgpack; a
+MODELED blob needs only its series' size model from the `dicts` table. docs/FORMAT.md
+gives the byte layout of each codec id.
 
 - RAW (0): zstd(msgpack([bids, asks])) with float64 pairs. Takes anything (NaN, inf,
   -0.0, 1e-300): the fallback.
@@ -10,6 +11,11 @@ language with zstd and msgpack; docs/FORMAT.md gives the byte layout of each cod
   one-byte symbol (bit length and top bits; zstd Huffman-codes those) plus its remaining
   low bits, bit-packed as they are since they are close to random; a size repeated in
   the book is a back-reference. ~4x smaller than RAW, ~2.5x than gzip'd JSON, on real books.
+- MODELED (2): SCALED with each size symbol Huffman-coded under its series' code
+  (`obd.storage.sizecode.SizeModel`, trained on earlier books of the series and stored
+  once in `dicts`) and every bit stream in one: ~6% smaller than SCALED. `encode` uses
+  it when given a model and it is the smallest; decoding it needs a resolver, model id
+  -> SizeModel (`decode_many(rows, models)`).
 
 This module does the zstd frames and the msgpack container; the bit-level work is a
 *core*: the compiled `obd.storage._scaled` (built by `pip install` where a C compiler
@@ -21,14 +27,16 @@ reference, `OBD_CODEC=compiled` refuses to start without the compiled one.
 object per level; `Levels.books()` turns them into the (bids, asks) lists of tuples,
 `Levels.msgpack()` into each side's msgpack bytes (for `msgspec.Raw`).
 
-Thread-safe: zstd contexts are per thread; everything else is immutable. The compiled
-core releases the GIL while it works on a batch.
+Thread-safe: zstd contexts are per thread; the cache of size-code tables (one per model
+and core, built once) is an `lru_cache`; everything else is immutable. The compiled core
+releases the GIL while it works on a batch.
 """
 
+import functools
 import itertools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -39,21 +47,28 @@ import zstandard
 
 from obd.model import Level
 from obd.storage import scaled
+from obd.storage.sizecode import SizeModel
 
 __all__ = [
     "CORE",
+    "MODELED",
     "RAW",
     "SCALED",
     "Levels",
+    "Models",
     "decode",
     "decode_many",
     "decode_with",
     "encode",
     "encode_with",
+    "size_symbols",
 ]
 
 RAW = 0
 SCALED = 1
+MODELED = 2
+
+Models = Callable[[int], SizeModel]  # a series' size model by dicts.id; KeyError if unknown
 
 _MAGIC = b"\x28\xb5\x2f\xfd"  # zstd frame magic; SCALED stores frames without it (4 B each)
 _ZSTD_LEVEL = 13  # on ~200 B of symbols, 13 (btultra) saves ~3% over 3 for ~6 us
@@ -90,6 +105,10 @@ _raw_decoder = msgspec.msgpack.Decoder(tuple[list[tuple[float, float]], list[tup
 _scaled_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, int, int, int, int, int, int, int, bytes, bytes, bytes]
 )
+# The same ten integers, then bits (codes, unary quotients, low bits) and the model id.
+_modeled_decoder = msgspec.msgpack.Decoder(
+    tuple[int, int, int, int, int, int, int, int, int, int, bytes, int]
+)
 
 
 class _Zstd(threading.local):
@@ -107,13 +126,19 @@ _zstd = _Zstd()
 # --- encode ------------------------------------------------------------------------------
 
 
-def encode(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[int, bytes]:
-    """The smallest lossless (codec id, blob) for the book; never fails for float input."""
-    return encode_with(_core, bids, asks)
+def encode(
+    bids: Sequence[Level], asks: Sequence[Level], model: SizeModel | None = None
+) -> tuple[int, bytes]:
+    """The smallest lossless (codec id, blob) for the book, MODELED only with a model
+    (the series' own: its id goes in the blob); never fails for float input."""
+    return encode_with(_core, bids, asks, model)
 
 
 def encode_with(
-    core: ModuleType, bids: Sequence[Level], asks: Sequence[Level]
+    core: ModuleType,
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    model: SizeModel | None = None,
 ) -> tuple[int, bytes]:
     """`encode` through the given core (the tests compare the two)."""
     n_bids, n_asks = len(bids), len(asks)
@@ -123,28 +148,38 @@ def encode_with(
         packed = _msgpack.encode((bids, asks))
     except TypeError:  # numpy arrays and other sequences msgspec does not know
         packed = b""
+    lengths = None if model is None else model.lengths
     fields: tuple[Any, ...] | bool | None = (
-        core.encode(packed, n_bids, n_asks, True) if packed else False
+        core.encode(packed, n_bids, n_asks, True, lengths) if packed else False
     )
     grid = None
     if fields is False:  # ints, or levels that are not pairs of floats: the slow way
         packed = b""
         grid = _grid(bids, asks)
-        fields = core.encode(grid, n_bids, n_asks, False)
-    scaled_blob = None if not isinstance(fields, tuple) else _container(fields, n_bids, n_asks)
-    if scaled_blob is not None and len(scaled_blob) <= _TRY_RAW_ABOVE * (n_bids + n_asks) + 32:
-        return SCALED, scaled_blob  # RAW takes ~8 B a level on real books: not worth trying
+        fields = core.encode(grid, n_bids, n_asks, False, lengths)
+    best: tuple[int, bytes] | None = None
+    if isinstance(fields, tuple):
+        best = SCALED, _container(fields, n_bids, n_asks)
+        if model is not None and fields[11] is not None:
+            header = (fields[0], n_bids, n_asks, *fields[1:8])
+            modeled = _msgpack.encode((*header, fields[11], model.id))
+            if len(modeled) < len(best[1]):  # a tie: SCALED, which needs no model
+                best = MODELED, modeled
+    if best is not None and len(best[1]) <= _TRY_RAW_ABOVE * (n_bids + n_asks) + 32:
+        return best  # RAW takes ~8 B a level on real books: not worth trying
     if not packed:
         assert grid is not None
         packed = _msgpack.encode(_levels(grid, n_bids))
     raw = _zstd.raw.compress(packed)
-    if scaled_blob is not None and len(scaled_blob) <= len(raw):
-        return SCALED, scaled_blob
+    if best is not None and len(best[1]) <= len(raw):
+        return best
     return RAW, raw
 
 
 def _container(fields: tuple[Any, ...], n_bids: int, n_asks: int) -> bytes:
-    flags, price_exp, size_exp, tick, lot, best_bid, spread, rice, steps, symbols, bits = fields
+    flags, price_exp, size_exp, tick, lot, best_bid, spread, rice, steps, symbols, bits = fields[
+        :11
+    ]
     step_field = _compress(steps) if rice == _STEP_SYMBOLS else steps
     header = (flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice)
     return _msgpack.encode((*header, step_field, _compress(symbols), bits))
@@ -245,31 +280,46 @@ class Levels:
         return self.n_bids + self.n_asks
 
 
-def decode(codec: int, blob: bytes) -> tuple[list[Level], list[Level]]:
-    """The book a blob holds; ValueError for an unknown codec id or a corrupt blob."""
+def decode(
+    codec: int, blob: bytes, models: Models | None = None
+) -> tuple[list[Level], list[Level]]:
+    """The book a blob holds; ValueError for an unknown codec id, a corrupt blob, or a
+    MODELED blob whose model `models` does not give."""
     if codec == RAW:
         return _decode_raw(blob)
-    return decode_many([(codec, blob)]).books()[0]
+    return decode_many([(codec, blob)], models).books()[0]
 
 
-def decode_many(rows: Sequence[tuple[int, bytes]]) -> Levels:
+def decode_many(rows: Sequence[tuple[int, bytes]], models: Models | None = None) -> Levels:
     """The books of (codec id, blob) rows as one `Levels`; ValueError as `decode`.
-    The compiled core works on the whole batch without holding the GIL."""
-    return decode_with(_core, rows)
+    `models` gives a MODELED row's size model by its id (called once per distinct id in
+    the batch; KeyError if unknown). The compiled core works on the whole batch without
+    holding the GIL."""
+    return decode_with(_core, rows, models)
 
 
-def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
+def decode_with(
+    core: ModuleType, rows: Sequence[tuple[int, bytes]], models: Models | None = None
+) -> Levels:
     """`decode_many` through the given core (the tests compare the two)."""
     headers: list[tuple[Any, ...] | None] = []
     symbols: list[bytes | None] = []
     steps: list[bytes | None] = []
+    tables: list[Any] = []
+    resolved: dict[int, Any] = {}  # model id -> its table, once a batch
     frames = _Frames()
     raw: dict[int, tuple[list[Level], list[Level]]] = {}
     depths: list[int] = []  # n_bids, n_asks of each book
     for i, (codec, blob) in enumerate(rows):
-        header = symbol = step = None
-        if codec == SCALED:
-            header, n, n_steps = _parse_scaled(core, blob)
+        header = symbol = step = table = None
+        if codec == MODELED:
+            header = _parse(core, _modeled_decoder, MODELED, blob)[0]
+            depths += header[1:3]
+            table = resolved.get(header[11])
+            if table is None:
+                table = resolved[header[11]] = _table(core, _model(models, header[11]))
+        elif codec == SCALED:
+            header, n, n_steps = _parse(core, _scaled_decoder, SCALED, blob)
             depths += header[1:3]
             symbol = frames.take(header[11], n, symbols, i)
             if header[9] == _STEP_SYMBOLS:
@@ -282,6 +332,7 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
         headers.append(header)
         symbols.append(symbol)
         steps.append(step)
+        tables.append(table)
     sides = np.array(depths, dtype=np.int64).reshape(-1, 2).T
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.add.accumulate(sides[0] + sides[1], out=offsets[1:])
@@ -289,9 +340,9 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     prices, sizes = np.empty(total), np.empty(total)
     try:
         frames.decompress()
-        core.decode(headers, symbols, steps, offsets, prices, sizes)
+        core.decode(headers, symbols, steps, tables, offsets, prices, sizes)
     except _CORRUPT as exc:
-        raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+        raise ValueError(f"corrupt book blob (codec {SCALED} or {MODELED}): {exc}") from exc
     for i, (bids, asks) in raw.items():
         count = 2 * (len(bids) + len(asks))  # fromiter: 5x np.array on a list of tuples
         levels = np.fromiter(itertools.chain.from_iterable(bids + asks), np.float64, count)
@@ -301,14 +352,67 @@ def decode_with(core: ModuleType, rows: Sequence[tuple[int, bytes]]) -> Levels:
     return Levels(prices, sizes, n_bids, n_asks, offsets, core)
 
 
-def _parse_scaled(core: ModuleType, blob: bytes) -> tuple[tuple[Any, ...], int, int]:
+def _parse(
+    core: ModuleType, decoder: msgspec.msgpack.Decoder[Any], codec: int, blob: bytes
+) -> tuple[tuple[Any, ...], int, int]:
     """The container, and its n and n_steps once its header is checked."""
     try:
-        header = _scaled_decoder.decode(blob)
+        header = decoder.decode(blob)
         n, n_steps = core.check(header)
     except _CORRUPT as exc:
-        raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+        raise ValueError(f"corrupt book blob (codec {codec}): {exc}") from exc
     return header, n, n_steps
+
+
+def _model(models: Models | None, model_id: int) -> SizeModel:
+    """The size model a MODELED blob names, from the caller's resolver."""
+    if models is None:
+        raise ValueError(
+            f"a codec {MODELED} book blob needs its series' size model (dicts id {model_id});"
+            " none was given"
+        )
+    try:
+        model = models(model_id)
+    except KeyError:
+        raise ValueError(
+            f"a codec {MODELED} book blob needs size model {model_id}, which is not known"
+        ) from None
+    if model.id != model_id:
+        raise ValueError(f"size model {model.id} given for a blob of model {model_id}")
+    return model
+
+
+@functools.lru_cache(maxsize=128)
+def _table(core: ModuleType, model: SizeModel) -> Any:
+    """A model's decode table for a core (66 KiB), built once (~0.1 ms) and kept for the
+    next batches: keyed by the model's value, so a resolver may return new objects."""
+    return core.size_table(model.lengths)
+
+
+def size_symbols(codec_id: int, blob: bytes, models: Models | None = None) -> bytes | None:
+    """The n size symbols of a SCALED or MODELED blob (what `sizecode.count` counts to
+    train a series' model), None for RAW; ValueError as `decode`."""
+    if codec_id == RAW:
+        return None
+    if codec_id == SCALED:
+        header, n, _ = _parse(_core, _scaled_decoder, SCALED, blob)
+        frames = _Frames()
+        symbols: list[bytes | None] = [None]
+        symbols[0] = frames.take(header[11], n, symbols, 0)
+        try:
+            frames.decompress()
+        except _CORRUPT as exc:
+            raise ValueError(f"corrupt book blob (codec {SCALED}): {exc}") from exc
+        return symbols[0]
+    if codec_id != MODELED:
+        raise ValueError(f"unknown book codec {codec_id}")
+    header = _parse(_core, _modeled_decoder, MODELED, blob)[0]
+    table = _table(_core, _model(models, header[11]))
+    try:
+        found: bytes = _core.size_symbols(header, table)
+    except _CORRUPT as exc:
+        raise ValueError(f"corrupt book blob (codec {MODELED}): {exc}") from exc
+    return found
 
 
 class _Frames:

@@ -1,36 +1,47 @@
-"""The SCALED codec's bit-level work in NumPy: the reference core, and the fallback
-where the compiled one (`obd/storage/_scaled.c`, the same functions in C) is not built.
+"""The SCALED and MODELED codecs' bit-level work in NumPy: the reference core, and the
+fallback where the compiled one (`obd/storage/_scaled.c`, the same functions in C) is
+not built.
 
 Both cores have this interface; obd/storage/codec.py does the zstd frames and the
 msgpack container around them and picks the core (docs/FORMAT.md has the layout):
 
-- `check(header)`: (n, n_steps) of a decoded container's 13-tuple; ValueError unless
-  its ten integers are within the documented bounds.
-- `decode(headers, symbols, steps, offsets, prices, sizes)`: each book of a batch
-  into the float64 arrays `prices` and `sizes`, book i at `offsets[i]`. `headers[i]` is
-  its container (None: not SCALED, left alone), `symbols[i]` its decompressed size
-  symbols, `steps[i]` its decompressed step symbols when rice is -1, else None.
+- `check(header)`: (n, n_steps) of a decoded container's tuple (13 items SCALED, 12
+  MODELED); ValueError unless its ten integers are within the documented bounds.
+- `size_table(lengths)`: the decode table of a size code (`obd.storage.sizecode`), an
+  opaque object of this core; ValueError unless the lengths are a complete code.
+- `size_symbols(header, table)`: the n size symbols of a MODELED container, as bytes.
+- `decode(headers, symbols, steps, tables, offsets, prices, sizes)`: each book of a
+  batch into the float64 arrays `prices` and `sizes`, book i at `offsets[i]`.
+  `headers[i]` is its container (None: neither SCALED nor MODELED, left alone). SCALED
+  (`tables[i]` None): `symbols[i]` its decompressed size symbols, `steps[i]` its
+  decompressed step symbols when rice is -1, else None. MODELED: `tables[i]` its size
+  code's table, `symbols[i]` and `steps[i]` None.
 - `books(prices, sizes, offsets, n_bids)`: [(bids, asks), ...], each book's levels
   (book i at offsets[i] to offsets[i + 1], its n_bids[i] bids first) as lists of
   (price, size) float tuples.
 - `msgpack(prices, sizes, offsets, n_bids)`: [(bids, asks), ...], each side as the
   msgpack bytes msgspec writes for that list of tuples.
-- `encode(source, n_bids, n_asks, is_msgpack)`: the fields (flags, price_exp, size_exp,
-  tick, lot, best_bid, spread, rice, steps, symbols, bits) of one book, steps being
-  the unary field or (rice -1) the step symbols, both streams still uncompressed; None
-  if the book has no SCALED form; False if `source` (msgspec's bytes of (bids, asks))
-  is not all float pairs. With is_msgpack false, `source` is float64 [prices, sizes].
+- `encode(source, n_bids, n_asks, is_msgpack, lengths=None)`: the fields (flags,
+  price_exp, size_exp, tick, lot, best_bid, spread, rice, steps, symbols, bits) of one
+  book, steps being the unary field or (rice -1) the step symbols, both streams still
+  uncompressed; None if the book has no SCALED form; False if `source` (msgspec's bytes
+  of (bids, asks)) is not all float pairs. With is_msgpack false, `source` is float64
+  [prices, sizes]. With a size code's `lengths`, a 12th field: MODELED's bit stream,
+  or None when the steps are not Rice-coded (no MODELED form).
 
 Thread-safe: everything here is immutable.
 """
 
+import functools
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["books", "check", "decode", "encode", "msgpack"]
+from obd.storage import sizecode
+
+__all__ = ["books", "check", "decode", "encode", "msgpack", "size_symbols", "size_table"]
 
 _I64 = npt.NDArray[np.int64]
 _U64 = npt.NDArray[np.uint64]
@@ -39,6 +50,8 @@ _U8 = npt.NDArray[np.uint8]
 _Bool = npt.NDArray[np.bool_]
 Buffer = bytes | bytearray | memoryview | npt.NDArray[Any]
 Fields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes]
+ModeledFields = tuple[int, int, int, int, int, int, int, int, bytes, bytes, bytes, bytes | None]
+Table = tuple[_U8, _U8]  # a size code's symbol and length for each MAX_BITS-bit peek
 
 _MAX_EXP = 22  # 10.0**22 is the largest power of ten a float64 holds exactly
 _LIMIT = 2.0**53  # integers below it are exact in a float64
@@ -117,8 +130,8 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 
 
 def encode(
-    source: Buffer, n_bids: int, n_asks: int, is_msgpack: bool
-) -> Fields | Literal[False] | None:
+    source: Buffer, n_bids: int, n_asks: int, is_msgpack: bool, lengths: bytes | None = None
+) -> Fields | ModeledFields | Literal[False] | None:
     """The SCALED fields of one book (module docstring)."""
     if is_msgpack:
         grid = _packed_grid(bytes(source), n_bids, n_asks)
@@ -153,7 +166,7 @@ def encode(
     n_asks = ints.shape[1] - n_bids
     best_bid = int(ints[0, 0]) if n_bids else 0
     spread = int(ints[0, n_bids]) - best_bid if n_asks else 0
-    return (
+    fields: Fields = (
         flags,
         price_exp,
         size_exp,
@@ -166,6 +179,40 @@ def encode(
         size_coded[0].tobytes(),
         bits,
     )
+    if lengths is None:
+        return fields
+    modeled = None
+    if step_coded is None:
+        modeled = _modeled_bits(lengths, size_coded[0], steps >> rice, low, widths)
+    return (*fields, modeled)
+
+
+def _modeled_bits(lengths: bytes, symbols: _U8, quotients: _I64, low: _I64, widths: _I64) -> bytes:
+    """MODELED's bit stream: each size's code, each step's quotient in unary (q zeros, a
+    one), then the low bits (steps', sizes') as SCALED sends them."""
+    code_values, code_lengths = _codes(lengths)
+    unary_values = np.zeros(2 * len(quotients), dtype=np.int64)
+    unary_values[1::2] = 1
+    unary_widths = np.ones(2 * len(quotients), dtype=np.int64)
+    unary_widths[0::2] = quotients
+    values = np.concatenate((code_values[symbols], unary_values, low))
+    return _pack_bits(values, np.concatenate((code_lengths[symbols], unary_widths, widths)))
+
+
+@functools.lru_cache(maxsize=64)
+def _codes(lengths: bytes) -> tuple[_I64, _I64]:
+    """(code, length) of each size symbol; cached, as a series' model is used each book."""
+    if (
+        len(lengths) != sizecode.SYMBOLS
+        or not 1 <= min(lengths) <= max(lengths) <= sizecode.MAX_BITS
+    ):
+        raise ValueError(
+            f"size code lengths must be {sizecode.SYMBOLS} bytes of 1..{sizecode.MAX_BITS}"
+        )
+    code_lengths = np.frombuffer(lengths, dtype=np.uint8).astype(np.int64)
+    code_values = sizecode.codes(lengths)
+    code_lengths.flags.writeable = code_values.flags.writeable = False
+    return code_values, code_lengths
 
 
 def _packed_grid(packed: bytes, n_bids: int, n_asks: int) -> _F64 | None:
@@ -373,6 +420,8 @@ def _pack_bits(values: _I64, widths: _I64) -> bytes:
 def check(header: tuple[Any, ...]) -> tuple[int, int]:
     """(n, n_steps) of a container whose ten integers are in bounds; ValueError if not."""
     flags, n_bids, n_asks, price_exp, size_exp, tick, lot, _, _, rice = header[:10]
+    if len(header) == 12 and rice < 0:  # MODELED: Rice-coded steps only
+        raise ValueError(f"corrupt MODELED header {header[:10]}")
     if not (
         0 <= flags < 8
         and 0 <= n_bids <= _MAX_LEVELS
@@ -392,32 +441,59 @@ def decode(
     headers: list[tuple[Any, ...] | None],
     symbols: list[bytes | None],
     steps: list[bytes | None],
+    tables: list[Table | None],
     offsets: Buffer,
     prices: Buffer,
     sizes: Buffer,
 ) -> None:
-    """Each SCALED book of a batch into the float64 buffers (module docstring)."""
+    """Each SCALED and MODELED book of a batch into the float64 buffers (module docstring)."""
     at = np.frombuffer(offsets, dtype=np.int64)
     price_out = np.frombuffer(prices, dtype=np.float64)
     size_out = np.frombuffer(sizes, dtype=np.float64)
     for i, header in enumerate(headers):
         if header is not None:
             start = int(at[i])
-            book_prices, book_sizes = _decode_one(header, symbols[i], steps[i])  # type: ignore[arg-type]
+            book_prices, book_sizes = _decode_one(header, symbols[i], steps[i], tables[i])
             price_out[start : start + len(book_prices)] = book_prices
             size_out[start : start + len(book_sizes)] = book_sizes
 
 
+def size_table(lengths: bytes) -> Table:
+    """The decode table of a size code (module docstring): canonical codes in (length,
+    symbol) order tile the MAX_BITS-bit peeks from 0 up, each 2**(MAX_BITS - length)."""
+    sizecode.SizeModel(0, lengths)  # ValueError unless a complete code
+    code_lengths = np.frombuffer(lengths, dtype=np.uint8)
+    order = np.lexsort((np.arange(sizecode.SYMBOLS), code_lengths))
+    spans = np.left_shift(1, sizecode.MAX_BITS - code_lengths.astype(np.int64))
+    symbol_of = np.repeat(order.astype(np.uint8), spans[order])
+    length_of = code_lengths[symbol_of]
+    symbol_of.flags.writeable = length_of.flags.writeable = False
+    return symbol_of, length_of
+
+
+def size_symbols(header: tuple[Any, ...], table: Table) -> bytes:
+    """The n size symbols of a MODELED container (module docstring)."""
+    n, _ = check(header)
+    return _read_codes(header[10], n, table)[0].tobytes()
+
+
 def _decode_one(
-    header: tuple[Any, ...], symbols: bytes, step_symbols: bytes | None
+    header: tuple[Any, ...], symbols: bytes | None, step_symbols: bytes | None, table: Table | None
 ) -> tuple[_F64, _F64]:
     flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice = header[:10]
-    _, n_steps = check(header)
-    size_symbols = np.frombuffer(symbols, dtype=np.uint8)
+    n, n_steps = check(header)
+    start = 0
+    if table is None:  # SCALED
+        assert symbols is not None
+        bits = header[12]
+        size_symbols = np.frombuffer(symbols, dtype=np.uint8)
+    else:  # MODELED: the size codes and the unary quotients come first in `bits`
+        bits = header[10]
+        size_symbols, start = _read_codes(bits, n, table)
+        quotients, start = _read_unary(bits, start, n_steps)
     size_index = size_symbols + np.int64(_SIZE_SYMBOLS)
     widths = np.empty(n_steps + len(size_index), dtype=np.uint64)
     np.take(_WIDTH_U, size_index, out=widths[n_steps:])
-    bits = header[12]
     if step_symbols is not None:
         step_index = np.frombuffer(step_symbols, dtype=np.uint8)
         np.take(_WIDTH_U, step_index, out=widths[:n_steps])
@@ -425,8 +501,10 @@ def _decode_one(
         values[:n_steps] += _BASE[step_index]
     else:
         widths[:n_steps] = rice
-        values = _unpack_bits(bits, widths)
-        values[:n_steps] += _from_unary(header[10], n_steps) << rice
+        values = _unpack_bits(bits, widths, start)
+        if table is None:
+            quotients = _from_unary(header[10], n_steps)
+        values[:n_steps] += quotients << rice
     values[n_steps:] += _BASE[size_index]
     sizes = _resolve_references(values[n_steps:], size_symbols)
     if flags & _SIZE_ZIGZAG:
@@ -445,14 +523,64 @@ def _from_unary(packed: bytes, n: int) -> _I64:
     return quotients
 
 
-def _unpack_bits(packed: bytes, widths: _U64) -> _I64:
-    """Inverse of _pack_bits: one unaligned big-endian 64-bit read per value."""
-    starts = np.add.accumulate(widths) - widths
-    total = int(starts[-1] + widths[-1]) if len(widths) else 0
+def _read_codes(packed: bytes, n: int, table: Table) -> tuple[_U8, int]:
+    """(symbols, the bit after them) of n size codes from the stream's first bit: the
+    code at every bit position at once, then a short walk from code to code. Positions
+    up to ~10 bits a code first (real books take ~6), all of them if the walk needs."""
+    limit = 8 * len(packed)
+    words = _words(packed).astype(np.uint64)
+    found = _walk(words, n, table, min(limit, 10 * n + 64), limit)
+    if found is None:
+        found = _walk(words, n, table, limit, limit)
+    assert found is not None
+    return found
+
+
+def _walk(words: _U64, n: int, table: Table, end: int, limit: int) -> tuple[_U8, int] | None:
+    """_read_codes with the codes at positions 0..end; None if the walk goes past end."""
+    symbol_of, length_of = table
+    at = np.arange(end + 1)
+    peeks = (words[at >> 3] << (at & 7).astype(np.uint64)) >> np.uint64(64 - sizecode.MAX_BITS)
+    peeks = peeks.view(np.int64)  # < 2**MAX_BITS: an index NumPy need not convert
+    following = (at + length_of[peeks]).tolist()
+    starts = [0] * n
+    position = 0
+    for i in range(n):
+        starts[i] = position
+        position = following[position]
+        if position > end:
+            if position > limit:
+                raise ValueError("size code stream too short")
+            if i + 1 < n:
+                return None
+    return symbol_of[peeks[starts]], position
+
+
+def _read_unary(packed: bytes, start: int, n: int) -> tuple[_I64, int]:
+    """(quotients, the bit after them) of n unary codes from bit `start`."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), start
+    ends = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))[start:].nonzero()[0][:n]
+    if len(ends) != n:
+        raise ValueError("unary stream too short")
+    quotients = ends.copy()
+    quotients[1:] -= ends[:-1] + 1
+    return quotients, start + int(ends[-1]) + 1
+
+
+def _words(packed: bytes) -> npt.NDArray[Any]:
+    """The big-endian 64-bit word at each byte of the stream (8 zero bytes after it)."""
+    padded = packed + bytes(8)
+    return np.ndarray((len(padded) - 7,), dtype=">u8", buffer=padded, strides=(1,))
+
+
+def _unpack_bits(packed: bytes, widths: _U64, start: int = 0) -> _I64:
+    """Inverse of _pack_bits from bit `start`: one unaligned big-endian 64-bit read per value."""
+    starts = np.add.accumulate(widths) - widths + np.uint64(start)
+    total = int(starts[-1] + widths[-1]) if len(widths) else start
     if len(packed) != (total + 7) // 8:
         raise ValueError("bit stream of the wrong length")
-    padded = packed + bytes(8)
-    words = np.ndarray((len(padded) - 7,), dtype=">u8", buffer=padded, strides=(1,))
+    words = _words(packed)
     word = words[starts >> 3] << (starts & 7)  # the value's first bit is now the top bit
     low: _U64 = word >> (63 - widths) >> 1  # two shifts, so that width 0 gives 0
     return low.view(np.int64)
