@@ -324,10 +324,11 @@ def _valid_blobs() -> list[tuple[int, bytes]]:
     return [
         codec.encode(book["bids"], book["asks"]),
         codec.encode([(math.nan, 1.0)], [(2.0, 3.0)]),
+        codec.encode(book["bids"], book["asks"], MODELS[series_of(book)]),
     ]
 
 
-@pytest.mark.parametrize("codec_id", [codec.RAW, codec.SCALED])
+@pytest.mark.parametrize("codec_id", [codec.RAW, codec.SCALED, codec.MODELED])
 @pytest.mark.parametrize(
     "blob",
     [b"", b"\x00", b"\x90", b"garbage" * 10, b"\x28\xb5\x2f\xfd" + bytes(20), b"\x9d" + bytes(13)],
@@ -341,7 +342,7 @@ def test_garbage_is_a_value_error(codec_id: int, blob: bytes) -> None:
 def test_truncated_blobs_are_value_errors(codec_id: int, blob: bytes) -> None:
     for end in range(len(blob)):
         with pytest.raises(ValueError, match="corrupt"):
-            codec.decode(codec_id, blob[:end])
+            codec.decode(codec_id, blob[:end], RESOLVE)
 
 
 @settings(max_examples=100, deadline=None)
@@ -353,7 +354,7 @@ def test_damaged_blobs_decode_or_raise_value_error(data: st.DataObject) -> None:
     damaged = blob[:at] + bytes([data.draw(st.integers(0, 255))]) + blob[at + 1 :]
     assume(damaged != blob)
     try:
-        bids, asks = codec.decode(codec_id, damaged)
+        bids, asks = codec.decode(codec_id, damaged, RESOLVE)
     except ValueError:
         return
     assert all(len(level) == 2 for level in bids + asks)

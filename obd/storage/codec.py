@@ -177,9 +177,8 @@ def encode_with(
 
 
 def _container(fields: tuple[Any, ...], n_bids: int, n_asks: int) -> bytes:
-    flags, price_exp, size_exp, tick, lot, best_bid, spread, rice, steps, symbols, bits = fields[
-        :11
-    ]
+    flags, price_exp, size_exp, tick, lot, best_bid, spread, rice = fields[:8]
+    steps, symbols, bits = fields[8:11]  # a 12th: MODELED's stream, when asked for
     step_field = _compress(steps) if rice == _STEP_SYMBOLS else steps
     header = (flags, n_bids, n_asks, price_exp, size_exp, tick, lot, best_bid, spread, rice)
     return _msgpack.encode((*header, step_field, _compress(symbols), bits))
