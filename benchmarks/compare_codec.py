@@ -5,8 +5,8 @@
 DATA_DIR holds binance_1s_depth100.num.ndjson.gz (default: ../shared/data/binance from
 the repository root). Prints markdown: bytes per 100-level-a-side snapshot (every 30th
 snapshot of each series, so rows are not near-copies), overall and by series, then
-MODELED (codec 2) as the writer stores a series: its first TRAIN books SCALED, then a
-size model trained on their size symbols and every later book encoded with it; and
+MODELED (codec 2) as obd's writer stores each series into a real file (its first
+books SCALED, then a size model trained on their size symbols, `obd.storage.dicts`); and
 the decode and encode rates of codec 2 against codec 1 (compiled core, same run). Speed
 against the limits is benchmarks/bench_paths.py.
 """
@@ -26,11 +26,14 @@ from typing import Any
 import msgspec
 import zstandard
 
-from obd.storage import codec, scaled, sizecode
+from obd.model import Book as StoredBook
+from obd.storage import codec, coins, dicts, scaled, schema, sizecode
+from obd.storage.connect import open_writer
+from obd.storage.writer import SnapshotIn, insert_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 DEPTH_100 = "binance_1s_depth100.num.ndjson.gz"
-TRAIN = 16  # books a series stores SCALED before its size model is trained on them
+TRAIN = dicts.TRAIN_BOOKS  # books a series stores SCALED before its model is trained on them
 BATCH = 1000  # rows per transaction
 TABLE = (
     "CREATE TABLE snapshots(series INTEGER, ts INTEGER, codec INTEGER, book BLOB, "
@@ -122,8 +125,9 @@ def print_modeled(books: list[Book]) -> None:
     print("| series | rows | every 30th: stored bytes | SCALED alone | MODELED rows |")
     print("| --- | ---: | ---: | ---: | ---: |")
     stored, alone, rows, models = [], [], [], []
+    written = writer_order(dict(sorted(series.items())))
     for name, items in sorted(series.items()):
-        blobs, model = writer_order(items, len(models) + 1)
+        blobs, model = written[name]
         models.append(model)
         sample = blobs[::30]
         scaled = [codec.encode(b["bids"], b["asks"])[1] for b in items[::30]]
@@ -146,13 +150,36 @@ def print_modeled(books: list[Book]) -> None:
     print_rates(books, models)
 
 
-def writer_order(items: list[Book], model_id: int) -> tuple[list[tuple[int, bytes]], Any]:
-    """The series' rows as the writer stores them, and the model it trains."""
-    blobs = [codec.encode(b["bids"], b["asks"]) for b in items[:TRAIN]]
-    counts = sum(sizecode.count(codec.size_symbols(*blob) or b"") for blob in blobs)
-    model = sizecode.SizeModel(model_id, sizecode.train(counts))
-    blobs += [codec.encode(b["bids"], b["asks"], model) for b in items[TRAIN:]]
-    return blobs, model
+def writer_order(
+    series: dict[str, list[Book]],
+) -> dict[str, tuple[list[tuple[int, bytes]], sizecode.SizeModel]]:
+    """Each series' rows as obd's writer stores them (`insert_snapshot` into a real file,
+    one coin a series, so the dicts lifecycle that runs is the daemon's), and its model."""
+    stored = {}
+    with tempfile.TemporaryDirectory() as directory:
+        conn = open_writer(Path(directory) / "obd.sqlite")
+        try:
+            schema.migrate(conn, 0)
+            for name, items in series.items():
+                request = coins.CoinRequest("sim", name, 1000, "1s", 100, False)
+                with conn:
+                    coin, _ = coins.add_coin(conn, request, now=0)
+                for start in range(0, len(items), BATCH):
+                    conn.execute("BEGIN")
+                    for i, b in enumerate(items[start : start + BATCH], start):
+                        book = StoredBook(bids=b["bids"], asks=b["asks"])
+                        insert_snapshot(conn, SnapshotIn(coin, 1000 * i, book, 1000 * i, "ws"))
+                    conn.execute("COMMIT")
+                    dicts.writing(conn).committed()
+                blobs = conn.execute(
+                    "SELECT codec, book FROM snapshots WHERE series = ? ORDER BY ts", (coin.id,)
+                ).fetchall()
+                found = conn.execute("SELECT id, data FROM dicts WHERE series = ?", (coin.id,))
+                (model,) = [sizecode.SizeModel.load(*row) for row in found]  # minutes: one
+                stored[name] = [(codec_id, bytes(blob)) for codec_id, blob in blobs], model
+        finally:
+            conn.close()
+    return stored
 
 
 def print_rates(books: list[Book], models: list[Any]) -> None:
