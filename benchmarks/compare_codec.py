@@ -155,7 +155,7 @@ def writer_order(
 ) -> dict[str, tuple[list[tuple[int, bytes]], sizecode.SizeModel]]:
     """Each series' rows as obd's writer stores them (`insert_snapshot` into a real file,
     one coin a series, so the dicts lifecycle that runs is the daemon's), and its model."""
-    stored = {}
+    stored: dict[str, tuple[list[tuple[int, bytes]], sizecode.SizeModel]] = {}
     with tempfile.TemporaryDirectory() as directory:
         conn = open_writer(Path(directory) / "obd.sqlite")
         try:
@@ -176,7 +176,7 @@ def writer_order(
                 ).fetchall()
                 found = conn.execute("SELECT id, data FROM dicts WHERE series = ?", (coin.id,))
                 (model,) = [sizecode.SizeModel.load(*row) for row in found]  # minutes: one
-                stored[name] = [(codec_id, bytes(blob)) for codec_id, blob in blobs], model
+                stored[name] = [(int(codec_id), bytes(blob)) for codec_id, blob in blobs], model
         finally:
             conn.close()
     return stored
