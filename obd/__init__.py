@@ -1,3 +1,3 @@
 """obd, the order-book daemon: collects, keeps and serves L2 order-book snapshots."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
