@@ -275,7 +275,9 @@ def same_outcome(codec_id: int, blob: bytes, model: sizecode.SizeModel = MODEL_1
         assert symbols[0] == symbols[1]
 
 
-@pytest.mark.parametrize(("codec_id", "blob"), BLOBS, ids=range(len(BLOBS)))
+@pytest.mark.parametrize(
+    ("codec_id", "blob"), BLOBS + MODELED_BLOBS, ids=range(len(BLOBS) + len(MODELED_BLOBS))
+)
 def test_truncated_blobs_fail_alike(codec_id: int, blob: bytes) -> None:
     for end in range(len(blob)):
         same_outcome(codec_id, blob[:end])
@@ -283,29 +285,9 @@ def test_truncated_blobs_fail_alike(codec_id: int, blob: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("codec_id", "blob"), BLOBS[:1] + BLOBS[2:6], ids=range(5)
+    ("codec_id", "blob"), BLOBS[:1] + BLOBS[2:6] + MODELED_BLOBS[:5], ids=range(10)
 )  # not 1000 levels
 def test_every_bit_flip_fails_or_decodes_alike(codec_id: int, blob: bytes) -> None:
-    for at in range(len(blob)):
-        for bit in range(8):
-            flipped = bytearray(blob)
-            flipped[at] ^= 1 << bit
-            same_outcome(codec_id, bytes(flipped))
-
-
-@pytest.mark.parametrize(("codec_id", "blob"), MODELED_BLOBS, ids=range(len(MODELED_BLOBS)))
-def test_truncated_modeled_blobs_fail_alike(codec_id: int, blob: bytes) -> None:
-    for end in range(len(blob)):
-        same_outcome(codec_id, blob[:end])
-        same_outcome(codec_id, blob[end:])
-
-
-@pytest.mark.parametrize(
-    ("codec_id", "blob"), MODELED_BLOBS[:5], ids=range(5)
-)  # not thousands of levels
-def test_every_bit_flip_of_a_modeled_blob_fails_or_decodes_alike(
-    codec_id: int, blob: bytes
-) -> None:
     for at in range(len(blob)):
         for bit in range(8):
             flipped = bytearray(blob)
