@@ -228,6 +228,23 @@ def test_watch_yields_each_update_aligned_and_never_ahead() -> None:
         assert book == exchange.book_at("BTC/USDT", _ts(book), 20)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(SYMBOLS),
+    st.lists(st.integers(T0, YEAR_2100), min_size=1, max_size=12),
+    st.sampled_from([1, 7, 100, 1000]),
+)
+def test_a_batch_of_books_is_each_book_alone(symbol: str, times: list[int], depth: int) -> None:
+    """`watch` and `fetch_history` compute books in batches: a book never depends on
+    the batch it was computed in (bit for bit, as `book_at` gives it)."""
+    books = EXCHANGE.books_at(symbol, times, depth)
+    assert books == [EXCHANGE.book_at(symbol, ts, depth) for ts in times]
+    updates = [times[0] + 100 * k for k in range(10)]  # what watch asks for
+    assert EXCHANGE.books_at(symbol, updates, depth) == [
+        EXCHANGE.book_at(symbol, ts, depth) for ts in updates
+    ]
+
+
 def test_watch_skips_to_the_newest_when_late() -> None:
     exchange = _exchange(seed=3, update_ms=10)
 
