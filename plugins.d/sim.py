@@ -42,8 +42,8 @@ __all__ = ["MAX_DEPTH", "PLUGIN", "SimExchange", "SimOptions", "create"]
 
 MAX_DEPTH = 1000  # levels a side the sim can give
 _HISTORY_BATCH = 64  # books computed together (and between yields to the loop) in fetch_history
-_AHEAD_MS = 1_000  # watch computes the updates of about this far ahead in one batch...
-_AHEAD_BOOKS = 10  # ...but at most this many books
+_AHEAD_BOOKS = 4  # books watch computes in one batch: two seconds' worth at most
+_SLOT_GRID_MS = 1_000  # obd's slots are whole seconds: watch delivers the updates they see
 
 _OCTAVE_BASE_MS = 250  # the finest octave's period
 _OCTAVES = 25  # periods 250 ms * 2**k: the coarsest is ~48 days
@@ -349,37 +349,46 @@ class SimExchange:
         return _books(market, updates, min(depth, MAX_DEPTH))
 
     async def watch(self, symbol: str, depth: int) -> AsyncIterator[Book]:
-        """The current book now, then each update as the wall clock reaches it.
+        """The current book now, then, as the wall clock reaches them, the updates a slot
+        can see: around each whole second, the last update before it and the first at or
+        after it.
 
-        Yields only the newest update when the consumer fell behind several. Books are
-        computed a second ahead in one batch, right after a yield: one batch costs about
-        what one book does, and a wake-up at an update only hands over its book.
+        obd's slots fall on whole seconds (intervals are whole seconds), and slot T
+        stores the newest book received at or before T once the feed has spoken after
+        T: those two updates are all any slot can see. The book still changes every
+        `update_ms` (`book_at`, history); the updates in between would only wake the
+        daemon for nothing (8 of 10 a second at the default 100 ms). Yields only the
+        newest update when the consumer fell behind. The next few books are computed in
+        one batch right after a yield (a batch costs about what one book does).
         """
         self._market(symbol)
         step = self.update_ms
-        ahead = max(1, min(_AHEAD_MS // step, _AHEAD_BOOKS))
         coming: collections.deque[Book] = collections.deque()
         last = None
         while True:
             now_ms = time.time_ns() // 1_000_000
             u = now_ms - now_ms % step
-            if last is not None and u <= last:
-                # Woke a hair early (the loop's clock is not the wall clock), or the
-                # wall clock stepped back: never repeat a book or go back in time.
-                await asyncio.sleep(min(last + step - now_ms, step) / 1000)
+            due = u if last is None else _seen_after(last, step)
+            if u < due:
+                # Not yet (or woke a hair early: the loop's clock is not the wall clock;
+                # or the wall clock stepped back): never repeat a book or go back in time.
+                await asyncio.sleep(min(due - now_ms, _SLOT_GRID_MS) / 1000)
                 continue
-            last = u
+            last = u  # the update due, or a newer one if the consumer was late
             while coming and _update(coming[0]) < u:
                 coming.popleft()  # updates the consumer was too late for
             if not coming or _update(coming[0]) != u:
-                coming = self._batch(symbol, u, ahead, depth)
+                coming = self._batch(symbol, u, depth)
             yield coming.popleft()
             if not coming:
-                coming = self._batch(symbol, u + step, ahead, depth)
+                coming = self._batch(symbol, _seen_after(u, step), depth)
 
-    def _batch(self, symbol: str, first: int, count: int, depth: int) -> collections.deque[Book]:
-        times = range(first, first + count * self.update_ms, self.update_ms)
-        return collections.deque(self.books_at(symbol, list(times), depth))
+    def _batch(self, symbol: str, first: int, depth: int) -> collections.deque[Book]:
+        """The books of `first` and the next seen updates after it, `_AHEAD_BOOKS` in all."""
+        updates = [first]
+        while len(updates) < _AHEAD_BOOKS:
+            updates.append(_seen_after(updates[-1], self.update_ms))
+        return collections.deque(self.books_at(symbol, updates, depth))
 
     async def fetch_history(
         self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
@@ -399,6 +408,18 @@ class SimExchange:
 
     async def close(self) -> None:
         """Nothing to release: the market is computed, not connected to."""
+
+
+def _seen_after(after_ms: int, step_ms: int) -> int:
+    """The first update after `after_ms` that a slot can see: the last one before a whole
+    second, or the first at or after one (with `step_ms` >= 1 s, every update)."""
+    update = after_ms + step_ms
+    while not (
+        update // _SLOT_GRID_MS * _SLOT_GRID_MS > update - step_ms  # first at/after a second
+        or (update + step_ms) // _SLOT_GRID_MS * _SLOT_GRID_MS > update  # last before one
+    ):
+        update += step_ms
+    return update
 
 
 def _update(book: Book) -> int:
