@@ -23,6 +23,7 @@ Under another ASGI server the extension is absent and frames go through the ASGI
 import math
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -50,20 +51,26 @@ def frame(payload: bytes, text: bool) -> bytes:
 
 
 class DirectWriter:
-    """Writes whole frames to one connection's transport, bypassing ASGI `send`."""
+    """Writes whole frames to one connection's transport, bypassing ASGI `send`.
 
-    __slots__ = ("_protocol",)
+    `send` is the transport's own `write` while the socket takes frames now, and None
+    while it is paused (the peer reads slowly), closing or gone; the protocol keeps it
+    current, so the hub's loop over a thousand sockets reads one attribute per socket
+    and makes one C call (cold objects, not the code, are what that loop costs)."""
+
+    __slots__ = ("_protocol", "send")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         self._protocol = protocol
+        self.send: Callable[[bytes], object] | None = None
 
     def write(self, data: bytes) -> bool:
-        """Write `data` (whole frames) now if the socket takes it; False when it is paused
-        (the peer reads slowly), closing or gone: queue it and wait for `wait_writable`."""
-        protocol = self._protocol
-        if protocol.close_sent or protocol.disconnected or not protocol.writable.is_set():
+        """Write `data` (whole frames) now if the socket takes it; False when it is paused,
+        closing or gone: queue it and wait for `wait_writable`."""
+        send = self.send
+        if send is None:
             return False
-        protocol.transport.write(data)
+        send(data)
         return True
 
     @property
@@ -95,13 +102,45 @@ class Protocol(WebSocketsSansIOProtocol):
             return
         super().send_keepalive_ping()
 
+    _direct: DirectWriter | None = None
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         # The app's task is created but has not run yet: the extension is there before
         # the handshake reaches it. A refused handshake never made a scope.
         if self.handshake_initiated and not self.close_sent:
             extensions: dict[str, Any] = self.scope["extensions"]
-            extensions[DIRECT] = DirectWriter(self)
+            self._direct = extensions[DIRECT] = DirectWriter(self)
+            self._update_direct()
+
+    def _update_direct(self) -> None:
+        """The direct writer's `send`: the transport's `write` while frames go out now."""
+        direct = self._direct
+        if direct is not None:
+            takes = self.writable.is_set() and not self.close_sent and not self.disconnected
+            direct.send = self.transport.write if takes else None
+
+    # close_sent is set in several of uvicorn's methods: a property sees every one.
+    @property
+    def close_sent(self) -> bool:
+        return bool(self.__dict__.get("_close_sent", False))
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self.__dict__["_close_sent"] = value
+        self._update_direct()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._update_direct()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._update_direct()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._update_direct()
 
 
 def _acked_within_ms(transport: Any, limit_ms: float) -> bool:
