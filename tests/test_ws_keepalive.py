@@ -15,7 +15,7 @@ import uvicorn
 from obd.http.ws.protocol import DIRECT, Protocol, frame
 
 PING_S = 1.0
-WATCH_S = 3.5  # three pings' worth
+WATCH_S = 5.5  # pings come every PING_S to 2 * PING_S (a whole-second grid): two at least
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
