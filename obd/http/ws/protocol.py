@@ -95,6 +95,9 @@ class Protocol(WebSocketsSansIOProtocol):
 
     def send_keepalive_ping(self) -> None:
         assert self.ping_interval is not None
+        if self.close_sent or self.transport.is_closing():
+            self.ping_timer = None  # as uvicorn's: no ping, no next one
+            return
         if _acked_within_ms(self.transport, self.ping_interval * 250):
             self.ping_timer = None
             self.last_ping_rtt = 0.0
