@@ -1,6 +1,7 @@
 """`/v1/ws` under load, against the real daemon on loopback. Prints markdown.
 
     python benchmarks/bench_ws.py fanout [--clients 1000] [--seconds 20] [--depth 100] [--ws NAME]
+                                         [--no-floor]
     python benchmarks/bench_ws.py history [--snapshots 50000] [--depth 100]
 
 fanout: one sim coin at 1 s, `--clients` subscribers spread over client processes,
@@ -8,7 +9,11 @@ JSON then msgpack frames. Latency is the client's receive time minus the slot ti
 `ts` (sampling, commit, fan-out, loopback and the client's own loop), and the
 fan-out spread is each receive minus the first receive of the same snapshot. CPU is
 the daemon's user+system time per delivered message, in total and above what the
-same daemon spends collecting with nobody subscribed.
+same daemon spends collecting with nobody subscribed. The floor is a bare uvloop
+server in its own process (no collection, no ASGI, no hub) that writes the same
+frames (a sim book at the same depth, encoded once per slot) to as many loopback
+sockets of the same clients, one `transport.write` each: what delivering costs on
+this machine before obd does anything; obd's figure is given as a ratio to it.
 
 history: `--snapshots` stored snapshots (pre-filled before the daemon starts), streamed
 to one client as JSON and as msgpack, against the rate at which the store alone reads
@@ -34,6 +39,7 @@ import msgspec
 import uvloop
 from websockets.asyncio.client import connect
 
+from obd.http.ws.protocol import frame
 from obd.model import Book
 from obd.storage import codec, coins, reader
 from obd.storage.connect import open_reader, open_writer
@@ -199,8 +205,9 @@ class _LeanClient(asyncio.Protocol):
         self._buffer = buffer[at:]
 
 
-def fanout(clients: int, seconds: float, depth: int, ws: str | None) -> None:
+def fanout(clients: int, seconds: float, depth: int, ws: str | None, floor: bool = True) -> None:
     coin = f'[[coins]]\nexchange = "sim"\nsymbol = "BTC/USDT"\ninterval = "1s"\ndepth = {depth}\n'
+    rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as directory:
         daemon = Daemon(Path(directory), coin, ws)
         try:
@@ -218,12 +225,126 @@ def fanout(clients: int, seconds: float, depth: int, ws: str | None) -> None:
             )
             print("| --- | --- | --- | --- | --- | --- | --- |")
             for wire in ("json", "msgpack"):
-                _fanout_row(daemon, clients, seconds, wire, idle_per_s)
+                rows[wire] = _fanout_row(daemon, clients, seconds, wire, idle_per_s)
         finally:
             daemon.stop()
+    if floor:
+        server = FloorServer(depth)
+        try:
+            time.sleep(1)
+            for wire in ("json", "msgpack"):
+                per_message = _fanout_row(server, clients, seconds, wire, 0.0, "floor, ")
+                rows[f"floor {wire}"] = per_message
+        finally:
+            server.stop()
+        print("\nobd / floor (daemon CPU per delivered message): ", end="")
+        wires = ("json", "msgpack")
+        ratios = [f"{wire} {rows[wire] / rows[f'floor {wire}']:.2f}" for wire in wires]
+        print(", ".join(ratios))
 
 
-def _fanout_row(daemon: Daemon, clients: int, seconds: float, wire: str, idle: float) -> None:
+class FloorServer:
+    """The floor: a bare uvloop server in a subprocess (see the module's doc)."""
+
+    def __init__(self, depth: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        self.process = context.Process(target=_floor_serve, args=(depth, theirs), daemon=True)
+        self.process.start()
+        self.url = f"ws://127.0.0.1:{ours.recv()}/v1/ws"
+
+    def cpu_split(self) -> tuple[float, float]:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(timeout=30)
+
+
+def _floor_serve(depth: int, pipe: Any) -> None:
+    uvloop.install()
+    asyncio.run(_floor_main(depth, pipe))
+
+
+async def _floor_main(depth: int, pipe: Any) -> None:
+    from obd.http.ws.hub import SnapshotFrame, _encoded
+    from obd.model import Snapshot
+
+    sys.path.insert(0, str(REPO / "plugins.d"))
+    import sim  # the same books as the daemon's coin, so the same frame sizes
+
+    exchange = sim.create("sim", None)
+    subscribers: dict[str, list[asyncio.Transport]] = {"json": [], "msgpack": []}
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _FloorProtocol(subscribers), "127.0.0.1", 0)
+    pipe.send(server.sockets[0].getsockname()[1])
+    gc.collect()
+    gc.freeze()
+    while True:
+        slot = (time.time_ns() // 1_000_000 // 1000 + 1) * 1000
+        book = exchange.book_at("BTC/USDT", slot - 1, depth)  # computed before the slot
+        while (left := slot / 1000 - time.time()) > 0:  # noqa: ASYNC110 (a deadline)
+            await asyncio.sleep(left)
+        snapshot = Snapshot(
+            "sim", "BTC/USDT", slot, book.exchange_ts, slot, book.bids, book.asks, "synthetic"
+        )
+        for wire, transports in subscribers.items():
+            if transports:
+                _, framed = _encoded(SnapshotFrame(snapshot), wire)  # type: ignore[arg-type]
+                for transport in transports:
+                    transport.write(framed)
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """Just enough of the server side for `_LeanClient`: the 101, then `subscribed`."""
+
+    def __init__(self, subscribers: dict[str, list[asyncio.Transport]]) -> None:
+        self._subscribers = subscribers
+        self._buffer = b""
+        self._wire: str | None = None
+        self._subscribed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._wire is None:
+            self._buffer += data
+            head, found, _ = self._buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            self._wire = "msgpack" if b"obd.msgpack" in head else "json"
+            msgpack = self._wire == "msgpack"
+            protocol = b"Sec-WebSocket-Protocol: obd.msgpack\r\n" if msgpack else b""
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n" + protocol + b"\r\n"
+            )
+            return
+        if not self._subscribed:  # the subscribe request: answered, then snapshots
+            self._subscribed = True
+            answer = {"type": "subscribed"}
+            if self._wire == "msgpack":
+                self.transport.write(frame(msgspec.msgpack.encode(answer), text=False))
+            else:
+                self.transport.write(frame(msgspec.json.encode(answer), text=True))
+            self._subscribers[self._wire].append(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._subscribed and self._wire is not None:
+            self._subscribers[self._wire].remove(self.transport)
+
+
+def _fanout_row(
+    daemon: "Daemon | FloorServer",
+    clients: int,
+    seconds: float,
+    wire: str,
+    idle: float,
+    label: str = "",
+) -> float:
+    """One table row; returns the CPU per delivered message (µs)."""
     context = multiprocessing.get_context("spawn")
     pipes, processes = [], []
     for n in range(CLIENT_PROCESSES):
@@ -257,10 +378,12 @@ def _fanout_row(daemon: Daemon, clients: int, seconds: float, wire: str, idle: f
     kernel = system / len(window) * 1e6
     above = max(cpu - idle * (ended - began), 0) / len(window) * 1e6
     print(
-        f"| {wire} | {len(window)} | {_pct(latency, 50):.1f} / {_pct(latency, 99):.1f} ms "
+        f"| {label}{wire} | {len(window)} | {_pct(latency, 50):.1f} / {_pct(latency, 99):.1f} ms "
         f"| {_pct(spread, 50):.1f} / {_pct(spread, 99):.1f} ms "
-        f"| {per_message:.1f} µs | {kernel:.1f} µs | {above:.1f} µs |"
+        f"| {per_message:.1f} µs | {kernel:.1f} µs | {above:.1f} µs |",
+        flush=True,
     )
+    return per_message
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -372,13 +495,16 @@ def main() -> None:
         "--ws",
         help="run uvicorn's own WebSocket protocol instead: websockets-sansio, websockets, wsproto",
     )
+    fan.add_argument(
+        "--no-floor", action="store_true", help="skip the bare uvloop server's row (the floor)"
+    )
     hist = modes.add_parser("history")
     hist.add_argument("--snapshots", type=int, default=50_000)
     hist.add_argument("--depth", type=int, default=100)
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     if args.mode == "fanout":
-        fanout(args.clients, args.seconds, args.depth, args.ws)
+        fanout(args.clients, args.seconds, args.depth, args.ws, not args.no_floor)
     else:
         history(args.snapshots, args.depth)
 

@@ -21,8 +21,10 @@ rest), never Python's `hash()`, which is salted per process.
 """
 
 import asyncio
+import collections
 import functools
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -39,7 +41,9 @@ from obd.plugin import Availability, BadRequest, Book, Level, Market, NotFound, 
 __all__ = ["MAX_DEPTH", "PLUGIN", "SimExchange", "SimOptions", "create"]
 
 MAX_DEPTH = 1000  # levels a side the sim can give
-_HISTORY_YIELD_EVERY = 256  # books between yields to the event loop in fetch_history
+_HISTORY_BATCH = 64  # books computed together (and between yields to the loop) in fetch_history
+_AHEAD_BOOKS = 4  # books watch computes in one batch: two seconds' worth at most
+_SLOT_GRID_MS = 1_000  # obd's slots are whole seconds: watch delivers the updates they see
 
 _OCTAVE_BASE_MS = 250  # the finest octave's period
 _OCTAVES = 25  # periods 250 ms * 2**k: the coarsest is ~48 days
@@ -206,67 +210,100 @@ def _make_market(seed: int, symbol: str, listing: _Listing) -> _Market:
     )
 
 
-def _touch(market: _Market, u: int) -> tuple[int, int]:
-    """(best bid's tick index, spread in ticks) at time `u`: O(octaves), any time."""
+def _touches(market: _Market, us: NDArray[np.int64]) -> list[tuple[int, int]]:
+    """(best bid's tick index, spread in ticks) at each time of `us`: O(octaves), any time."""
+    u = us[:, None]
     q, r = np.divmod(u + market.offsets_ms, market.periods_ms)
-    steps = np.concatenate((q, q + 1, (u,))).astype(np.uint64)
+    steps = np.concatenate((q, q + 1, u), axis=1).astype(np.uint64)
     uniform = (_mix64(market.keys + steps * _GOLDEN64) >> 11) * 2.0**-53
-    a0, a1 = uniform[:_OCTAVES], uniform[_OCTAVES:-1]
+    a0, a1 = uniform[:, :_OCTAVES], uniform[:, _OCTAVES:-1]
     # each octave: linear between its anchors, mapped from [0, 1) to [-1, 1)
-    log_move = market.amplitudes @ (a0 + (a1 - a0) * (r / market.periods_ms))
-    mid_ticks = math.exp(market.log_price_ticks + float(log_move) - market.amplitude_sum)
+    moves = a0 + (a1 - a0) * (r / market.periods_ms)
     spreads = market.listing.spreads
-    spread = spreads[int(uniform[-1] * len(spreads))]
-    return math.floor(mid_ticks - spread / 2), spread
+    picks = (uniform[:, -1] * len(spreads)).astype(np.int64).tolist()
+    touches = []
+    for move, pick in zip(moves, picks, strict=True):
+        # A row copied out is summed exactly as a lone book's (one BLAS dot each): a
+        # book never depends on the batch it was computed in.
+        log_move = float(market.amplitudes @ move.copy())
+        mid_ticks = math.exp(market.log_price_ticks + log_move - market.amplitude_sum)
+        spread = spreads[pick]
+        touches.append((math.floor(mid_ticks - spread / 2), spread))
+    return touches
 
 
 class _Scan(msgspec.Struct, frozen=True):
-    prices: NDArray[np.int64]  # tick indexes scanned, bids then asks
+    prices: NDArray[np.int64]  # tick indexes scanned per book, bids then asks
     bits: NDArray[np.uint64]  # their random bits
-    bids: NDArray[np.intp]  # positions of the filled ones, touch first
-    asks: NDArray[np.intp]
+    bids: list[NDArray[np.intp]]  # per book, positions of the filled ones, touch first
+    asks: list[NDArray[np.intp]]
 
 
-def _scan(market: _Market, u: int, best_bid: int, spread: int, depth: int) -> _Scan:
-    """Which prices near the touch hold an order at `u`, and their random bits.
+def _scan(
+    market: _Market, us: NDArray[np.int64], touches: list[tuple[int, int]], depth: int
+) -> _Scan:
+    """Which prices near each touch hold an order at each time of `us`, and their bits.
 
     A price's bits depend only on (price, side, refresh epoch), never on how many
-    prices are scanned: that is what makes a shallow book a prefix of a deep one.
+    prices are scanned: that is what makes a shallow book a prefix of a deep one (and
+    a book the same whichever batch it was scanned with).
     """
+    best = np.array([bid for bid, _ in touches], np.int64)[:, None]
+    spread = np.array([spread for _, spread in touches], np.int64)[:, None]
     ticks = min(2 * depth + 32, _MAX_TICKS)
     while True:
         layout = _layout(ticks, market.listing.gaps)
-        n = layout.offsets + best_bid
-        n[ticks:] += spread
+        n = layout.offsets + best
+        n[:, ticks:] += spread
         # each price refreshes at its own phase, so the book changes a little at a time
         phase_ms = (n * _PHASE_MUL) % layout.refresh_ms
-        epoch = (u + phase_ms) // layout.refresh_ms
+        epoch = (us[:, None] + phase_ms) // layout.refresh_ms
         key = n * _PRICE_MUL + epoch * _EPOCH_MUL + layout.side + market.level_key
         bits = _mix64(key.view(np.uint64))
-        filled = (bits & 255) >= layout.gap_below
-        if best_bid < ticks:  # the bids reach price zero: nothing there or below
-            filled &= n > 0
-        bids = np.flatnonzero(filled[:ticks])[:depth]
-        asks = np.flatnonzero(filled[ticks:])[:depth] + ticks
-        bids_done = len(bids) == depth or best_bid < ticks
-        if (bids_done and len(asks) == depth) or ticks == _MAX_TICKS:
+        # the bids may reach price zero: nothing there or below
+        filled = ((bits & 255) >= layout.gap_below) & (n > 0)
+        bids = [np.flatnonzero(row[:ticks])[:depth] for row in filled]
+        asks = [np.flatnonzero(row[ticks:])[:depth] + ticks for row in filled]
+        done = all(
+            (len(b) == depth or bid < ticks) and len(a) == depth
+            for b, a, (bid, _) in zip(bids, asks, touches, strict=True)
+        )
+        if done or ticks == _MAX_TICKS:
             return _Scan(n, bits, bids, asks)
         ticks = min(2 * ticks, _MAX_TICKS)
 
 
-def _levels(market: _Market, scan: _Scan) -> tuple[list[Level], list[Level]]:
-    """Sizes for the filled prices, and both sides as exact decimal floats."""
-    n_bids = len(scan.bids)
-    chosen = np.concatenate((scan.bids, scan.asks))
-    distance = np.concatenate((scan.bids, scan.asks - len(scan.prices) // 2))
-    noise = _SIZE_NOISE[(scan.bits[chosen] >> 8) & 0xFFFF]
+def _levels(market: _Market, scan: _Scan) -> list[tuple[list[Level], list[Level]]]:
+    """Sizes for the filled prices, and each book's sides as exact decimal floats."""
+    half = scan.prices.shape[1] // 2
+    counts = [(len(b), len(a)) for b, a in zip(scan.bids, scan.asks, strict=True)]
+    pairs = zip(scan.bids, scan.asks, strict=True)
+    chosen = np.concatenate([np.concatenate(pair) for pair in pairs])
+    rows = np.repeat(np.arange(len(counts)), [b + a for b, a in counts])
+    distance = np.where(chosen < half, chosen, chosen - half)
+    noise = _SIZE_NOISE[(scan.bits[rows, chosen] >> 8) & 0xFFFF]
     typical = np.minimum(_PROFILE[distance] * noise, _SIZE_CAP[distance])
     lots = np.maximum(np.floor(typical * market.touch_lots), 1.0)
     # k / 10**d is the float nearest that decimal, so repr() shows no float noise
-    prices = (scan.prices[chosen] / market.tick_den).tolist()
-    sizes = (lots / market.lot_den).tolist()
-    bids = list(zip(prices[:n_bids], sizes[:n_bids], strict=True))
-    return bids, list(zip(prices[n_bids:], sizes[n_bids:], strict=True))
+    levels = zip(
+        (scan.prices[rows, chosen] / market.tick_den).tolist(),
+        (lots / market.lot_den).tolist(),
+        strict=True,
+    )
+    return [
+        (list(itertools.islice(levels, b)), list(itertools.islice(levels, a))) for b, a in counts
+    ]
+
+
+def _books(market: _Market, updates: list[int], depth: int) -> list[Book]:
+    """The books at update times `updates`, computed together: a batch costs about what
+    one book does (the work is a few dozen NumPy calls, whatever their length)."""
+    us = np.array(updates, np.int64)
+    sides = _levels(market, _scan(market, us, _touches(market, us), depth))
+    return [
+        Book(bids=bids, asks=asks, exchange_ts=u)
+        for u, (bids, asks) in zip(updates, sides, strict=True)
+    ]
 
 
 class SimExchange:
@@ -301,32 +338,57 @@ class SimExchange:
 
     def book_at(self, symbol: str, ts_ms: int, depth: int = MAX_DEPTH) -> Book:
         """The book as it stood at `ts_ms`: as of the last update at or before it."""
+        return self.books_at(symbol, [ts_ms], depth)[0]
+
+    def books_at(self, symbol: str, times_ms: list[int], depth: int = MAX_DEPTH) -> list[Book]:
+        """`book_at` for each of `times_ms`, computed as one batch (far cheaper)."""
         if depth < 1:
             raise BadRequest(f"depth must be at least 1, got {depth}")
         market = self._market(symbol)
-        u = ts_ms - ts_ms % self.update_ms
-        best_bid, spread = _touch(market, u)
-        bids, asks = _levels(market, _scan(market, u, best_bid, spread, min(depth, MAX_DEPTH)))
-        return Book(bids=bids, asks=asks, exchange_ts=u)
+        updates = [ts - ts % self.update_ms for ts in times_ms]
+        return _books(market, updates, min(depth, MAX_DEPTH))
 
     async def watch(self, symbol: str, depth: int) -> AsyncIterator[Book]:
-        """The current book now, then each update as the wall clock reaches it.
+        """The current book now, then, as the wall clock reaches them, the updates a slot
+        can see: around each whole second, the last update before it and the first at or
+        after it.
 
-        Yields only the newest update when the consumer fell behind several.
+        obd's slots fall on whole seconds (intervals are whole seconds), and slot T
+        stores the newest book received at or before T once the feed has spoken after
+        T: those two updates are all any slot can see. The book still changes every
+        `update_ms` (`book_at`, history); the updates in between would only wake the
+        daemon for nothing (8 of 10 a second at the default 100 ms). Yields only the
+        newest update when the consumer fell behind. The next few books are computed in
+        one batch right after a yield (a batch costs about what one book does).
         """
         self._market(symbol)
         step = self.update_ms
+        coming: collections.deque[Book] = collections.deque()
         last = None
         while True:
             now_ms = time.time_ns() // 1_000_000
             u = now_ms - now_ms % step
-            if last is not None and u <= last:
-                # Woke a hair early (the loop's clock is not the wall clock), or the
-                # wall clock stepped back: never repeat a book or go back in time.
-                await asyncio.sleep(min(last + step - now_ms, step) / 1000)
+            due = u if last is None else _seen_after(last, step)
+            if u < due:
+                # Not yet (or woke a hair early: the loop's clock is not the wall clock;
+                # or the wall clock stepped back): never repeat a book or go back in time.
+                await asyncio.sleep(min(due - now_ms, _SLOT_GRID_MS) / 1000)
                 continue
-            last = u
-            yield self.book_at(symbol, u, depth)
+            last = u  # the update due, or a newer one if the consumer was late
+            while coming and _update(coming[0]) < u:
+                coming.popleft()  # updates the consumer was too late for
+            if not coming or _update(coming[0]) != u:
+                coming = self._batch(symbol, u, depth)
+            yield coming.popleft()
+            if not coming:
+                coming = self._batch(symbol, _seen_after(u, step), depth)
+
+    def _batch(self, symbol: str, first: int, depth: int) -> collections.deque[Book]:
+        """The books of `first` and the next seen updates after it, `_AHEAD_BOOKS` in all."""
+        updates = [first]
+        while len(updates) < _AHEAD_BOOKS:
+            updates.append(_seen_after(updates[-1], self.update_ms))
+        return collections.deque(self.books_at(symbol, updates, depth))
 
     async def fetch_history(
         self, symbol: str, start_ms: int, end_ms: int, interval_ms: int, depth: int
@@ -337,13 +399,32 @@ class SimExchange:
             raise BadRequest(f"interval_ms must be positive, got {interval_ms}")
         end_ms = min(end_ms, time.time_ns() // 1_000_000 + 1)  # never the future
         first = -(-start_ms // interval_ms) * interval_ms
-        for count, slot in enumerate(range(first, end_ms, interval_ms), 1):
-            yield slot, self.book_at(symbol, slot, depth)
-            if count % _HISTORY_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        slots = range(first, end_ms, interval_ms)
+        for at in range(0, len(slots), _HISTORY_BATCH):
+            batch = list(slots[at : at + _HISTORY_BATCH])
+            for slot, book in zip(batch, self.books_at(symbol, batch, depth), strict=True):
+                yield slot, book
+            await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Nothing to release: the market is computed, not connected to."""
+
+
+def _seen_after(after_ms: int, step_ms: int) -> int:
+    """The first update after `after_ms` that a slot can see: the last one before a whole
+    second, or the first at or after one (with `step_ms` >= 1 s, every update)."""
+    update = after_ms + step_ms
+    while not (
+        update // _SLOT_GRID_MS * _SLOT_GRID_MS > update - step_ms  # first at/after a second
+        or (update + step_ms) // _SLOT_GRID_MS * _SLOT_GRID_MS > update  # last before one
+    ):
+        update += step_ms
+    return update
+
+
+def _update(book: Book) -> int:
+    assert book.exchange_ts is not None  # the sim's books always carry their update time
+    return book.exchange_ts
 
 
 def create(exchange_id: str, options: SimOptions | None) -> SimExchange:

@@ -207,7 +207,11 @@ def test_mid_moves_like_a_random_walk() -> None:
     assert 0.02 < statistics.pstdev(returns) < 0.045
 
 
-def test_watch_yields_each_update_aligned_and_never_ahead() -> None:
+def test_watch_yields_the_updates_slots_see_aligned_and_never_ahead() -> None:
+    """After the first book, around each whole second (where every slot falls): the
+    last update before it and the first at or after it, so a slot's book (the newest
+    received at or before it) and the sign of life that decides it are what a feed
+    of every update would give."""
     exchange = _exchange(seed=3, update_ms=10)
 
     async def run() -> list[tuple[Book, int]]:
@@ -222,10 +226,43 @@ def test_watch_yields_each_update_aligned_and_never_ahead() -> None:
     stamps = [_ts(book) for book, _ in received]
     assert all(stamp % 10 == 0 for stamp in stamps)
     assert stamps == sorted(set(stamps))
+    assert all(stamp % 1000 in (990, 0) for stamp in stamps[1:])
+    for before, after in itertools.pairwise(stamps[1:]):
+        if before % 1000 == 990:  # the last update before a second, then the one at it
+            assert after == before + 10
     for book, now_ms in received:
         assert _ts(book) <= now_ms
         assert book.received_ts is None
         assert book == exchange.book_at("BTC/USDT", _ts(book), 20)
+
+
+@pytest.mark.parametrize("step", [10, 100, 300, 700, 1000, 1500, 60_000])
+def test_watch_delivers_exactly_the_updates_around_each_second(step: int) -> None:
+    updates = range(0, 120_000, step)
+    seconds = range(1000, 120_000 - step, 1000)
+    seen = {max(u for u in updates if u < s) for s in seconds}
+    seen |= {min(u for u in updates if u >= s) for s in seconds}
+    delivered = [0]
+    while (after := sim._seen_after(delivered[-1], step)) < max(seen) + 1:
+        delivered.append(after)
+    assert set(delivered[1:]) == {u for u in seen if u > 0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(SYMBOLS),
+    st.lists(st.integers(T0, YEAR_2100), min_size=1, max_size=12),
+    st.sampled_from([1, 7, 100, 1000]),
+)
+def test_a_batch_of_books_is_each_book_alone(symbol: str, times: list[int], depth: int) -> None:
+    """`watch` and `fetch_history` compute books in batches: a book never depends on
+    the batch it was computed in (bit for bit, as `book_at` gives it)."""
+    books = EXCHANGE.books_at(symbol, times, depth)
+    assert books == [EXCHANGE.book_at(symbol, ts, depth) for ts in times]
+    updates = [times[0] + 100 * k for k in range(10)]  # consecutive updates
+    assert EXCHANGE.books_at(symbol, updates, depth) == [
+        EXCHANGE.book_at(symbol, ts, depth) for ts in updates
+    ]
 
 
 def test_watch_skips_to_the_newest_when_late() -> None:

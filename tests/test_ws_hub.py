@@ -138,16 +138,22 @@ def test_a_backlog_flushed_after_an_outage_does_not_drop_a_normal_reader() -> No
 
 
 class _Socket(DirectWriter):
-    """A direct writer over a list: takes frames while `open`, refuses them once paused."""
+    """A direct writer over a list: takes frames while `open`, refuses them once paused
+    (as the protocol does: `send` is None while the socket does not take frames)."""
+
+    __slots__ = ("written",)
 
     def __init__(self) -> None:  # no uvicorn protocol behind it
         self.written: list[bytes] = []
-        self.open = True
+        self.send = self.written.append
 
-    def write(self, data: bytes) -> bool:
-        if self.open:
-            self.written.append(data)
-        return self.open
+    @property
+    def open(self) -> bool:
+        return self.send is not None
+
+    @open.setter
+    def open(self, value: bool) -> None:
+        self.send = self.written.append if value else None
 
 
 def _payload(framed: bytes) -> Any:

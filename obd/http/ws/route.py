@@ -205,9 +205,12 @@ class Connection:
             await self._answer(text if text is not None else message.get("bytes") or b"")
 
     async def _receive(self) -> Any:
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                # On a whole-second grid: subscribers' idle timers (one per connection,
+                # firing every IDLE_TIMEOUT_S while they only listen) share wake-ups.
+                async with asyncio.timeout_at(math.ceil(loop.time() + IDLE_TIMEOUT_S)):
                     return await self._socket.receive()
             except TimeoutError:
                 if not self.feed.keys and not self._histories:
