@@ -363,14 +363,19 @@ class Dataset:
         size: int = CHUNK,
         *,
         interval: str | int | None = None,
+        summary: bool = False,
     ) -> Iterator[tuple[list[tuple[Any, ...]], codec.Levels]]:
         """The range `size` snapshots at a time as (rows, levels): the rows
-        (ts, exchange_ts, received_ts, capture, seq, codec, book) and their books decoded
-        as arrays (`codec.Levels`), with no Python object per level."""
+        (ts, exchange_ts, received_ts, capture, seq, codec, book), followed with
+        `summary` by the stored summary columns (`obd.storage.summary.COLUMNS`), and
+        their books decoded as arrays (`codec.Levels`), with no Python object per level."""
         low, high = _bounds(start, end)
         # A book's size model is a row of its own file: each batch comes from one shard.
         streams = [
-            _tagged(shard.conn, reader.book_row_pages(shard.conn, coin.id, low, high, size))
+            _tagged(
+                shard.conn,
+                reader.book_row_pages(shard.conn, coin.id, low, high, size, summary=summary),
+            )
             for shard, coin in self._holding(exchange, symbol, interval)
         ]
         batches = streams[0] if len(streams) == 1 else _runs(_merged(streams), size)

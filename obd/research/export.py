@@ -226,7 +226,7 @@ def _write(
     # Parquet is built from the books decoded as arrays; the text formats need Snapshots.
     where = (part.exchange, part.symbol, part.start, part.end, CHUNK)
     chunks: Iterator[Any] = (
-        dataset.decoded(*where, interval=part.interval)
+        dataset.decoded(*where, interval=part.interval, summary=True)
         if form == "parquet"
         else dataset.chunks(*where, interval=part.interval)
     )

@@ -22,7 +22,7 @@ from obd.files import publishing
 from obd.model import Gap, Snapshot
 from obd.storage.codec import Levels
 from obd.storage.summary import COLUMNS as SUMMARY_COLUMNS
-from obd.storage.summary import TOUCH_LEVELS, summarize, summarize_touch
+from obd.storage.summary import summarize
 
 FORMATS = ("parquet", "csv", "ndjson")
 # `capture` says where each book came from (live, REST, which back-fill): provenance.
@@ -188,13 +188,16 @@ class _Parquet:
     def write_levels(
         self, rows: list[tuple[Any, ...]], decoded: Levels, exchange: str = "", symbol: str = ""
     ) -> None:
-        """Like `write`, from `Dataset.decoded`'s (rows, levels): the list columns are
-        built from the decoded arrays (Arrow takes them without a copy a level)."""
+        """Like `write`, from `Dataset.decoded(..., summary=True)`'s (rows, levels): the
+        summary columns are the file's own, the list columns are built from the decoded
+        arrays (Arrow takes them without a copy a level)."""
         pa = self._pa
         plain = dict(zip(_ROW_COLUMNS, zip(*rows, strict=True), strict=False))
         plain["exchange"], plain["symbol"] = (exchange,) * len(rows), (symbol,) * len(rows)
         plain["ts_utc"] = plain["ts"]  # the same ms, typed as a UTC timestamp
-        plain.update(zip(SUMMARY_COLUMNS, zip(*_summaries(decoded), strict=True), strict=True))
+        stored = zip(*(row[_SUMMARY_AT:] for row in rows), strict=True)
+        plain.update(zip(SUMMARY_COLUMNS, stored, strict=True))
+        plain["crossed"] = tuple(bool(crossed) for crossed in plain["crossed"])  # 0/1 in SQLite
         columns: dict[str, Any] = {name: list(plain[name]) for name in self._plain}
         for side, count, values in zip(
             ("bid", "ask"), (decoded.n_bids, decoded.n_asks), decoded.sides(), strict=True
@@ -217,29 +220,6 @@ _SUMMARY_TYPES = {"bid_levels": "int32", "ask_levels": "int32", "crossed": "bool
 
 def _summary(bids: Any, asks: Any) -> tuple[Any, ...]:
     return msgspec.structs.astuple(summarize(bids, asks))
-
-
-def _summaries(decoded: Levels) -> list[tuple[Any, ...]]:
-    """`_summary` of each decoded book, read from the arrays (no tuple a level)."""
-    prices, sizes, touch = decoded.prices, decoded.sizes, TOUCH_LEVELS
-    found = []
-    for start, n_bids, n_asks in zip(
-        decoded.offsets[:-1].tolist(),
-        decoded.n_bids.tolist(),
-        decoded.n_asks.tolist(),
-        strict=True,
-    ):
-        ask = start + n_bids
-        summary = summarize_touch(
-            n_bids,
-            n_asks,
-            float(prices[start]) if n_bids else None,
-            float(prices[ask]) if n_asks else None,
-            sizes[start : start + min(n_bids, touch)].tolist(),
-            sizes[ask : ask + min(n_asks, touch)].tolist(),
-        )
-        found.append(msgspec.structs.astuple(summary))
-    return found
 
 
 # -- the gaps beside an export's data ---------------------------------------------------
@@ -281,8 +261,10 @@ def write_gaps(form: str, path: Path, gaps: list[Gap], metadata: dict[str, str])
             )
 
 
-# What `Dataset.decoded` rows hold, in order (obd.storage.reader.book_rows).
+# What `Dataset.decoded` rows hold, in order (obd.storage.reader.book_rows): these,
+# codec and book, then with `summary=True` the summary columns.
 _ROW_COLUMNS = ("ts", "exchange_ts", "received_ts", "capture", "seq")
+_SUMMARY_AT = len(_ROW_COLUMNS) + 2
 
 
 _SINKS: dict[str, Callable[[Path], Sink]] = {"ndjson": _Ndjson, "csv": _Csv, "parquet": _Parquet}

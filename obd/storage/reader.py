@@ -237,24 +237,29 @@ def books(conn: apsw.Connection, coin: Coin, start: int, end: int, limit: int) -
     return _snapshots(conn, coin, book_rows(conn, coin.id, start, end, limit))
 
 
+_STORED_SUMMARY = "".join(f", {name}" for name in COLUMNS)
+
+
 def book_rows(
-    conn: apsw.Connection, coin_id: int, start: int, end: int, limit: int
+    conn: apsw.Connection, coin_id: int, start: int, end: int, limit: int, *, summary: bool = False
 ) -> list[tuple[Any, ...]]:
     """The undecoded rows (ts, exchange_ts, received_ts, capture, seq, codec, book) of
-    `books`: for callers that decode them as arrays (`codec.decode_many`)."""
+    `books`: for callers that decode them as arrays (`codec.decode_many`). With
+    `summary`, each row goes on with its stored summary columns (`summary.COLUMNS`)."""
+    columns = _snapshot_columns(conn) + (_STORED_SUMMARY if summary else "")
     return conn.execute(
-        f"SELECT {_snapshot_columns(conn)} FROM snapshots "
+        f"SELECT {columns} FROM snapshots "
         "WHERE series = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
         (coin_id, start, end, limit),
     ).fetchall()
 
 
 def book_row_pages(
-    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int
+    conn: apsw.Connection, coin_id: int, start: int, end: int, size: int, *, summary: bool = False
 ) -> Iterator[list[tuple[Any, ...]]]:
     """`book_rows` of [start, end), `size` a query (`pages`)."""
     return pages(
-        lambda low: book_rows(conn, coin_id, low, end, size),
+        lambda low: book_rows(conn, coin_id, low, end, size, summary=summary),
         start,
         end,
         size,
