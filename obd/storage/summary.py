@@ -29,37 +29,19 @@ COLUMNS: tuple[str, ...] = Summary.__struct_fields__
 
 
 def summarize(bids: Sequence[Level], asks: Sequence[Level]) -> Summary:
-    return summarize_touch(
-        len(bids),
-        len(asks),
-        bids[0][0] if bids else None,
-        asks[0][0] if asks else None,
-        [level[1] for level in bids[:TOUCH_LEVELS]],
-        [level[1] for level in asks[:TOUCH_LEVELS]],
-    )
-
-
-def summarize_touch(
-    bid_levels: int,
-    ask_levels: int,
-    best_bid: float | None,
-    best_ask: float | None,
-    bid_sizes: Sequence[float],
-    ask_sizes: Sequence[float],
-) -> Summary:
-    """`summarize` from what it reads of a book: the level counts, the best prices and
-    the sizes of the TOUCH_LEVELS best levels a side (for callers holding arrays)."""
+    best_bid = bids[0][0] if bids else None
+    best_ask = asks[0][0] if asks else None
     mid = spread_bps = None
     if best_bid is not None and best_ask is not None:
         mid = (best_bid + best_ask) / 2
         if mid > 0 and math.isfinite(mid):
             spread_bps = (best_ask - best_bid) / mid * 10_000
-    bid_size = math.fsum(bid_sizes)
-    ask_size = math.fsum(ask_sizes)
+    bid_size = math.fsum(level[1] for level in bids[:TOUCH_LEVELS])
+    ask_size = math.fsum(level[1] for level in asks[:TOUCH_LEVELS])
     total = bid_size + ask_size
     return Summary(
-        bid_levels=bid_levels,
-        ask_levels=ask_levels,
+        bid_levels=len(bids),
+        ask_levels=len(asks),
         best_bid=best_bid,
         best_ask=best_ask,
         mid=mid,
