@@ -2,12 +2,15 @@
 people write them, and exported files that describe themselves (summary columns, a UTC
 timestamp, key-value metadata) with the range's gaps beside them."""
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -235,3 +238,51 @@ def test_csv_and_ndjson_exports_carry_the_gaps_too(tmp_path: Path) -> None:
     assert len(list((tmp_path / "clip").rglob("part.csv"))) == 1
     text = export.gaps_path(tmp_path / "clip", *COIN, "1s", "csv").read_text()
     assert text.splitlines()[1] == f"{T0 + 36 * HOUR_MS},{GAP[1]},{GAP[2]}"
+
+
+# -- reading ahead ----------------------------------------------------------------------
+
+
+def _reader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "obd-export-read"]
+
+
+def test_read_ahead_gives_every_item_in_order_then_the_error_and_ends_its_thread() -> None:
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("corrupt book blob")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="corrupt"):
+        got.extend(export._read_ahead(items()))
+    assert got == [0, 1, 2, 3, 4]
+    assert _reader_threads() == []
+
+
+def test_read_ahead_stopped_early_ends_its_thread_and_closes_the_source() -> None:
+    closed = []
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(1_000)
+        finally:
+            closed.append(True)
+
+    with contextlib.closing(export._read_ahead(items())) as ahead:
+        assert next(ahead) == 0
+    assert _reader_threads() == []
+    assert closed == [True]
+
+
+@needs_pyarrow
+def test_a_corrupt_book_fails_the_export_and_publishes_no_file(tmp_path: Path) -> None:
+    path = _database(tmp_path)
+    conn = apsw.Connection(str(path))
+    with conn:  # one book of the third day: its partition cannot be written whole
+        conn.execute("UPDATE snapshot_rows SET book = x'0badc0de' WHERE ts = ?", (SLOTS[-3],))
+    conn.close()
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="corrupt"):
+        export.run(path, out, "parquet")
+    assert _reader_threads() == []
+    assert not [p for p in out.rglob("*.parquet") if "date=2025-12-03" in str(p)]

@@ -20,9 +20,12 @@ file opened read-only, CHUNK snapshots a query), so memory stays flat, and a run
 daemon neither blocks the export nor is blocked by it.
 """
 
+import contextlib
 import itertools
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -225,32 +228,76 @@ def _write(
     """The partition into `partial`, then renamed to `target`; no file if it is empty."""
     # Parquet is built from the books decoded as arrays; the text formats need Snapshots.
     where = (part.exchange, part.symbol, part.start, part.end, CHUNK)
-    chunks: Iterator[Any] = (
+    reading = _read_ahead(
         dataset.decoded(*where, interval=part.interval, summary=True)
         if form == "parquet"
         else dataset.chunks(*where, interval=part.interval)
     )
-    first = next(chunks, None)
-    if first is None:
-        target.unlink(missing_ok=True)
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with publishing(target, partial=partial, replace=True):
-        sink = download.open_sink(form, partial, with_coin=False, metadata=metadata)
+    with contextlib.closing(reading) as chunks:  # the reader thread ends here, always
+        first = next(chunks, None)
+        if first is None:
+            target.unlink(missing_ok=True)
+            return 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with publishing(target, partial=partial, replace=True):
+            sink = download.open_sink(form, partial, with_coin=False, metadata=metadata)
+            try:
+                for chunk in itertools.chain([first], chunks):
+                    if form == "parquet":
+                        sink.write_levels(*chunk)  # type: ignore[attr-defined]
+                        done = len(chunk[0])
+                    else:
+                        sink.write(chunk)
+                        done = len(chunk)
+                    count += done
+                    bar.add(done)
+            finally:
+                sink.close()
+        return count
+
+
+def _read_ahead(items: Iterator[Any]) -> Generator[Any, None, None]:
+    """`items`, each read on a worker thread while the consumer writes the one before:
+    SQLite, zstd and the codec core read and decode a chunk without the GIL while
+    pyarrow's writer compresses the last one without it too. The worker is the only user
+    of the dataset until it ends, and it has ended when this returns or raises."""
+    ahead: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(more: bool, item: Any) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ahead.put((more, item), timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
         try:
-            for chunk in itertools.chain([first], chunks):
-                if form == "parquet":
-                    sink.write_levels(*chunk)  # type: ignore[attr-defined]
-                    done = len(chunk[0])
-                else:
-                    sink.write(chunk)
-                    done = len(chunk)
-                count += done
-                bar.add(done)
+            for item in items:
+                if not hand_over(True, item):
+                    return
+            hand_over(False, None)
+        except BaseException as exc:  # raised again in the consumer's thread
+            hand_over(False, exc)
         finally:
-            sink.close()
-    return count
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator stopped early lets go of its cursor now
+                close()
+
+    worker = threading.Thread(target=produce, name="obd-export-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            more, item = ahead.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 class _Progress:
