@@ -87,7 +87,7 @@ class Models:
         symbols = codec.size_symbols(codec_id, blob, self._lookup(state))
         if symbols is None:  # a RAW book: nothing to learn from
             return
-        state.counts += np.bincount(np.frombuffer(symbols, np.uint8), minlength=sizecode.SYMBOLS)
+        state.counts += sizecode.count(symbols)
         state.learned += 1
         if state.learned >= TRAIN_BOOKS:
             self._train(series, state.counts, ts)
