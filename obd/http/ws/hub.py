@@ -93,15 +93,6 @@ class Feed:
     def limit(self) -> int:
         return max(BACKLOG_FLOOR, BACKLOG_PER_COIN * len(self.keys))
 
-    def deliver(self, frame: Frame, framed: bytes) -> bool:
-        """A live frame (`framed`: the same as one WebSocket frame): written now if
-        nothing is ahead of it and the socket takes it, else `offer`ed."""
-        direct = self.direct
-        if self.idle and direct is not None and (send := direct.send) is not None:
-            send(framed)
-            return True
-        return self.offer(frame)
-
     def offer(self, frame: Frame) -> bool:
         """Queue `frame` now; False (and the feed dropped) if it is `limit` frames behind."""
         if self.dropped is not None:
@@ -216,9 +207,11 @@ class Hub:
         message = SnapshotFrame(snapshot)
         delivered = 0
         behind: list[Feed] = []
+        # A live frame is written straight to the socket when nothing is ahead of it
+        # (`idle`) and the socket takes it (`send`), else `offer`ed to the feed's queue.
         # The loop runs once a second over every subscriber with cold caches: per feed
-        # it reads the feed's and its writer's slots and makes one C call (`deliver`,
-        # inlined); a call per feed and attribute chains through the protocol cost ~3x.
+        # it reads the feed's and its writer's slots and makes one C call; a method call
+        # per feed and attribute chains through the protocol cost ~3x.
         for feed in feeds:
             encoded = frames.get(feed.wire)
             if encoded is None:
